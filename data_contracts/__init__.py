@@ -1,0 +1,18 @@
+"""Pydantic schemas for everything that crosses a stage boundary."""
+
+from data_contracts.errors import ContractViolation, Reason
+from data_contracts.manifest import (
+    Manifest,
+    ManifestRow,
+    QuarantineRecord,
+    QuarantineReport,
+    SplitFractions,
+    split_for,
+)
+from data_contracts.nifti import VolumeHeader, VolumeLimits, inspect_volume
+
+__all__ = [
+    "ContractViolation", "Reason", "Manifest", "ManifestRow", "QuarantineRecord",
+    "QuarantineReport", "SplitFractions", "split_for", "VolumeHeader", "VolumeLimits",
+    "inspect_volume",
+]

@@ -1,0 +1,114 @@
+"""The dataset manifest (accepted volumes) and the quarantine report (rejected files)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from data_contracts.errors import Reason
+from data_contracts.nifti import VolumeHeader, VolumeLimits
+
+Split = Literal["train", "val", "test"]
+SCHEMA_VERSION = 1
+
+
+class SplitFractions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train: float = Field(0.7, ge=0, le=1)
+    val: float = Field(0.15, ge=0, le=1)
+    test: float = Field(0.15, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> "SplitFractions":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {total:g} "
+                             f"(train={self.train}, val={self.val}, test={self.test})")
+        return self
+
+
+def split_for(sha256: str, fractions: SplitFractions) -> Split:
+    """Deterministic split from content: the same scan always lands in the same split,
+    whatever its name and whatever else is in the folder (no leakage between runs)."""
+    u = int(hashlib.sha256(("split:" + sha256).encode()).hexdigest()[:12], 16) / float(16**12)
+    if u < fractions.train:
+        return "train"
+    if u < fractions.train + fractions.val:
+        return "val"
+    return "test"
+
+
+class ManifestRow(BaseModel):
+    """One accepted volume: its header facts, split, and other names with the same content."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(description="stable id: the first 16 hex digits of the content sha256")
+    split: Split
+    header: VolumeHeader
+    duplicates: tuple[str, ...] = ()
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    sources: tuple[str, ...]
+    limits: VolumeLimits
+    fractions: SplitFractions
+    rows: tuple[ManifestRow, ...]
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Manifest":
+        shas = [r.header.sha256 for r in self.rows]
+        if len(shas) != len(set(shas)):
+            raise ValueError("manifest lists the same content (sha256) twice")
+        return self
+
+    def split(self, name: Split) -> list[ManifestRow]:
+        return [r for r in self.rows if r.split == name]
+
+    def counts(self) -> dict[str, int]:
+        return {s: len(self.split(s)) for s in ("train", "val", "test")}
+
+    @classmethod
+    def read(cls, path: Path) -> "Manifest":
+        return cls.model_validate_json(Path(path).read_text())
+
+
+class QuarantineRecord(BaseModel):
+    """One rejected file with every reason it was rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    sha256: str | None
+    size_bytes: int
+    mtime_ns: int
+    stage: Literal["ingest", "preprocess"] = "ingest"
+    reasons: tuple[Reason, ...] = Field(min_length=1)
+
+
+class QuarantineReport(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    records: tuple[QuarantineRecord, ...]
+
+    def reason_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for record in self.records:
+            for reason in record.reasons:
+                counts[reason.code] = counts.get(reason.code, 0) + 1
+        return dict(sorted(counts.items()))
+
+    @classmethod
+    def read(cls, path: Path) -> "QuarantineReport":
+        return cls.model_validate_json(Path(path).read_text())

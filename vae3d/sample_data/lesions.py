@@ -1,0 +1,49 @@
+"""Synthetic lesions inserted into real anatomy (no real lesion data ships offline)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def insert_lesions(
+    image: np.ndarray,
+    where: np.ndarray,
+    rng: np.random.Generator,
+    n_range: tuple[int, int] = (1, 3),
+    radius_range: tuple[float, float] = (2.0, 6.0),
+    contrast_range: tuple[float, float] = (0.35, 0.8),
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Add ellipsoidal hyper- or hypo-intense lesions centred inside ``where``.
+
+    Args:
+        image: (X, Y, Z) intensities; not modified.
+        where: (X, Y, Z) bool mask of allowed lesion centres (e.g. white matter).
+        rng: the caller's seeded generator: every sampled parameter is returned.
+        radius_range: semi-axis lengths in voxels.
+        contrast_range: relative intensity change; the sign is drawn per lesion.
+
+    Returns:
+        (image with lesions, uint8 mask, list of the sampled parameters per lesion)
+    """
+    out = image.astype(np.float32, copy=True)
+    mask = np.zeros(image.shape, dtype=np.uint8)
+    candidates = np.argwhere(where)
+    if len(candidates) == 0:
+        raise ValueError("no voxel is allowed to hold a lesion: 'where' is empty")
+    grid = np.indices(image.shape, dtype=np.float32)
+    ref = float(np.percentile(image[where], 50))
+    records = []
+    for _ in range(int(rng.integers(n_range[0], n_range[1] + 1))):
+        centre = candidates[rng.integers(len(candidates))].astype(np.float32)
+        radii = rng.uniform(*radius_range, size=3).astype(np.float32)
+        sign = 1.0 if rng.random() < 0.5 else -1.0
+        contrast = float(sign * rng.uniform(*contrast_range))
+        d2 = sum(((grid[i] - centre[i]) / radii[i]) ** 2 for i in range(3))
+        inside = d2 <= 1.0
+        # soft edge: full contrast in the core, fading over the outer 30%
+        weight = np.clip((1.0 - d2) / 0.3, 0.0, 1.0)
+        out += weight * contrast * ref
+        mask[inside] = 1
+        records.append({"centre": centre.tolist(), "radii": radii.tolist(), "contrast": contrast})
+    np.maximum(out, 0.0, out=out)
+    return out, mask, records
