@@ -63,8 +63,9 @@ class Reason(BaseModel):
 class ContractViolation(Exception):
     """Bad data: a file broke the data contract, for one or more reasons."""
 
-    def __init__(self, path: Path | str, reasons: list[Reason]):
+    def __init__(self, path: Path | str, reasons: list[Reason], sha256: str | None = None):
         self.path = str(path)
+        self.sha256 = sha256
         self.reasons = list(reasons)
         lines = "\n  ".join(str(r) for r in self.reasons)
         super().__init__(f"{self.path}: rejected for {len(self.reasons)} reason(s):\n  {lines}")

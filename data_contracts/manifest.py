@@ -43,6 +43,16 @@ def split_for(sha256: str, fractions: SplitFractions) -> Split:
     return "test"
 
 
+class DuplicateFile(BaseModel):
+    """Another path holding byte-identical content to a manifest row (ingested once)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    size_bytes: int
+    mtime_ns: int
+
+
 class ManifestRow(BaseModel):
     """One accepted volume: its header facts, split, and other names with the same content."""
 
@@ -51,7 +61,7 @@ class ManifestRow(BaseModel):
     id: str = Field(description="stable id: the first 16 hex digits of the content sha256")
     split: Split
     header: VolumeHeader
-    duplicates: tuple[str, ...] = ()
+    duplicates: tuple[DuplicateFile, ...] = ()
 
 
 class Manifest(BaseModel):

@@ -175,20 +175,22 @@ def inspect_volume(path: Path, limits: VolumeLimits = VolumeLimits()) -> VolumeH
     try:
         header = io.parse_header(raw)
     except io.NiftiReadError as exc:
-        raise ContractViolation(path, [Reason.of(exc.code, str(exc))]) from None
+        raise ContractViolation(path, [Reason.of(exc.code, str(exc))], sha) from None
     reasons = _header_reasons(header, limits)
     if reasons:
-        raise ContractViolation(path, reasons)
+        raise ContractViolation(path, reasons, sha)
     try:
         img = io.image_from_bytes(raw, int(limits.max_decompressed_mb * 2**20))
         volume = io.volume_from_image(img, path)
     except io.NiftiReadError as exc:
-        raise ContractViolation(path, [Reason.of(exc.code, str(exc))]) from None
+        raise ContractViolation(path, [Reason.of(exc.code, str(exc))], sha) from None
     except (ValueError, OSError, EOFError) as exc:  # nibabel's own decode errors
-        raise ContractViolation(path, [Reason.of("unreadable", f"nibabel cannot decode it: {exc}")]) from None
+        raise ContractViolation(
+            path, [Reason.of("unreadable", f"nibabel cannot decode it: {exc}")], sha
+        ) from None
     reasons = _data_reasons(volume.array)
     if reasons:
-        raise ContractViolation(path, reasons)
+        raise ContractViolation(path, reasons, sha)
     return VolumeHeader(
         path=str(path),
         sha256=sha,

@@ -1,0 +1,128 @@
+"""The one typed settings object, built once at the entry point.
+
+Precedence, highest first: CLI flags (passed as init values), ``VAE3D_*`` environment
+variables (nested with ``__``, e.g. ``VAE3D_PREPROCESS__TARGET_SHAPE='[96,96,96]'``), an
+optional TOML/YAML config file (``--config``), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+from data_contracts import SplitFractions, VolumeLimits
+
+_CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("config", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestSettings(VolumeLimits):
+    """Contract limits (inherited) plus how sources are scanned and split."""
+
+    exclude: tuple[str, ...] = Field(
+        ("derivatives/*", "*/derivatives/*"),
+        description="glob patterns (relative to a source folder) never ingested, e.g. masks",
+    )
+    fractions: SplitFractions = SplitFractions()
+    batch_size: int = Field(8, ge=1, description="files validated per Prefect task")
+
+    def limits(self) -> VolumeLimits:
+        return VolumeLimits(**self.model_dump(include=set(VolumeLimits.model_fields)))
+
+
+class PreprocessSettings(_Section):
+    """Every setting that changes the preprocessed tensors (and so the cache key)."""
+
+    target_shape: tuple[int, int, int] = (64, 64, 64)
+    target_spacing: tuple[float, float, float] = (3.0, 3.0, 3.0)
+    lower_percentile: float = Field(0.5, ge=0, lt=50)
+    upper_percentile: float = Field(99.5, gt=50, le=100)
+    foreground_threshold: float = Field(
+        0.08, ge=0, lt=1, description="head mask: voxels above this fraction of the 99th percentile"
+    )
+    foreground_margin: int = Field(2, ge=0)
+
+    @field_validator("target_shape")
+    @classmethod
+    def _positive(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        if min(v) < 8:
+            raise ValueError(f"target_shape must be >= 8 voxels per axis, got {v}")
+        return v
+
+    def key(self) -> str:
+        """Stable hash of these settings: the preprocessed-cache namespace."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class PrefectSettings(_Section):
+    task_runner: Literal["threads", "dask"] = "threads"
+    max_workers: int = Field(4, ge=1)
+    dask_address: str | None = Field(None, description="tcp://host:8786 of a running Dask scheduler")
+
+
+class Settings(BaseSettings):
+    """All settings of the pipeline. Sections are handed to the stage that needs them."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VAE3D_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    workspace: Path = Field(Path("workspace"), description="everything the pipeline writes")
+    seed: int = 0
+    ingest: IngestSettings = IngestSettings()
+    preprocess: PreprocessSettings = PreprocessSettings()
+    prefect: PrefectSettings = PrefectSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings]
+        path = _CONFIG_FILE.get()
+        if path is not None:
+            if path.suffix in (".yaml", ".yml"):
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+            else:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def load_settings(config: Path | None = None, **overrides) -> Settings:
+    """Build the settings: ``overrides`` (CLI flags) > env > ``config`` file > defaults.
+
+    Raises:
+        FileNotFoundError: ``config`` names a missing file.
+        ValueError: ``config`` is neither TOML nor YAML.
+    """
+    if config is not None:
+        config = Path(config)
+        if not config.is_file():
+            raise FileNotFoundError(f"config file {config} does not exist")
+        if config.suffix not in (".toml", ".yaml", ".yml"):
+            raise ValueError(f"config file {config}: use a .toml, .yaml or .yml file")
+    token = _CONFIG_FILE.set(config)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        _CONFIG_FILE.reset(token)

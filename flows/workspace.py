@@ -1,0 +1,78 @@
+"""The workspace folder: where every artifact of the pipeline lives, and nothing outside it.
+
+``configure_environment`` points Prefect's and MLflow's local state into the workspace and
+turns their telemetry off; the CLI calls it before Prefect is first imported.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def at(cls, root: Path | str) -> "Workspace":
+        return cls(Path(root).expanduser().resolve())
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine.json"
+
+    @property
+    def dataset_index(self) -> Path:
+        return self.root / "dataset_index.json"
+
+    def preprocess_cache(self, key: str) -> Path:
+        return self.root / "cache" / "preprocess" / key
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.root / "mlflow"
+
+    @property
+    def outputs(self) -> Path:
+        return self.root / "outputs"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.root / "prefect"
+
+    def ensure(self) -> "Workspace":
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def configure_environment(ws: Workspace) -> None:
+    """Keep Prefect and MLflow state inside the workspace, offline. User-set values win."""
+    ws.ensure()
+    defaults = {
+        "PREFECT_HOME": str(ws.prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "false"),
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)

@@ -1,0 +1,161 @@
+"""Ingest as pure functions: find sources, decide what must be (re-)read, build the manifest.
+
+The Prefect flow (``flows/ingest.py``) only wires these together around the parallel
+``inspect`` calls; everything here is testable without Prefect.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_contracts import (
+    ContractViolation,
+    Manifest,
+    ManifestRow,
+    QuarantineRecord,
+    QuarantineReport,
+    SplitFractions,
+    VolumeHeader,
+    VolumeLimits,
+    inspect_volume,
+    split_for,
+)
+from data_contracts.manifest import DuplicateFile
+from vae3d.io import is_nifti_path
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    size_bytes: int
+    mtime_ns: int
+
+    @classmethod
+    def stat(cls, path: Path) -> "SourceFile":
+        st = os.stat(path)
+        return cls(str(path), st.st_size, st.st_mtime_ns)
+
+
+def _excluded(rel: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatch(rel, p) for p in patterns)
+
+
+def _read_list(path: Path) -> list[Path]:
+    """Paths from a CSV (a ``path`` column, or the first column) or JSON list file."""
+    base = path.parent
+    if path.suffix.lower() == ".json":
+        data = json.loads(path.read_text())
+        items = data.get("paths") if isinstance(data, dict) else data
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ValueError(f"{path}: expected a JSON list of paths or {{\"paths\": [...]}}")
+    else:
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            return []
+        col = rows[0].index("path") if "path" in rows[0] else 0
+        start = 1 if rows[0][col] == "path" else 0
+        items = [r[col] for r in rows[start:] if r and r[col].strip()]
+    return [(base / p) if not Path(p).is_absolute() else Path(p) for p in items]
+
+
+def discover(sources: Iterable[Path], exclude: Sequence[str] = ()) -> list[Path]:
+    """Every NIfTI file under the given folders or listed in CSV/JSON files, sorted, unique.
+
+    Hidden files (names starting with '.') are skipped: they are editors' and our own
+    temporary files.
+
+    Raises:
+        FileNotFoundError: a source does not exist.
+    """
+    found: set[Path] = set()
+    for source in sources:
+        source = Path(source).expanduser()
+        if not source.exists():
+            raise FileNotFoundError(f"source {source} does not exist (expected a folder or a .csv/.json list)")
+        if source.is_dir():
+            for path in source.rglob("*"):
+                rel = path.relative_to(source).as_posix()
+                if path.name.startswith(".") or not is_nifti_path(path) or not path.is_file():
+                    continue
+                if not _excluded(rel, exclude):
+                    found.add(path.resolve())
+        elif source.suffix.lower() in (".csv", ".json"):
+            found.update(p.resolve() for p in _read_list(source))
+        else:
+            found.add(source.resolve())
+    return sorted(found)
+
+
+def load_previous(manifest_path: Path, quarantine_path: Path) -> dict[str, VolumeHeader | QuarantineRecord]:
+    """Earlier results keyed by path, for incremental re-runs (missing files: empty)."""
+    previous: dict[str, VolumeHeader | QuarantineRecord] = {}
+    if manifest_path.exists():
+        for row in Manifest.read(manifest_path).rows:
+            previous[row.header.path] = row.header
+            for dup in row.duplicates:
+                previous[dup.path] = row.header.model_copy(
+                    update={"path": dup.path, "size_bytes": dup.size_bytes, "mtime_ns": dup.mtime_ns}
+                )
+    if quarantine_path.exists():
+        for record in QuarantineReport.read(quarantine_path).records:
+            if record.stage == "ingest":
+                previous[record.path] = record
+    return previous
+
+
+def unchanged(result: VolumeHeader | QuarantineRecord, source: SourceFile) -> bool:
+    return result.size_bytes == source.size_bytes and result.mtime_ns == source.mtime_ns
+
+
+def inspect_file(path: str, limits: VolumeLimits) -> VolumeHeader | QuarantineRecord:
+    """Validate one file; a rejection comes back as a quarantine record, never an exception."""
+    source = SourceFile.stat(Path(path))
+    try:
+        return inspect_volume(Path(path), limits)
+    except ContractViolation as exc:
+        return QuarantineRecord(
+            path=path, sha256=exc.sha256, size_bytes=source.size_bytes, mtime_ns=source.mtime_ns,
+            reasons=tuple(exc.reasons),
+        )
+
+
+def assemble(
+    results: Iterable[VolumeHeader | QuarantineRecord],
+    sources: Sequence[str],
+    limits: VolumeLimits,
+    fractions: SplitFractions,
+) -> tuple[Manifest, QuarantineReport]:
+    """Group accepted volumes by content (first path wins, others listed as duplicates),
+    assign splits from the content hash, and collect the quarantine."""
+    by_sha: dict[str, list[VolumeHeader]] = {}
+    rejected: list[QuarantineRecord] = []
+    for result in results:
+        if isinstance(result, QuarantineRecord):
+            rejected.append(result)
+        else:
+            by_sha.setdefault(result.sha256, []).append(result)
+    rows = []
+    for sha, headers in by_sha.items():
+        headers.sort(key=lambda h: h.path)
+        rows.append(
+            ManifestRow(
+                id=sha[:16],
+                split=split_for(sha, fractions),
+                header=headers[0],
+                duplicates=tuple(
+                    DuplicateFile(path=h.path, size_bytes=h.size_bytes, mtime_ns=h.mtime_ns)
+                    for h in headers[1:]
+                ),
+            )
+        )
+    rows.sort(key=lambda r: r.header.path)
+    rejected.sort(key=lambda r: r.path)
+    manifest = Manifest(sources=tuple(sources), limits=limits, fractions=fractions, rows=tuple(rows))
+    return manifest, QuarantineReport(records=tuple(rejected))
