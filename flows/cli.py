@@ -111,6 +111,26 @@ def ingest(
         raise typer.Exit(1)
 
 
+@app.command()
+def preprocess() -> None:
+    """Reorient, resample, crop, scale and pad every accepted volume (MONAI transforms).
+
+    Results are cached per (scan content, settings): a re-run reads the cache, a changed
+    setting (e.g. VAE3D_PREPROCESS__TARGET_SHAPE='[96,96,96]') recomputes. Writes
+    dataset_index.json and figures/preprocess_montage.png.
+    """
+    s = settings()
+    from flows.preprocess import run_preprocess
+
+    index = run_preprocess(s)
+    counts = index.counts()
+    console.print(
+        f"preprocessed {len(index.items)} volumes to {index.target_shape} at {index.target_spacing} mm "
+        f"(train {counts['train']} / val {counts['val']} / test {counts['test']})\n"
+        f"index: {Workspace.at(s.workspace).dataset_index}"
+    )
+
+
 def _print_ingest(manifest, quarantine, ws: Workspace) -> None:
     counts = manifest.counts()
     table = Table(title="ingest", show_header=True)

@@ -1,0 +1,45 @@
+"""The dataset index: what preprocessing produced and where the tensors are."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from data_contracts.manifest import SCHEMA_VERSION, Split
+
+
+class IndexItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    split: Split
+    source_path: str
+    source_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    cache_path: str
+    cache_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class DatasetIndex(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    manifest_sha256: str
+    settings_key: str
+    settings: dict
+    target_shape: tuple[int, int, int]
+    target_spacing: tuple[float, float, float]
+    template_affine: list[list[float]]
+    items: tuple[IndexItem, ...]
+
+    def split(self, name: Split) -> list[IndexItem]:
+        return [i for i in self.items if i.split == name]
+
+    def counts(self) -> dict[str, int]:
+        return {s: len(self.split(s)) for s in ("train", "val", "test")}
+
+    @classmethod
+    def read(cls, path: Path) -> "DatasetIndex":
+        return cls.model_validate_json(Path(path).read_text())

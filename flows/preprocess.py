@@ -1,0 +1,92 @@
+"""Preprocess flow: every accepted volume to a cached training tensor, plus the dataset index."""
+
+from __future__ import annotations
+
+import base64
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import as_completed
+from tqdm.auto import tqdm
+
+from data_contracts import DatasetIndex, IndexItem, Manifest, ManifestRow, QuarantineRecord, QuarantineReport
+from flows.runners import chunks, task_runner
+from flows.settings import PreprocessSettings, Settings
+from flows.workspace import Workspace
+from vae3d.io import atomic_write_text, sha256_file
+from vae3d.preprocessing import PreprocessCache, build_preprocess, template_affine
+from vae3d.preprocessing.stage import montage, preprocess_row
+
+
+@task(retries=1, retry_delay_seconds=1, task_run_name="preprocess-batch")
+def preprocess_batch(
+    rows: list[ManifestRow], cfg: PreprocessSettings, cache_root: str
+) -> list[tuple[IndexItem | QuarantineRecord, bool]]:
+    chain = build_preprocess(**cfg.model_dump())
+    cache = PreprocessCache(cache_root)
+    return [preprocess_row(row, chain, cache) for row in rows]
+
+
+@task
+def publish(index: DatasetIndex, rejected: list[QuarantineRecord], hits: int, png: str) -> None:
+    counts = index.counts()
+    create_table_artifact(
+        key="preprocess-counts",
+        table=[
+            {"split": k, "volumes": v} for k, v in counts.items()
+        ] + [{"split": "quarantined", "volumes": len(rejected)}, {"split": "cache hits", "volumes": hits}],
+        description=f"settings key {index.settings_key}",
+    )
+    data = base64.b64encode(open(png, "rb").read()).decode()
+    create_markdown_artifact(
+        key="preprocess-montage",
+        markdown=f"# Preprocessed volumes (mid-slices)\n\n`{png}`\n\n![montage](data:image/png;base64,{data})",
+    )
+
+
+@flow(name="preprocess")
+def preprocess_flow(settings: Settings) -> DatasetIndex:
+    """Turn every manifest row into a cached (1, D, H, W) tensor; write ``dataset_index.json``."""
+    logger = get_run_logger()
+    ws = Workspace.at(settings.workspace)
+    if not ws.manifest.exists():
+        raise FileNotFoundError(f"{ws.manifest} not found: run 'vae3d ingest SOURCE' first")
+    manifest = Manifest.read(ws.manifest)
+    cfg = settings.preprocess
+    cache_root = ws.preprocess_cache(cfg.key())
+    rows = list(manifest.rows)
+    futures = preprocess_batch.map(chunks(rows, 4), unmapped(cfg), unmapped(str(cache_root))) if rows else []
+    items, rejected, hits = [], [], 0
+    with tqdm(total=len(rows), desc="preprocessing", unit="vol", disable=None) as bar:
+        for future in as_completed(futures):
+            for result, hit in future.result():
+                (rejected if isinstance(result, QuarantineRecord) else items).append(result)
+                hits += hit
+            bar.update(len(future.result()))
+    items.sort(key=lambda i: i.source_path)
+    index = DatasetIndex(
+        manifest_sha256=sha256_file(ws.manifest), settings_key=cfg.key(),
+        settings=cfg.model_dump(mode="json"), target_shape=cfg.target_shape,
+        target_spacing=cfg.target_spacing,
+        template_affine=template_affine(cfg.target_shape, cfg.target_spacing).tolist(),
+        items=tuple(items),
+    )
+    atomic_write_text(ws.dataset_index, index.model_dump_json(indent=1))
+    atomic_write_text(
+        ws.root / "quarantine_preprocess.json",
+        QuarantineReport(records=tuple(sorted(rejected, key=lambda r: r.path))).model_dump_json(indent=1),
+    )
+    cache = PreprocessCache(cache_root)
+    sample = [cache.load(i.source_sha256) for i in items[:4]]
+    png = montage([s for s in sample if s is not None], ws.figures / "preprocess_montage.png") if items else None
+    if png is not None:
+        publish(index, rejected, hits, str(png))
+    logger.info(
+        "preprocessed %d volumes (%d from cache, %d quarantined) -> %s",
+        len(items), hits, len(rejected), ws.dataset_index,
+    )
+    return index
+
+
+def run_preprocess(settings: Settings) -> DatasetIndex:
+    return preprocess_flow.with_options(task_runner=task_runner(settings.prefect))(settings)
