@@ -1,0 +1,177 @@
+"""A 3D convolutional variational autoencoder for brain MRI.
+
+Where the compute goes decides what a CPU can learn in minutes: a strided 2x2x2 "patchify"
+stem takes the input to half resolution at once, residual blocks (MONAI's ``AEKLResBlock``:
+GroupNorm, SiLU, 3x3x3 convs) work at 1/2, 1/4, ... resolution, and the latent is a spatial
+grid (default 8 channels at 1/8 resolution) so anatomy keeps its position. A flat latent
+vector is an option for embedding-style use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.blocks import Convolution
+from monai.networks.nets.autoencoderkl import AEKLDownsample, AEKLResBlock
+from torch import nn
+
+
+def _conv(cin: int, cout: int, kernel: int = 3) -> Convolution:
+    return Convolution(3, cin, cout, strides=1, kernel_size=kernel, padding=kernel // 2, conv_only=True)
+
+
+class _Upsample(nn.Module):
+    """Nearest-neighbour x2 then a 3x3x3 conv (no checkerboard artefacts of transposed convs)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = _conv(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class VAE3D(nn.Module):
+    """3D convolutional VAE.
+
+    Args:
+        input_size: edge length of the cubic input (D = H = W); must be divisible by
+            ``2 ** len(channels)``.
+        in_channels: image channels (1 for a single MRI contrast).
+        channels: feature channels per level; level 0 runs at half the input resolution
+            (after the patchify stem) and each further level halves it again.
+        latent_channels: channels of the spatial latent grid.
+        num_res_blocks: residual blocks per level in the encoder and in the decoder.
+        norm_num_groups: GroupNorm groups; every entry of ``channels`` must be divisible by it.
+        flat_latent: if set, the latent is a vector of this size instead of a grid.
+
+    Shapes:
+        x: (B, in_channels, S, S, S) with S = input_size
+        latent grid: (B, latent_channels, S / 2**L, S / 2**L, S / 2**L), L = len(channels);
+        flat latent: (B, flat_latent)
+
+    Raises:
+        ValueError: on an inconsistent combination of the above.
+    """
+
+    def __init__(
+        self,
+        input_size: int = 64,
+        in_channels: int = 1,
+        channels: Sequence[int] = (32, 48, 64),
+        latent_channels: int = 8,
+        num_res_blocks: int = 1,
+        norm_num_groups: int = 8,
+        flat_latent: int | None = None,
+        norm_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        if not channels:
+            raise ValueError("channels must name at least one level, e.g. (32, 48, 64)")
+        factor = 2 ** len(channels)
+        if input_size % factor:
+            raise ValueError(
+                f"input_size={input_size} is not divisible by 2**len(channels)={factor}; "
+                f"use a multiple of {factor} (preprocess target_shape) or fewer levels"
+            )
+        bad = [c for c in channels if c % norm_num_groups]
+        if bad:
+            raise ValueError(
+                f"channels {bad} are not divisible by norm_num_groups={norm_num_groups}; "
+                "choose channels that are multiples of the group count"
+            )
+        if min(latent_channels, in_channels, num_res_blocks) < 1:
+            raise ValueError("latent_channels, in_channels and num_res_blocks must be >= 1")
+        if flat_latent is not None and flat_latent < 1:
+            raise ValueError(f"flat_latent must be >= 1 or None, got {flat_latent}")
+        self._hparams = {
+            "input_size": input_size, "in_channels": in_channels, "channels": list(channels),
+            "latent_channels": latent_channels, "num_res_blocks": num_res_blocks,
+            "norm_num_groups": norm_num_groups, "flat_latent": flat_latent, "norm_eps": norm_eps,
+        }
+        self.input_size, self.in_channels, self.channels = input_size, in_channels, channels
+        self.latent_channels, self.flat_latent = latent_channels, flat_latent
+        self.grid = input_size // factor
+        res = lambda cin, cout: AEKLResBlock(3, cin, norm_num_groups, norm_eps, cout)  # noqa: E731
+
+        enc: list[nn.Module] = [Convolution(3, in_channels, channels[0], strides=2, kernel_size=2, padding=0, conv_only=True)]
+        for level, ch in enumerate(channels):
+            cin = channels[level - 1] if level else channels[0]
+            enc += [res(cin if i == 0 else ch, ch) for i in range(num_res_blocks)]
+            enc.append(AEKLDownsample(3, ch) if level < len(channels) - 1 else nn.Identity())
+        enc += [nn.GroupNorm(norm_num_groups, channels[-1], eps=norm_eps), nn.SiLU(), _conv(channels[-1], 2 * latent_channels)]
+        self.encoder = nn.Sequential(*[m for m in enc if not isinstance(m, nn.Identity)])
+
+        dec: list[nn.Module] = [_conv(latent_channels, channels[-1])]
+        rev = channels[::-1]
+        for level, ch in enumerate(rev):
+            cin = rev[level - 1] if level else rev[0]
+            dec += [res(cin if i == 0 else ch, ch) for i in range(num_res_blocks)]
+            if level < len(rev) - 1:
+                dec.append(_Upsample(ch))
+        dec += [
+            nn.GroupNorm(norm_num_groups, channels[0], eps=norm_eps), nn.SiLU(),
+            nn.ConvTranspose3d(channels[0], in_channels, kernel_size=2, stride=2),
+        ]
+        self.decoder = nn.Sequential(*dec)
+
+        n_grid = latent_channels * self.grid**3
+        if flat_latent is not None:
+            self.to_flat = nn.Linear(2 * n_grid, 2 * flat_latent)
+            self.from_flat = nn.Linear(flat_latent, n_grid)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one sample's latent (without the batch axis)."""
+        if self.flat_latent is not None:
+            return (self.flat_latent,)
+        return (self.latent_channels, self.grid, self.grid, self.grid)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, S, S, S) -> (mu, logvar), each (B, *latent_shape)."""
+        h = self.encoder(x)
+        if self.flat_latent is not None:
+            h = self.to_flat(h.flatten(1))
+        mu, logvar = h.chunk(2, dim=1)
+        return mu, logvar.clamp(-30.0, 20.0)
+
+    @staticmethod
+    def sample_posterior(
+        mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Reparameterization trick: z = mu + sigma * eps, eps ~ N(0, I); differentiable in mu, logvar."""
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, *latent_shape) -> (B, C, S, S, S)."""
+        if self.flat_latent is not None:
+            z = self.from_flat(z).view(-1, self.latent_channels, self.grid, self.grid, self.grid)
+        return self.decoder(z)
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training pass: (reconstruction from a posterior sample, mu, logvar)."""
+        mu, logvar = self.encode(x)
+        return self.decode(self.sample_posterior(mu, logvar, generator)), mu, logvar
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic reconstruction from the posterior mean: (B, C, S, S, S)."""
+        return self.decode(self.encode(x)[0])
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """``n`` volumes decoded from the prior N(0, temperature^2 I): (n, C, S, S, S)."""
+        p = next(self.parameters())
+        z = torch.randn((n, *self.latent_shape), generator=generator, device=p.device, dtype=p.dtype)
+        return self.decode(z * temperature)
+
+    def hparams(self) -> dict:
+        """Constructor arguments (primitives): what a checkpoint needs to rebuild the model."""
+        return dict(self._hparams)

@@ -1,0 +1,235 @@
+"""The training loop: seeded, resumable, validated, stoppable; no tracking code inside.
+
+Randomness is keyed, not streamed: the batch order of epoch ``e`` comes from a generator
+seeded with (seed, e), each sample's augmentation from (seed, e, index), and the
+reparameterization noise from a generator whose state is checkpointed. So a run stopped
+after any epoch and resumed ends with the same weights as one that never stopped (CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from monai.metrics import PSNRMetric, SSIMMetric
+from tqdm.auto import tqdm
+
+from vae3d.losses import VAELoss, kl_weight
+from vae3d.model import VAE3D
+from vae3d.preprocessing.augment import augment, build_augment
+from vae3d.training.checkpoint import load_checkpoint, save_checkpoint
+from vae3d.training.config import TrainConfig
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/Inf. The last good checkpoint is left untouched."""
+
+    def __init__(self, epoch: int, step: int, checkpoint: Path | None, values: dict[str, float]):
+        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
+        kept = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written yet"
+        super().__init__(
+            f"non-finite loss at epoch {epoch}, step {step} ({values}); {kept}. "
+            "Check the inputs for NaN/Inf, or lower lr / raise grad_clip; resume continues from it."
+        )
+
+
+class Callback(Protocol):
+    """What the flow layer hooks into (MLflow logging lives there, not here)."""
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: VAE3D) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    epochs_run: int
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
+    last_checkpoint: Path | None = None
+    best_checkpoint: Path | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(config: TrainConfig, input_size: int) -> VAE3D:
+    """The model of ``config.model``, initialised from ``config.seed``."""
+    torch.manual_seed(config.seed)
+    return VAE3D(input_size=input_size, **config.model)
+
+
+def _lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+@torch.no_grad()
+def evaluate(model: VAE3D, volumes: torch.Tensor, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Posterior-mean reconstructions scored with MONAI's PSNR and SSIM (data range 1)."""
+    smallest = min(volumes.shape[2:])
+    window = min(11, smallest - (1 - smallest % 2))  # MONAI's 11-voxel window needs >= 11^3
+    psnr = PSNRMetric(max_val=1.0)
+    ssim = SSIMMetric(spatial_dims=3, data_range=1.0, win_size=window)
+    l1, n = 0.0, 0
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(volumes), batch_size):
+        x = volumes[i : i + batch_size].to(device)
+        r = model.reconstruct(x).float().clamp(0, 1)
+        psnr(r, x)
+        ssim(r, x)
+        l1 += float((r - x).abs().mean()) * len(x)
+        n += len(x)
+    model.train(was_training)
+    return {"val_psnr": float(psnr.aggregate()), "val_ssim": float(ssim.aggregate()), "val_l1": l1 / max(n, 1)}
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    return (seed * 1_000_003 + epoch * 10_007 + index) % (2**31 - 1)
+
+
+def _batch(train: torch.Tensor, idx: torch.Tensor, epoch: int, cfg: TrainConfig, chain) -> torch.Tensor:
+    if cfg.augment_prob <= 0:
+        return train[idx]
+    return torch.stack(
+        [augment(chain, train[i], seed=_sample_seed(cfg.seed, epoch, int(i))) for i in idx.tolist()]
+    )
+
+
+def fit(
+    model: VAE3D,
+    train: torch.Tensor,
+    val: torch.Tensor,
+    config: TrainConfig,
+    checkpoint_dir: Path,
+    callbacks: Sequence[Callback] = (),
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` on ``train`` (N, 1, S, S, S) in [0, 1], validating on ``val`` each epoch.
+
+    Writes ``last.pt`` (everything needed to resume) and ``best.pt`` (best val SSIM)
+    atomically into ``checkpoint_dir`` after every epoch.
+
+    Raises:
+        ValueError: empty training or validation data, or a checkpoint of another model.
+        NonFiniteLossError: the loss became NaN/Inf (names epoch and step).
+    """
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError(
+            f"need training and validation volumes, got {len(train)} train and {len(val)} val; "
+            "ingest more scans or change the split fractions"
+        )
+    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    fmt = torch.channels_last_3d if config.channels_last else torch.contiguous_format
+    model = model.to(device=device, memory_format=fmt)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config.warmup_steps, config.epochs * steps_per_epoch))
+    noise = torch.Generator(device=device).manual_seed(config.seed + 1)
+    loss_fn = VAELoss(config.recon, config.ssim_weight, config.free_bits)
+    chain = build_augment(prob=config.augment_prob)
+    use_amp = config.amp and device.type == "cuda"
+
+    start, step, history = 0, 0, []
+    best = {"epoch": 0, "val_ssim": -math.inf}
+    bad_epochs = 0
+    last_path = checkpoint_dir / LAST
+    if resume and last_path.exists():
+        state = load_checkpoint(last_path, map_location=device)
+        if state["hparams"] != model.hparams():
+            raise ValueError(
+                f"{last_path} holds a model with {state['hparams']}, not {model.hparams()}; "
+                "use another checkpoint folder or resume=False"
+            )
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        noise.set_state(state["noise_rng"].cpu() if device.type == "cpu" else state["noise_rng"])
+        start, step, history = state["epoch"], state["step"], list(state["history"])
+        best, bad_epochs = dict(state["best"]), state["bad_epochs"]
+    result = TrainResult(epochs_run=start, best_epoch=best["epoch"], best_metrics={}, history=history)
+    t0 = time.perf_counter()
+    model.train()
+    for epoch in range(start, config.epochs):
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+        sums: dict[str, float] = {}
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or None, leave=False)
+        for b in bar:
+            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+            x = _batch(train, idx, epoch, config, chain).to(device).contiguous(memory_format=fmt)
+            w = kl_weight(step, config.beta, config.kl_schedule, config.kl_warmup_steps, config.kl_cycle_steps)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                recon, mu, logvar = model(x, generator=noise)
+            losses = loss_fn(recon.float(), x, mu, logvar, w)
+            if not torch.isfinite(losses["loss"]):
+                raise NonFiniteLossError(
+                    epoch + 1, b + 1, last_path if last_path.exists() else None,
+                    {k: float(v) for k, v in losses.items()},
+                )
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            bar.set_postfix(loss=f"{sums['loss'] / (b + 1):.4f}", kl=f"{sums['kl'] / (b + 1):.1f}")
+        metrics = {f"train_{k}": v / steps_per_epoch for k, v in sums.items()}
+        metrics.update(evaluate(model, val, config.batch_size, device))
+        metrics.update(epoch=epoch + 1, kl_weight=w, lr=sched.get_last_lr()[0], elapsed_s=time.perf_counter() - t0)
+        history.append(metrics)
+        improved = metrics["val_ssim"] > best["val_ssim"]
+        if improved:
+            best, bad_epochs = {"epoch": epoch + 1, "val_ssim": metrics["val_ssim"]}, 0
+            save_checkpoint(checkpoint_dir / BEST, {"model": model.state_dict(), "hparams": model.hparams(),
+                                                    "config": config.to_dict(), "metrics": metrics})
+        else:
+            bad_epochs += 1
+        save_checkpoint(last_path, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "noise_rng": noise.get_state(), "epoch": epoch + 1, "step": step, "history": history,
+            "best": best, "bad_epochs": bad_epochs, "hparams": model.hparams(), "config": config.to_dict(),
+        })
+        for cb in callbacks:
+            cb.on_epoch_end(epoch + 1, metrics, model)
+        result.epochs_run = epoch + 1
+        if bad_epochs >= config.patience:
+            result.stopped_early = True
+            break
+        if config.max_time_s is not None and time.perf_counter() - t0 >= config.max_time_s:
+            result.stopped_early = True
+            break
+    result.best_epoch = best["epoch"]
+    result.best_metrics = next((h for h in history if h["epoch"] == best["epoch"]), {})
+    result.history = history
+    result.last_checkpoint = last_path if last_path.exists() else None
+    result.best_checkpoint = checkpoint_dir / BEST if (checkpoint_dir / BEST).exists() else None
+    return result
+
+
+def load_model(path: Path, map_location: str | torch.device = "cpu") -> VAE3D:
+    """Rebuild a model from ``best.pt``/``last.pt`` (weights_only loading)."""
+    state = load_checkpoint(path, map_location)
+    model = VAE3D(**state["hparams"])
+    model.load_state_dict(state["model"])
+    return model.eval()
