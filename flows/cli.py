@@ -132,23 +132,193 @@ def preprocess() -> None:
 
 
 @app.command()
+def train(
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default from settings: 20).")] = None,
+    max_minutes: Annotated[
+        Optional[float], typer.Option(help="Stop after the epoch that passes this wall-clock budget.")
+    ] = None,
+    fresh: Annotated[bool, typer.Option(help="Ignore an interrupted run's checkpoint and start over.")] = False,
+) -> None:
+    """Train the VAE on the preprocessed dataset, tracked in MLflow, and register it.
+
+    Every epoch is checkpointed; re-running after a crash resumes where it stopped. The new
+    model version gets the alias 'candidate' and becomes 'champion' only if its validation
+    SSIM beats the current champion's. Open the results with:
+    mlflow ui --backend-store-uri sqlite:///WORKSPACE/mlflow/mlflow.db
+    """
+    base = load_settings(state.config, workspace=state.workspace)
+    update = {k: v for k, v in {"epochs": epochs, "max_time_s": max_minutes and max_minutes * 60}.items() if v}
+    s = settings(train=base.train.model_copy(update=update).model_dump()) if update else settings()
+    from flows.train import train_flow
+
+    result = train_flow(s)
+    best = result["best"]
+    console.print(
+        f"trained {result['epochs_run']} epochs: val SSIM {best.get('val_ssim', float('nan')):.3f}, "
+        f"PSNR {best.get('val_psnr', float('nan')):.1f} dB\n"
+        f"model version {result['version']}: {result['decision']} ({result['reason']})\n"
+        f"MLflow run {result['run_id']}; open: {mlflow_ui_command(s)}"
+    )
+
+
+def mlflow_ui_command(s: Settings) -> str:
+    ws = Workspace.at(s.workspace)
+    uri = s.mlflow.tracking_uri or f"sqlite:///{ws.mlflow_dir / 'mlflow.db'}"
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1"
+
+
+generate_app = typer.Typer(
+    help=(
+        "Generate outputs from a registered model (default models:/vae3d@champion).\n\n"
+        "Every output gets a JSON provenance sidecar; every run writes run_manifest.json. "
+        "Re-running the same request skips complete outputs, so an interrupted run finishes "
+        "without duplicates."
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(generate_app, name="generate")
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="models:/NAME@ALIAS or models:/NAME/VERSION.")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: WORKSPACE/outputs/MODE/REQUEST).")]
+SeedOpt = Annotated[int, typer.Option(help="Seed; the same seed gives byte-identical volumes.")]
+BatchOpt = Annotated[int, typer.Option(min=1, help="Volumes per batch (one Prefect task each).")]
+InputsArg = Annotated[list[Path], typer.Argument(help="Volumes: files, folders, or .csv/.json lists.")]
+
+
+def _generate(mode: str, out: Optional[Path], inputs: list[Path] | None = None, label_column: str | None = None,
+              **fields) -> None:
+    s = settings()
+    from data_contracts.generation import GenerationRequest
+    from flows.generate import run_generate
+    from vae3d.ingest import discover
+
+    paths = tuple(str(p) for p in discover(inputs, s.ingest.exclude)) if inputs else ()
+    labels = _labels(inputs or [], label_column) if label_column else _split_labels(s)
+    try:
+        request = GenerationRequest(mode=mode, inputs=paths, label_column=label_column, **fields)
+    except ValueError as exc:
+        console.print(f"[red]Invalid request:[/red] {exc}")
+        raise typer.Exit(2) from None
+    manifest = run_generate(request, s, str(out) if out else None, labels)
+    where = Path(manifest.outputs[0].path).parent if manifest.outputs else out
+    console.print(
+        f"{mode}: {len(manifest.outputs)} outputs ({manifest.skipped_existing} already complete) "
+        f"from {manifest.model.name} v{manifest.model.version}\n"
+        f"folder: {where}\nrun manifest: {where}/run_manifest.json"
+    )
+
+
+def _labels(sources: list[Path], column: str) -> dict[str, str]:
+    import csv
+
+    labels: dict[str, str] = {}
+    for src in sources:
+        if src.suffix.lower() != ".csv":
+            continue
+        with open(src, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if column not in row:
+                    raise typer.BadParameter(f"{src} has no column {column!r}")
+                path = Path(row.get("path", "")).expanduser()
+                labels[str((src.parent / path).resolve())] = row[column]
+    return labels
+
+
+def _split_labels(s: Settings) -> dict[str, str]:
+    ws = Workspace.at(s.workspace)
+    if not ws.manifest.exists():
+        return {}
+    from data_contracts import Manifest
+
+    return {r.header.sha256: r.split for r in Manifest.read(ws.manifest).rows}
+
+
+@generate_app.command("synthetic")
+def gen_synthetic(
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Number of volumes.")] = 8,
+    seed: SeedOpt = 0,
+    temperature: Annotated[float, typer.Option(help="Prior scale; < 1 gives typical, > 1 diverse volumes.")] = 1.0,
+    model: ModelOpt = "models:/vae3d@champion",
+    out: OutOpt = None,
+    batch_size: BatchOpt = 4,
+) -> None:
+    """N new volumes sampled from the prior, in the training template space."""
+    _generate("synthetic", out, n=n, seed=seed, temperature=temperature, model_uri=model, batch_size=batch_size)
+
+
+@generate_app.command("augment")
+def gen_augment(
+    inputs: InputsArg,
+    variants: Annotated[int, typer.Option("--variants", "-k", min=1, help="Variants per input.")] = 4,
+    latent_scale: Annotated[float, typer.Option(help="Latent perturbation in posterior sigmas (1 = posterior sample).")] = 0.5,
+    artifacts: Annotated[bool, typer.Option(help="Add MONAI MRI-artifact augmentations (bias field, Gibbs, noise).")] = False,
+    seed: SeedOpt = 0,
+    model: ModelOpt = "models:/vae3d@champion",
+    out: OutOpt = None,
+    batch_size: BatchOpt = 4,
+) -> None:
+    """K latent-space variants of each input volume."""
+    _generate("augment", out, inputs, variants=variants, latent_scale=latent_scale, artifacts=artifacts,
+              seed=seed, model_uri=model, batch_size=batch_size)
+
+
+@generate_app.command("denoise")
+def gen_denoise(inputs: InputsArg, model: ModelOpt = "models:/vae3d@champion", out: OutOpt = None,
+                batch_size: BatchOpt = 4) -> None:
+    """Posterior-mean reconstructions, mapped back onto each input's own grid (same shape and affine)."""
+    _generate("denoise", out, inputs, model_uri=model, batch_size=batch_size)
+
+
+@generate_app.command("anomaly")
+def gen_anomaly(inputs: InputsArg, model: ModelOpt = "models:/vae3d@champion", out: OutOpt = None,
+                batch_size: BatchOpt = 4) -> None:
+    """Voxel-wise anomaly maps on each input's grid, and a per-volume score in the sidecar.
+
+    Scores are compared with the threshold calibrated on the healthy validation split when
+    the model was registered ('flagged' in the sidecar).
+    """
+    _generate("anomaly", out, inputs, model_uri=model, batch_size=batch_size)
+
+
+@generate_app.command("embed")
+def gen_embed(
+    inputs: InputsArg,
+    label_column: Annotated[Optional[str], typer.Option(help="Colour the PCA plot by this column of a CSV input list.")] = None,
+    model: ModelOpt = "models:/vae3d@champion",
+    out: OutOpt = None,
+    batch_size: BatchOpt = 8,
+) -> None:
+    """Latent means of every volume to embeddings.parquet, plus a PCA plot (coloured by split or label)."""
+    _generate("embed", out, inputs, label_column=label_column, model_uri=model, batch_size=batch_size)
+
+
+@app.command()
 def demo(
-    n: Annotated[int, typer.Option("--n", "-n", min=4, help="Subjects in the sample cohort.")] = 24,
-    seed: Annotated[int, typer.Option(help="Seed of the sample cohort.")] = 0,
+    n: Annotated[int, typer.Option("--n", "-n", min=6, help="Subjects in the sample cohort.")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed of the sample cohort and of generation.")] = 0,
+    train_minutes: Annotated[float, typer.Option(help="Training budget in minutes (CPU).")] = 4.0,
 ) -> None:
     """Run the whole pipeline end to end on the embedded sample data.
 
-    Writes a sample cohort derived from the MNI152 template into WORKSPACE/sample_data, then
-    runs every stage on it in one process (one local Prefect server for all flows).
+    Writes a sample cohort derived from the MNI152 template (plus a few subjects with
+    synthetic lesions for the anomaly maps) into WORKSPACE/sample_data, then runs ingest ->
+    preprocess -> train (a few minutes on CPU) -> register -> every generate mode, in one
+    process with one local Prefect server.
     """
-    s = settings()
+    base = load_settings(state.config, workspace=state.workspace)
+    train_cfg = base.train
+    if "max_time_s" not in train_cfg.model_fields_set:
+        train_cfg = train_cfg.model_copy(update={"max_time_s": train_minutes * 60, "epochs": max(train_cfg.epochs, 200)})
+    s = settings(train=train_cfg.model_dump())
     ws = Workspace.at(s.workspace)
-    data = ws.root / "sample_data"
+    data, patients = ws.root / "sample_data" / "cohort", ws.root / "sample_data" / "patients"
     if not (data / "participants.tsv").exists():
         sample_data(data, n=n, seed=seed, spacing=2.0, lesion_fraction=0.0)
+    if not (patients / "participants.tsv").exists():
+        sample_data(patients, n=4, seed=seed + 1000, spacing=2.0, lesion_fraction=1.0)
     from flows.demo import run_demo
 
-    run_demo(s, data, console)
+    run_demo(s, data, patients, console, mlflow_ui_command(s))
 
 
 def _print_ingest(manifest, quarantine, ws: Workspace) -> None:

@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from data_contracts import SplitFractions, VolumeLimits
+from vae3d.config import TrainConfig
 
 _CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("config", default=None)
 
@@ -70,6 +71,13 @@ class PreprocessSettings(_Section):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+class MlflowSettings(_Section):
+    tracking_uri: str | None = Field(None, description="default: SQLite inside the workspace")
+    experiment: str = "vae3d"
+    registered_model: str = "vae3d"
+    promotion_metric: str = "val_ssim"
+
+
 class PrefectSettings(_Section):
     task_runner: Literal["threads", "dask"] = "threads"
     max_workers: int = Field(4, ge=1)
@@ -87,6 +95,8 @@ class Settings(BaseSettings):
     seed: int = 0
     ingest: IngestSettings = IngestSettings()
     preprocess: PreprocessSettings = PreprocessSettings()
+    train: TrainConfig = TrainConfig()
+    mlflow: MlflowSettings = MlflowSettings()
     prefect: PrefectSettings = PrefectSettings()
 
     @classmethod

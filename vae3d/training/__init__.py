@@ -1,7 +1,7 @@
 """Training: config, checkpoints, and the loop."""
 
 from vae3d.training.checkpoint import load_checkpoint, save_checkpoint
-from vae3d.training.config import TrainConfig
+from vae3d.config import ModelConfig, TrainConfig
 from vae3d.training.trainer import (
     Callback,
     NonFiniteLossError,
@@ -13,6 +13,6 @@ from vae3d.training.trainer import (
 )
 
 __all__ = [
-    "load_checkpoint", "save_checkpoint", "TrainConfig", "Callback", "NonFiniteLossError",
+    "load_checkpoint", "save_checkpoint", "ModelConfig", "TrainConfig", "Callback", "NonFiniteLossError",
     "TrainResult", "build_model", "evaluate", "fit", "load_model",
 ]

@@ -23,7 +23,7 @@ from vae3d.losses import VAELoss, kl_weight
 from vae3d.model import VAE3D
 from vae3d.preprocessing.augment import augment, build_augment
 from vae3d.training.checkpoint import load_checkpoint, save_checkpoint
-from vae3d.training.config import TrainConfig
+from vae3d.config import TrainConfig
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -66,7 +66,7 @@ def resolve_device(name: str) -> torch.device:
 def build_model(config: TrainConfig, input_size: int) -> VAE3D:
     """The model of ``config.model``, initialised from ``config.seed``."""
     torch.manual_seed(config.seed)
-    return VAE3D(input_size=input_size, **config.model)
+    return VAE3D(input_size=input_size, **config.model.model_dump())
 
 
 def _lr_lambda(warmup: int, total: int):
@@ -183,7 +183,7 @@ def fit(
             if not torch.isfinite(losses["loss"]):
                 raise NonFiniteLossError(
                     epoch + 1, b + 1, last_path if last_path.exists() else None,
-                    {k: float(v) for k, v in losses.items()},
+                    {k: float(v.detach()) for k, v in losses.items()},
                 )
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()

@@ -1,0 +1,89 @@
+"""Shared benchmark helpers: machine facts, the matmul peak, data, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10, device: str = "cpu") -> float:
+    """Measured fp32 matmul throughput: the denominator of every 'fraction of peak'."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def sample_cohort(folder: Path, n: int, spacing: float, seed: int = 0) -> list[Path]:
+    """The sample cohort, written once and reused across benchmark runs."""
+    from vae3d.sample_data import CohortSpec, write_cohort
+
+    folder = Path(folder)
+    paths = sorted(folder.glob("sub-*_T1w.nii.gz"))
+    if len(paths) >= n:
+        return paths[:n]
+    return write_cohort(folder, CohortSpec(n=n, seed=seed, spacing_mm=spacing))
+
+
+def preprocessed_tensors(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
+    """(n, 1, size, size, size) preprocessed sample volumes, cached under bench/results."""
+    cache = RESULTS / f"tensors_{n}_{size}_{seed}.npy"
+    if cache.exists():
+        return torch.from_numpy(np.load(cache))
+    from vae3d.preprocessing import build_preprocess, preprocess_volume
+
+    spacing = 192.0 / size
+    chain = build_preprocess(target_shape=(size,) * 3, target_spacing=(spacing,) * 3)
+    paths = sample_cohort(RESULTS / "cohort_2mm", n, 2.0, seed)
+    arr = np.stack([preprocess_volume(chain, p)[0] for p in paths])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, arr)
+    return torch.from_numpy(arr)
+
+
+def write_result(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
+    path.write_text(json.dumps(payload, indent=1))
+    return path

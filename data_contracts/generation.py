@@ -1,0 +1,96 @@
+"""Generation requests, the provenance sidecar of every output, and the run manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Mode = Literal["synthetic", "augment", "denoise", "anomaly", "embed"]
+
+
+class GenerationRequest(BaseModel):
+    """What to generate. Its hash names the request; the same request is idempotent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Mode
+    model_uri: str = Field("models:/vae3d@champion", pattern=r"^(models:/|runs:/|file:|/).+")
+    seed: int = 0
+    n: int = Field(0, ge=0, le=1_000_000, description="synthetic: number of volumes")
+    temperature: float = Field(1.0, gt=0, le=5)
+    variants: int = Field(1, ge=1, le=1000, description="augment: variants per input")
+    latent_scale: float = Field(0.5, ge=0, le=10, description="augment: latent perturbation in sigma units")
+    artifacts: bool = Field(False, description="augment: add MONAI MRI-artifact augmentations")
+    inputs: tuple[str, ...] = Field((), description="input volumes (augment/denoise/anomaly/embed)")
+    label_column: str | None = None
+    batch_size: int = Field(4, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> "GenerationRequest":
+        if self.mode == "synthetic" and self.n < 1:
+            raise ValueError("synthetic generation needs n >= 1 (--n)")
+        if self.mode != "synthetic" and not self.inputs:
+            raise ValueError(f"{self.mode} needs at least one input volume")
+        return self
+
+    def key(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json", exclude={"batch_size"}), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    uri: str
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    run_id: str | None = None
+    weights_sha256: str
+
+
+class Provenance(BaseModel):
+    """The BIDS-style JSON sidecar beside every output file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    output: str
+    output_sha256: str
+    mode: Mode
+    model: ModelRef
+    seed: int
+    index: int = Field(description="position of this output in the request")
+    parameters: dict
+    input_path: str | None = None
+    input_sha256: str | None = None
+    package_version: str
+    created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+class OutputRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    sha256: str
+    sidecar: str | None = None
+    input_sha256: str | None = None
+
+
+class RunManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request: GenerationRequest
+    request_key: str
+    model: ModelRef
+    outputs: tuple[OutputRecord, ...]
+    skipped_existing: int = 0
+    created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @classmethod
+    def read(cls, path: Path) -> "RunManifest":
+        return cls.model_validate_json(Path(path).read_text())

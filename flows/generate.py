@@ -1,0 +1,216 @@
+"""Batch generation: synthetic, augment, denoise, anomaly and embed, as one Prefect flow.
+
+Work is split into batches (one task each, mapped over the task runner); each task loads the
+pinned model once per process, skips outputs already complete on disk, and writes every
+output with its provenance sidecar atomically. The run manifest lists every output of the
+request with its checksum.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
+from tqdm.auto import tqdm
+
+from data_contracts.generation import GenerationRequest, ModelRef, OutputRecord, RunManifest
+from flows import model_loader
+from flows.locks import exclusive
+from flows.registry import code_version
+from flows.runners import chunks, task_runner
+from flows.settings import Settings
+from flows.workspace import Workspace
+from vae3d import inference, io
+from vae3d.generation import latent_variants, synthesize
+from vae3d.outputs import complete, write_sidecar, write_volume
+from vae3d.preprocessing import build_preprocess, preprocess_volume, to_original_space
+from vae3d.preprocessing.augment import augment, build_augment
+
+SUFFIX = {"augment": "aug", "denoise": "denoised", "anomaly": "anomaly"}
+
+
+def _stem(path: str) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _provenance(req: GenerationRequest, ref: ModelRef, index: int, **extra) -> dict:
+    params = req.model_dump(mode="json", exclude={"inputs", "model_uri", "mode", "seed"})
+    params.update(extra.pop("parameters", {}))
+    return {"mode": req.mode, "model": ref, "seed": req.seed, "index": index, "parameters": params,
+            "package_version": f"{metadata.version('vae3d-pipeline')} ({code_version()})", **extra}
+
+
+def _prepare(path: str, chain):
+    """(x (1,1,S,S,S), preprocessed affine, original affine, original shape, input sha256)."""
+    raw = io.read_raw(Path(path))
+    header = io.parse_header(raw)
+    image, affine = preprocess_volume(chain, Path(path))
+    shape = tuple(int(s) for s in header.get_data_shape()[:3])
+    return torch.from_numpy(image)[None], affine, header.get_best_affine(), shape, io.sha256_bytes(raw)
+
+
+@task(retries=2, retry_delay_seconds=2, task_run_name="synthetic-batch")
+def synthetic_batch(indices: list[int], req: GenerationRequest, ref: ModelRef, settings: Settings,
+                    out_dir: str) -> tuple[list[OutputRecord], int]:
+    paths = [Path(out_dir) / f"synthetic_seed{req.seed}_{i:06d}.nii.gz" for i in indices]
+    done = [complete(p) for p in paths]
+    if all(done):
+        return done, len(done)
+    wrapper = model_loader.load(ref, settings)
+    affine = np.asarray(wrapper.meta["template_affine"])
+    # the whole batch is regenerated so its composition (and so its floating-point result)
+    # never depends on what an interrupted run left behind
+    vols = synthesize(wrapper.model, indices, req.seed, req.temperature)
+    records = []
+    for i, path, vol, prior in zip(indices, paths, vols, done):
+        records.append(prior or write_volume(path, vol[0].numpy(), affine, _provenance(req, ref, i)))
+    return records, sum(d is not None for d in done)
+
+
+@task(retries=2, retry_delay_seconds=2, task_run_name="{req.mode}-batch")
+def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: ModelRef, settings: Settings,
+                out_dir: str) -> tuple[list[OutputRecord], int]:
+    """augment / denoise / anomaly for a batch of (input index, path)."""
+    k = req.variants if req.mode == "augment" else 1
+    records, skipped, wrapper, chain, artifacts = [], 0, None, None, None
+    for idx, path in items:
+        names = ([f"{_stem(path)}_{SUFFIX['augment']}{v:03d}.nii.gz" for v in range(k)]
+                 if req.mode == "augment" else [f"{_stem(path)}_{SUFFIX[req.mode]}.nii.gz"])
+        outs = [Path(out_dir) / n for n in names]
+        done = [complete(o) for o in outs]
+        if all(done):
+            records += done
+            skipped += len(done)
+            continue
+        if wrapper is None:
+            wrapper = model_loader.load(ref, settings)
+            chain = build_preprocess(**wrapper.meta["preprocess"])
+            artifacts = build_augment(prob=0.8) if req.artifacts else None
+        x, affine, orig_affine, orig_shape, sha = _prepare(path, chain)
+        base = dict(input_path=path, input_sha256=sha)
+        if req.mode == "augment":
+            vols = latent_variants(wrapper.model, x, [idx * k + v for v in range(k)], req.seed, req.latent_scale)
+            for v, (out, vol, prior) in enumerate(zip(outs, vols, done)):
+                if prior:
+                    records.append(prior)
+                    skipped += 1
+                    continue
+                if artifacts is not None:
+                    vol = augment(artifacts, vol, seed=req.seed * 7919 + idx * k + v)
+                records.append(write_volume(out, vol[0].numpy(), affine, _provenance(req, ref, idx * k + v, **base)))
+            continue
+        recon = inference.reconstruct(wrapper.model, x)
+        if req.mode == "denoise":
+            result, extra = recon, {}
+        else:
+            amap = inference.anomaly_map(x, recon)
+            score = float(inference.anomaly_score(amap)[0])
+            thresholds = wrapper.meta.get("anomaly", {})
+            flagged = score > thresholds["score_threshold"] if "score_threshold" in thresholds else None
+            result, extra = amap, {"parameters": {"score": score, "flagged": flagged, **thresholds}}
+        back = to_original_space(result[0].numpy(), affine, orig_affine, orig_shape)
+        records.append(write_volume(outs[0], back, orig_affine, _provenance(req, ref, idx, **base, **extra)))
+    return records, skipped
+
+
+@task(retries=2, retry_delay_seconds=2, task_run_name="embed-batch")
+def embed_batch(items: list[tuple[int, str]], ref: ModelRef, settings: Settings) -> list[dict]:
+    wrapper = model_loader.load(ref, settings)
+    chain = build_preprocess(**wrapper.meta["preprocess"])
+    rows = []
+    for idx, path in items:
+        x, _, _, _, sha = _prepare(path, chain)
+        z = inference.embed(wrapper.model, x)[0].numpy()
+        rows.append({"index": idx, "id": sha[:16], "path": path, "sha256": sha, "latent": z.astype(np.float32)})
+    return rows
+
+
+def _write_embeddings(rows: list[dict], labels: dict[str, str], req, ref, out_dir: Path) -> list[OutputRecord]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sklearn.decomposition import PCA
+
+    from vae3d.figures import embedding_scatter
+
+    rows.sort(key=lambda r: r["index"])
+    table = pa.table({
+        "id": [r["id"] for r in rows], "path": [r["path"] for r in rows], "sha256": [r["sha256"] for r in rows],
+        "label": [labels.get(r["sha256"], labels.get(r["path"], "")) for r in rows],
+        "latent": pa.array([r["latent"] for r in rows], type=pa.list_(pa.float32())),
+    })
+    parquet = out_dir / "embeddings.parquet"
+    tmp = out_dir / ".embeddings.parquet.tmp"
+    pq.write_table(table, tmp)
+    tmp.replace(parquet)
+    latent = np.stack([r["latent"] for r in rows])
+    xy = PCA(n_components=2, random_state=req.seed).fit_transform(latent) if len(rows) >= 2 else np.zeros((len(rows), 2))
+    png = out_dir / "embeddings_pca.png"
+    fig = embedding_scatter(xy, table.column("label").to_pylist())
+    tmpp = out_dir / ".embeddings_pca.tmp.png"
+    fig.savefig(tmpp, dpi=90)
+    tmpp.replace(png)
+    prov = _provenance(req, ref, 0, parameters={"n_inputs": len(rows), "projection": "PCA(2)"})
+    return [write_sidecar(p, io.sha256_file(p), prov) for p in (parquet, png)]
+
+
+@flow(name="generate")
+def generate_flow(request: GenerationRequest, settings: Settings, out: str | None = None,
+                  labels: dict[str, str] | None = None) -> RunManifest:
+    """Generate the outputs of ``request``; re-running the same request completes it."""
+    logger = get_run_logger()
+    ws = Workspace.at(settings.workspace)
+    out_dir = Path(out) if out else ws.outputs / request.mode / request.key()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ref = model_loader.resolve(request.model_uri, settings)
+    logger.info("%s with %s (v%s) -> %s", request.mode, request.model_uri, ref.version, out_dir)
+    with exclusive(out_dir / ".vae3d.lock", f"output folder {out_dir}"):
+        records, skipped = _run(request, ref, settings, out_dir, labels or {})
+        manifest = RunManifest(request=request, request_key=request.key(), model=ref,
+                               outputs=tuple(records), skipped_existing=skipped)
+        io.atomic_write_text(out_dir / "run_manifest.json", manifest.model_dump_json(indent=1))
+    logger.info("%d outputs (%d already complete) -> %s", len(records), skipped, out_dir / "run_manifest.json")
+    return manifest
+
+
+def _run(req: GenerationRequest, ref: ModelRef, settings: Settings, out_dir: Path, labels: dict):
+    items = list(enumerate(req.inputs))
+    if req.mode == "synthetic":
+        batches = chunks(list(range(req.n)), req.batch_size)
+        futures = synthetic_batch.map(batches, unmapped(req), unmapped(ref), unmapped(settings), unmapped(str(out_dir)))
+    elif req.mode == "embed":
+        batches = chunks(items, req.batch_size)
+        futures = embed_batch.map(batches, unmapped(ref), unmapped(settings))
+    else:
+        batches = chunks(items, req.batch_size)
+        futures = input_batch.map(batches, unmapped(req), unmapped(ref), unmapped(settings), unmapped(str(out_dir)))
+    progress = create_progress_artifact(progress=0.0, key=f"generate-{req.mode}",
+                                        description=f"{req.mode} {req.key()}")
+    records, skipped, rows = [], 0, []
+    with tqdm(total=len(batches), desc=req.mode, unit="batch", disable=None) as bar:
+        for n, future in enumerate(as_completed(futures), 1):
+            if req.mode == "embed":
+                rows += future.result()
+            else:
+                recs, sk = future.result()
+                records += recs
+                skipped += sk
+            bar.update(1)
+            update_progress_artifact(progress, progress=100.0 * n / len(batches))
+    if req.mode == "embed":
+        records = _write_embeddings(rows, labels, req, ref, out_dir)
+    records.sort(key=lambda r: r.path)
+    return records, skipped
+
+
+def run_generate(request: GenerationRequest, settings: Settings, out: str | None = None,
+                 labels: dict[str, str] | None = None) -> RunManifest:
+    return generate_flow.with_options(task_runner=task_runner(settings.prefect))(request, settings, out, labels)

@@ -1,0 +1,67 @@
+"""The registered model, as MLflow "models from code": usable by any MLflow user.
+
+    model = mlflow.pyfunc.load_model("models:/vae3d@champion")
+    recon = model.predict(x)                                  # x: (B, 1, S, S, S) float32 in [0, 1]
+    amap = model.predict(x, params={"mode": "anomaly"})      # voxel anomaly map, same shape
+    z = model.predict(x, params={"mode": "embed"})           # (B, latent size)
+
+Modes: ``reconstruct`` (default), ``denoise`` (the same posterior-mean reconstruction),
+``anomaly``, ``embed``. The weights are verified against the sha256 recorded at
+registration before they are loaded (``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import mlflow
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+MODES = ("reconstruct", "denoise", "anomaly", "embed")
+
+
+class VAE3DPyfunc(PythonModel):
+    def load_context(self, context) -> None:
+        from vae3d.model import VAE3D
+        from vae3d.training.checkpoint import load_checkpoint
+
+        with open(context.artifacts["meta"]) as fh:
+            self.meta = json.load(fh)
+        path = context.artifacts["weights"]
+        digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+        if digest != self.meta["weights_sha256"]:
+            raise RuntimeError(
+                f"weights {path} have sha256 {digest}, registration recorded "
+                f"{self.meta['weights_sha256']}: the artifact was altered; re-register the model"
+            )
+        state = load_checkpoint(path)
+        self.model = VAE3D(**state["hparams"])
+        self.model.load_state_dict(state["model"])
+        self.model.eval()
+
+    def predict(self, context, model_input, params=None):
+        import torch
+
+        from vae3d import inference
+
+        mode = (params or {}).get("mode", "reconstruct")
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; use one of {MODES}")
+        x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
+        size = self.model.input_size
+        if x.ndim != 5 or tuple(x.shape[1:]) != (1, size, size, size):
+            raise ValueError(f"expected input of shape (B, 1, {size}, {size}, {size}), got {tuple(x.shape)}")
+        outs = []
+        with torch.no_grad():
+            for chunk in x.split(4):
+                if mode == "embed":
+                    outs.append(inference.embed(self.model, chunk))
+                    continue
+                recon = inference.reconstruct(self.model, chunk)
+                outs.append(recon if mode != "anomaly" else inference.anomaly_map(chunk, recon))
+        return torch.cat(outs).numpy()
+
+
+mlflow.models.set_model(VAE3DPyfunc())

@@ -1,0 +1,103 @@
+"""Model registry: log the pyfunc model, register a version, gate promotion to champion."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+
+import vae3d
+from vae3d.io import sha256_file
+
+CANDIDATE, CHAMPION = "candidate", "champion"
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+
+
+def code_version() -> str:
+    """Package version plus git commit when run from a checkout."""
+    version = metadata.version("vae3d-pipeline")
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return f"{version}+{commit}"
+
+
+def signature(size: int) -> ModelSignature:
+    tensor = TensorSpec(np.dtype(np.float32), (-1, 1, size, size, size))
+    return ModelSignature(
+        inputs=Schema([tensor]),
+        outputs=Schema([tensor]),
+        params=ParamSchema([ParamSpec("mode", "string", "reconstruct")]),
+    )
+
+
+def _requirements() -> list[str]:
+    pins = []
+    for dist in ("torch", "monai", "numpy", "mlflow"):
+        try:
+            version = metadata.version(dist).split("+")[0]
+            pins.append(f"{dist}=={version}")
+        except metadata.PackageNotFoundError:  # pragma: no cover
+            pins.append(dist)
+    return pins
+
+
+def log_and_register(
+    client: MlflowClient, run_id: str, name: str, weights: Path, meta: dict, tags: dict[str, str], size: int,
+) -> str:
+    """Log the pyfunc (models-from-code, vae3d bundled) and register a new version as candidate.
+
+    Returns the new version number.
+    """
+    meta = {**meta, "weights_sha256": sha256_file(weights)}
+    with tempfile.TemporaryDirectory() as tmp:
+        meta_path = Path(tmp) / "meta.json"
+        meta_path.write_text(json.dumps(meta, indent=1))
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(PYFUNC_CODE),
+                artifacts={"weights": str(weights), "meta": str(meta_path)},
+                code_paths=[str(Path(vae3d.__file__).parent)],
+                signature=signature(size),
+                pip_requirements=_requirements(),
+            )
+    mv = mlflow.register_model(info.model_uri, name, tags={**tags, "weights_sha256": meta["weights_sha256"]})
+    client.set_registered_model_alias(name, CANDIDATE, mv.version)
+    return str(mv.version)
+
+
+def promote_if_better(client: MlflowClient, name: str, version: str, metric: str) -> dict[str, str]:
+    """Move ``champion`` to ``version`` only if its ``metric`` beats the current champion's."""
+    new = client.get_model_version(name, version)
+    new_value = float(new.tags[metric])
+    try:
+        champ = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champ = None
+    if champ is None:
+        promoted, reason = True, f"no champion yet; v{version} {metric}={new_value:.4f}"
+    else:
+        old_value = float(champ.tags.get(metric, "-inf"))
+        promoted = new_value > old_value
+        verb = "beats" if promoted else "does not beat"
+        reason = f"v{version} {metric}={new_value:.4f} {verb} champion v{champ.version} ({old_value:.4f})"
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    decision = "promoted to champion" if promoted else "kept as candidate"
+    client.set_model_version_tag(name, version, "promotion", f"{decision}: {reason}")
+    return {"version": version, "decision": decision, "reason": reason,
+            "champion": version if promoted else (str(champ.version) if champ else "")}

@@ -1,0 +1,85 @@
+"""MLflow: the workspace store, the experiment, and the per-epoch logging callback.
+
+The default store is SQLite inside the workspace with artifacts beside it. A fresh SQLite
+store must be created by one process before any parallel use (concurrent first use runs
+the schema migrations twice and corrupts it), so ``init_store`` migrates it under a file
+lock. Set ``VAE3D_MLFLOW__TRACKING_URI`` to use a tracking server instead.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import time
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from flows.settings import MlflowSettings
+from flows.workspace import Workspace
+
+
+def tracking_uri(ws: Workspace, cfg: MlflowSettings) -> str:
+    if cfg.tracking_uri:
+        return cfg.tracking_uri
+    return f"sqlite:///{ws.mlflow_dir / 'mlflow.db'}"
+
+
+def init_store(ws: Workspace, cfg: MlflowSettings) -> tuple[MlflowClient, str]:
+    """Create or upgrade the store once (under a lock) and return (client, experiment id)."""
+    uri = tracking_uri(ws, cfg)
+    ws.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    ws.locks.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    with open(ws.locks / "mlflow-init.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        exp = client.get_experiment_by_name(cfg.experiment)
+        if exp is None:
+            artifacts = None if cfg.tracking_uri else (ws.mlflow_dir / "artifacts").as_uri()
+            exp_id = client.create_experiment(cfg.experiment, artifact_location=artifacts)
+        else:
+            exp_id = exp.experiment_id
+    return client, exp_id
+
+
+def flatten(prefix: str, obj) -> dict[str, str]:
+    """Nested settings as MLflow params: {'train.model.channels': '(32, 48, 64)', ...}."""
+    out: dict[str, str] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
+    else:
+        out[prefix] = str(obj)[:6000]
+    return out
+
+
+class MlflowCallback:
+    """Logs each epoch's metrics to one run (the trainer knows nothing of MLflow)."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], model) -> None:
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(key=k, value=float(v), timestamp=now, step=epoch)
+            for k, v in metrics.items()
+            if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v)
+        ]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+
+def log_figure(client: MlflowClient, run_id: str, fig, name: str) -> None:
+    import matplotlib.pyplot as plt
+
+    client.log_figure(run_id, fig, f"figures/{name}")
+    plt.close(fig)
+
+
+def ensure_parent(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

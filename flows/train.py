@@ -1,0 +1,142 @@
+"""Train flow: train on the dataset index, track in MLflow, register, gate promotion."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+
+import torch
+from mlflow.entities import DatasetInput, InputTag, Param, RunTag
+from mlflow.data.sources import LocalArtifactDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from data_contracts import DatasetIndex
+from flows.model_card import model_card
+from flows.registry import code_version, log_and_register, promote_if_better
+from flows.settings import Settings
+from flows.tracking import MlflowCallback, flatten, init_store, log_figure
+from flows.workspace import Workspace
+from vae3d import figures, inference
+from vae3d.data import load_volumes
+from vae3d.io import atomic_write_text
+from vae3d.training import build_model, fit, load_model
+
+
+def run_key(index: DatasetIndex, settings: Settings) -> str:
+    """Same data + same training settings -> same checkpoint folder, so a re-run resumes."""
+    blob = json.dumps([index.manifest_sha256, index.settings_key, settings.train.to_dict()], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@task(retries=2, retry_delay_seconds=[2, 10])
+def start_run(settings: Settings, index: DatasetIndex, key: str) -> str:
+    """Reuse the MLflow run of an interrupted training with the same key, else start one."""
+    ws = Workspace.at(settings.workspace)
+    client, exp_id = init_store(ws, settings.mlflow)
+    marker = ws.checkpoints / key / "mlflow_run.json"
+    if marker.exists():
+        previous = json.loads(marker.read_text())
+        if previous.get("registered_version") is None:  # interrupted before registration
+            return previous["run_id"]
+    run = client.create_run(exp_id, tags={"vae3d.code_version": code_version(), "vae3d.run_key": key})
+    run_id = run.info.run_id
+    params = flatten("train", settings.train.to_dict()) | flatten("preprocess", index.settings)
+    params |= {"data.manifest_sha256": index.manifest_sha256, "seed": str(settings.seed)}
+    for k, v in index.counts().items():
+        params[f"data.n_{k}"] = str(v)
+    client.log_batch(
+        run_id,
+        params=[Param(k, v) for k, v in params.items()],
+        tags=[RunTag(k, v) for k, v in {
+            "system.python": platform.python_version(), "system.torch": torch.__version__,
+            "system.cuda": str(torch.cuda.is_available()), "system.machine": platform.machine()}.items()],
+    )
+    dataset = MetaDataset(LocalArtifactDatasetSource(ws.manifest.as_uri()), name="manifest",
+                          digest=index.manifest_sha256[:16])
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
+                                                     tags=[InputTag("mlflow.data.context", "training")])])
+    atomic_write_text(marker, json.dumps({"run_id": run_id, "registered_version": None}))
+    return run_id
+
+
+@task
+def train_model(settings: Settings, index: DatasetIndex, key: str, run_id: str, fresh: bool) -> dict:
+    ws = Workspace.at(settings.workspace)
+    client, _ = init_store(ws, settings.mlflow)
+    train = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("train")])
+    val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")])
+    model = build_model(settings.train, index.target_shape[0])
+    result = fit(model, train, val, settings.train, ws.checkpoints / key,
+                 callbacks=[MlflowCallback(client, run_id)], resume=not fresh)
+    return {"best_checkpoint": str(result.best_checkpoint), "best": result.best_metrics,
+            "history": result.history, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early}
+
+
+@task
+def log_review(settings: Settings, index: DatasetIndex, run_id: str, outcome: dict) -> str:
+    """Figures, the model card, the raw weights and settings, as run artifacts."""
+    ws = Workspace.at(settings.workspace)
+    client, _ = init_store(ws, settings.mlflow)
+    model = load_model(outcome["best_checkpoint"])
+    val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")[:3]])
+    log_figure(client, run_id, figures.reconstructions(model, val), "reconstructions.png")
+    log_figure(client, run_id, figures.prior_samples(model, seed=settings.seed), "prior_samples.png")
+    log_figure(client, run_id, figures.latent_traversal(model, val), "latent_traversal.png")
+    log_figure(client, run_id, figures.loss_curves(outcome["history"]), "loss_curves.png")
+    card = model_card(settings.mlflow.registered_model, run_id, index.counts(), index.manifest_sha256,
+                      settings.train.to_dict(), index.settings, outcome["best"], code_version())
+    client.log_text(run_id, card, "model_card.md")
+    client.log_artifact(run_id, outcome["best_checkpoint"], "checkpoint")
+    client.log_text(run_id, json.dumps(settings.model_dump(mode="json"), indent=1), "settings.json")
+    return card
+
+
+@task(retries=2, retry_delay_seconds=[2, 10])
+def register(settings: Settings, index: DatasetIndex, run_id: str, outcome: dict, card: str) -> dict:
+    ws = Workspace.at(settings.workspace)
+    client, _ = init_store(ws, settings.mlflow)
+    cfg = settings.mlflow
+    best = outcome["best"]
+    model = load_model(outcome["best_checkpoint"])
+    val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")])
+    meta = {"anomaly": inference.calibrate_anomaly(model, val), "template_affine": index.template_affine, "target_shape": list(index.target_shape),
+            "target_spacing": list(index.target_spacing), "preprocess": index.settings, "run_id": run_id,
+            "code_version": code_version()}
+    tags = {"data.manifest_sha256": index.manifest_sha256, "git_commit": code_version(), "run_id": run_id,
+            **{k: f"{v:.6f}" for k, v in best.items() if isinstance(v, float)}}
+    version = log_and_register(client, run_id, cfg.registered_model, outcome["best_checkpoint"],
+                               meta, tags, index.target_shape[0])
+    client.update_model_version(cfg.registered_model, version, description=card)
+    decision = promote_if_better(client, cfg.registered_model, version, cfg.promotion_metric)
+    client.set_terminated(run_id, "FINISHED")
+    marker = ws.checkpoints / run_key(index, settings) / "mlflow_run.json"
+    atomic_write_text(marker, json.dumps({"run_id": run_id, "registered_version": version}))
+    create_markdown_artifact(
+        key="promotion-decision",
+        markdown=f"# {cfg.registered_model} v{version}\n\n**{decision['decision']}**: {decision['reason']}\n",
+    )
+    return decision
+
+
+@flow(name="train")
+def train_flow(settings: Settings, fresh: bool = False) -> dict:
+    """Train, track, register as ``candidate``, promote to ``champion`` if better."""
+    logger = get_run_logger()
+    ws = Workspace.at(settings.workspace)
+    if not ws.dataset_index.exists():
+        raise FileNotFoundError(f"{ws.dataset_index} not found: run 'vae3d preprocess' first")
+    index = DatasetIndex.read(ws.dataset_index)
+    key = run_key(index, settings)
+    run_id = start_run(settings, index, key)
+    try:
+        outcome = train_model(settings, index, key, run_id, fresh)
+    except Exception:
+        init_store(ws, settings.mlflow)[0].set_terminated(run_id, "FAILED")
+        raise
+    card = log_review(settings, index, run_id, outcome)
+    decision = register(settings, index, run_id, outcome, card)
+    logger.info("run %s: %s (%s)", run_id, decision["decision"], decision["reason"])
+    return {"run_id": run_id, **decision, "best": outcome["best"], "epochs_run": outcome["epochs_run"]}

@@ -1,0 +1,51 @@
+"""Fixtures for flow tests: a preprocessed workspace and a migrated MLflow store template."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from flows.settings import load_settings
+from nifti_factory import good
+
+TINY_TRAIN = {
+    "epochs": 2, "batch_size": 2, "lr": 3e-3, "warmup_steps": 2, "beta": 0.01, "kl_warmup_steps": 4,
+    "augment_prob": 0.0, "channels_last": False,
+    "model": {"channels": [8, 16], "latent_channels": 4, "norm_num_groups": 4},
+}
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory):
+    """One migrated SQLite store per session, copied per test (migrations take seconds)."""
+    from flows.tracking import init_store
+    from flows.workspace import Workspace
+
+    ws = Workspace.at(tmp_path_factory.mktemp("mlflow-template"))
+    init_store(ws, load_settings(workspace=ws.root).mlflow)
+    return ws.mlflow_dir / "mlflow.db"
+
+
+@pytest.fixture
+def preprocessed(prefect_server, tmp_path, mlflow_template):
+    """A workspace with 10 phantom volumes ingested and preprocessed to 16^3."""
+    from flows.ingest import run_ingest
+    from flows.preprocess import run_preprocess
+
+    src = tmp_path / "src"
+    for i in range(10):
+        good(src / f"v{i}.nii.gz", seed=i, shape=(28, 28, 28))
+    ws = tmp_path / "ws"
+    (ws / "mlflow").mkdir(parents=True)
+    shutil.copy(mlflow_template, ws / "mlflow" / "mlflow.db")
+    settings = load_settings(
+        workspace=ws,
+        preprocess={"target_shape": (16, 16, 16), "target_spacing": (8.0, 8.0, 8.0)},
+        train=TINY_TRAIN,
+        ingest={"fractions": {"train": 0.6, "val": 0.4, "test": 0.0}},
+    )
+    run_ingest([str(src)], settings)
+    index = run_preprocess(settings)
+    assert index.counts()["train"] >= 2 and index.counts()["val"] >= 1, index.counts()
+    return settings

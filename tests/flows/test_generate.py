@@ -1,0 +1,146 @@
+"""Every generate mode on a tiny trained model, through Prefect and the MLflow registry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from scipy.spatial.transform import Rotation
+
+from data_contracts.generation import GenerationRequest, Provenance, RunManifest
+from flows.generate import run_generate
+from flows.settings import load_settings
+from nifti_factory import good
+from vae3d import io
+from vae3d.sample_data import insert_lesions, phantom
+
+
+@pytest.fixture(scope="session")
+def trained(prefect_server, tmp_path_factory, mlflow_template):
+    """A workspace with a tiny champion model trained on 24^3 phantoms (once per session)."""
+    from flows.ingest import run_ingest
+    from flows.preprocess import run_preprocess
+    from flows.train import train_flow
+
+    root = tmp_path_factory.mktemp("trained")
+    src = root / "src"
+    for i in range(12):
+        good(src / f"v{i:02d}.nii.gz", seed=i, shape=(32, 32, 32), spacing=4.0)
+    (root / "ws" / "mlflow").mkdir(parents=True)
+    shutil.copy(mlflow_template, root / "ws" / "mlflow" / "mlflow.db")
+    settings = load_settings(
+        workspace=root / "ws",
+        preprocess={"target_shape": (24, 24, 24), "target_spacing": (6.0, 6.0, 6.0)},
+        ingest={"fractions": {"train": 0.6, "val": 0.4, "test": 0.0}},
+        train={"epochs": 6, "batch_size": 2, "lr": 3e-3, "warmup_steps": 2, "beta": 0.01,
+               "kl_warmup_steps": 4, "augment_prob": 0.0, "channels_last": False, "patience": 100,
+               "model": {"channels": [8, 16], "latent_channels": 4, "norm_num_groups": 4}},
+    )
+    run_ingest([str(src)], settings)
+    run_preprocess(settings)
+    train_flow(settings)
+    return settings, src
+
+
+def _check_outputs(manifest: RunManifest, n: int):
+    assert len(manifest.outputs) == n
+    for rec in manifest.outputs:
+        assert io.sha256_file(rec.path) == rec.sha256
+        prov = Provenance.model_validate_json(open(rec.sidecar).read())
+        assert prov.output_sha256 == rec.sha256
+        assert prov.model.name == "vae3d" and prov.model.version == "1" and prov.model.alias == "champion"
+        assert prov.model.run_id and len(prov.model.weights_sha256) == 64
+
+
+def test_synthetic_counts_affine_sidecars_determinism_and_rerun(trained, tmp_path):
+    settings, _ = trained
+    req = GenerationRequest(mode="synthetic", n=5, seed=3, batch_size=2)
+    first = run_generate(req, settings, str(tmp_path / "a"))
+    _check_outputs(first, 5)
+    img = nib.load(first.outputs[0].path)
+    assert img.shape == (24, 24, 24)
+    np.testing.assert_allclose(np.sqrt((img.affine[:3, :3] ** 2).sum(0)), [6, 6, 6])
+    assert not np.allclose(img.affine, np.eye(4))
+    # same seed, another folder: byte-identical volumes
+    again = run_generate(req, settings, str(tmp_path / "b"))
+    assert [r.sha256 for r in again.outputs] == [r.sha256 for r in first.outputs]
+    # a different seed differs
+    other = run_generate(req.model_copy(update={"seed": 4}), settings, str(tmp_path / "c"))
+    assert other.outputs[0].sha256 != first.outputs[0].sha256
+    # a re-run skips complete outputs; a deleted one is regenerated identically, no duplicates
+    victim = first.outputs[3]
+    (tmp_path / "a" / (victim.path.split("/")[-1])).unlink()
+    rerun = run_generate(req, settings, str(tmp_path / "a"))
+    assert rerun.skipped_existing == 4
+    assert [r.sha256 for r in rerun.outputs] == [r.sha256 for r in first.outputs]
+    assert len(list((tmp_path / "a").glob("*.nii.gz"))) == 5
+    on_disk = RunManifest.read(tmp_path / "a" / "run_manifest.json")
+    assert [r.sha256 for r in on_disk.outputs] == [r.sha256 for r in first.outputs]
+
+
+def _lps_oblique(path, seed=0, lesion=False):
+    image, affine, _ = phantom((32, 32, 32), spacing=4.0, seed=seed, noise=0.01)
+    mask = np.zeros(image.shape, np.uint8)
+    if lesion:
+        rng = np.random.default_rng(1)
+        wm = image > 0.85
+        image, mask, _ = insert_lesions(image, wm, rng, n_range=(1, 1), radius_range=(3.5, 4.0),
+                                        contrast_range=(0.9, 0.9))
+    n = image.shape
+    to_lps = np.eye(4)  # voxel axes 0 and 1 reversed: RAS storage becomes LPS
+    to_lps[0, 0], to_lps[1, 1], to_lps[0, 3], to_lps[1, 3] = -1, -1, n[0] - 1, n[1] - 1
+    rot = np.eye(4)
+    rot[:3, :3] = Rotation.from_euler("zx", [10, 7], degrees=True).as_matrix()
+    aff = rot @ affine @ to_lps
+    img = nib.Nifti1Image(np.ascontiguousarray(image[::-1, ::-1, :]), aff)
+    assert "".join(nib.aff2axcodes(aff)) == "LPS"
+    nib.save(img, str(path))
+    return path, mask[::-1, ::-1, :].copy()
+
+
+@pytest.mark.parametrize("mode", ["denoise", "anomaly"])
+def test_denoise_and_anomaly_share_the_inputs_grid(trained, tmp_path, mode):
+    settings, _ = trained
+    path, _ = _lps_oblique(tmp_path / "lps_oblique.nii.gz")
+    manifest = run_generate(GenerationRequest(mode=mode, inputs=(str(path),)), settings, str(tmp_path / "out"))
+    _check_outputs(manifest, 1)
+    src, out = nib.load(path), nib.load(manifest.outputs[0].path)
+    assert out.shape == src.shape
+    np.testing.assert_allclose(out.affine, src.affine, atol=1e-4)
+    prov = Provenance.model_validate_json(open(manifest.outputs[0].sidecar).read())
+    assert prov.input_sha256 == io.sha256_file(path)
+    if mode == "anomaly":
+        assert "score" in prov.parameters and "score_threshold" in prov.parameters
+
+
+def test_anomaly_map_is_higher_inside_a_lesion(trained, tmp_path):
+    settings, _ = trained
+    path, mask = _lps_oblique(tmp_path / "lesion.nii.gz", seed=2, lesion=True)
+    manifest = run_generate(GenerationRequest(mode="anomaly", inputs=(str(path),)), settings, str(tmp_path / "o"))
+    amap = nib.load(manifest.outputs[0].path).get_fdata()
+    head = nib.load(path).get_fdata() > 0.3
+    inside = amap[mask > 0].mean()
+    outside = amap[head & (mask == 0)].mean()
+    assert inside > 1.5 * outside, (inside, outside)
+
+
+def test_augment_variants_and_embed(trained, tmp_path):
+    settings, src = trained
+    inputs = tuple(str(p) for p in sorted(src.glob("*.nii.gz"))[:3])
+    aug = run_generate(GenerationRequest(mode="augment", inputs=inputs, variants=2, seed=1, artifacts=True),
+                       settings, str(tmp_path / "aug"))
+    _check_outputs(aug, 6)
+    a, b = (nib.load(r.path).get_fdata() for r in aug.outputs[:2])
+    assert a.shape == (24, 24, 24) and not np.array_equal(a, b)
+    emb = run_generate(GenerationRequest(mode="embed", inputs=inputs), settings, str(tmp_path / "emb"),
+                       labels={p: "grp" for p in inputs})
+    table = pq.read_table(tmp_path / "emb" / "embeddings.parquet")
+    assert table.num_rows == 3 and set(table.column_names) == {"id", "path", "sha256", "label", "latent"}
+    assert len(table.column("latent")[0].as_py()) == 4 * 6 * 6 * 6
+    assert table.column("label").to_pylist() == ["grp"] * 3
+    assert (tmp_path / "emb" / "embeddings_pca.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "emb" / "embeddings.json").read_text())["mode"] == "embed"

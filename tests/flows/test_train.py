@@ -1,0 +1,84 @@
+"""Train flow through Prefect with a real MLflow SQLite store: runs, registry, promotion."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+from mlflow.tracking import MlflowClient
+
+from flows.train import train_flow
+
+
+def _client(settings) -> MlflowClient:
+    uri = f"sqlite:///{settings.workspace / 'mlflow' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(uri, uri)
+
+
+def test_train_registers_champion_then_worse_run_stays_candidate(preprocessed):
+    settings = preprocessed
+    first = train_flow(settings)
+    assert first["version"] == "1" and first["decision"] == "promoted to champion"
+    client = _client(settings)
+    run = client.get_run(first["run_id"])
+    assert run.info.status == "FINISHED"
+    assert "train.lr" in run.data.params and "data.manifest_sha256" in run.data.params
+    assert len(client.get_metric_history(first["run_id"], "val_ssim")) == 2
+    artifacts = {a.path for a in client.list_artifacts(first["run_id"], "figures")}
+    assert artifacts == {f"figures/{n}.png" for n in
+                         ("reconstructions", "prior_samples", "latent_traversal", "loss_curves")}
+    top = {a.path for a in client.list_artifacts(first["run_id"])}
+    assert {"model_card.md", "settings.json", "checkpoint"} <= top
+    assert run.inputs.dataset_inputs, "the dataset is logged as a run input"
+
+    worse_train = settings.train.model_copy(update={"lr": 1e-7, "epochs": 1, "seed": 5})
+    second = train_flow(settings.model_copy(update={"train": worse_train}))
+    assert second["version"] == "2" and second["decision"] == "kept as candidate"
+    assert str(client.get_model_version_by_alias("vae3d", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("vae3d", "candidate").version) == "2"
+    v2 = client.get_model_version("vae3d", "2")
+    assert v2.tags["promotion"].startswith("kept as candidate")
+    assert len(v2.tags["weights_sha256"]) == 64 and "git_commit" in v2.tags
+
+
+def test_champion_loads_in_a_fresh_process_with_plain_mlflow(preprocessed, tmp_path):
+    settings = preprocessed
+    train_flow(settings)
+    uri = f"sqlite:///{settings.workspace / 'mlflow' / 'mlflow.db'}"
+    script = f"""
+import json, numpy as np, mlflow
+mlflow.set_tracking_uri({uri!r}); mlflow.set_registry_uri({uri!r})
+m = mlflow.pyfunc.load_model("models:/vae3d@champion")
+x = np.random.default_rng(0).random((2, 1, 16, 16, 16), dtype=np.float32)
+r = m.predict(x)
+a = m.predict(x, params={{"mode": "anomaly"}})
+e = m.predict(x, params={{"mode": "embed"}})
+print(json.dumps({{"recon": list(r.shape), "anomaly": list(a.shape), "embed": list(e.shape),
+                  "range": [float(r.min()), float(r.max())]}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    shapes = json.loads(out.stdout.strip().splitlines()[-1])
+    assert shapes["recon"] == [2, 1, 16, 16, 16] and shapes["anomaly"] == [2, 1, 16, 16, 16]
+    assert shapes["embed"] == [2, 4 * 4 * 4 * 4]
+    assert 0.0 <= shapes["range"][0] <= shapes["range"][1] <= 1.0
+
+
+def test_interrupted_training_resumes_in_the_same_mlflow_run(preprocessed):
+    """A re-run with the same data and settings continues the checkpoint and the run."""
+    settings = preprocessed
+    from flows.train import run_key, start_run
+    from data_contracts import DatasetIndex
+
+    index = DatasetIndex.read(settings.workspace / "dataset_index.json")
+    key = run_key(index, settings)
+    run_id = start_run.fn(settings, index, key)  # a run that was started, then the process died
+    result = train_flow(settings)
+    assert result["run_id"] == run_id
+    assert json.loads((settings.workspace / "checkpoints" / key / "mlflow_run.json").read_text())["run_id"] == run_id
+    assert np.isfinite(result["best"]["val_ssim"])

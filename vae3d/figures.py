@@ -1,0 +1,96 @@
+"""Review figures as matplotlib Figures: arrays in, figures out (no files, no tracking)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from vae3d.model import VAE3D  # noqa: E402
+
+
+def _slices(vol: np.ndarray) -> list[np.ndarray]:
+    return [np.rot90(np.take(vol, vol.shape[a] // 2, axis=a)) for a in range(3)]
+
+
+def slice_grid(rows: Sequence[tuple[str, np.ndarray]], title: str = "") -> plt.Figure:
+    """One row per (label, (D, H, W) volume): sagittal, coronal and axial mid-slices."""
+    fig, axes = plt.subplots(len(rows), 3, figsize=(6, 2 * len(rows)), squeeze=False)
+    for r, (label, vol) in enumerate(rows):
+        for c, sl in enumerate(_slices(np.asarray(vol))):
+            axes[r, c].imshow(sl, cmap="gray", vmin=0, vmax=1)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def reconstructions(model: VAE3D, x: torch.Tensor, k: int = 3) -> plt.Figure:
+    recon = model.reconstruct(x[:k]).clamp(0, 1)
+    rows = []
+    for i in range(min(k, len(x))):
+        rows += [(f"input {i}", x[i, 0].cpu().numpy()), (f"recon {i}", recon[i, 0].cpu().numpy())]
+    return slice_grid(rows, "validation inputs and posterior-mean reconstructions")
+
+
+@torch.no_grad()
+def prior_samples(model: VAE3D, n: int = 4, seed: int = 0) -> plt.Figure:
+    p = next(model.parameters())
+    g = torch.Generator(device=p.device).manual_seed(seed)
+    s = model.sample(n, g).clamp(0, 1)
+    return slice_grid([(f"sample {i}", s[i, 0].cpu().numpy()) for i in range(n)], "samples from the prior")
+
+
+@torch.no_grad()
+def latent_traversal(model: VAE3D, x: torch.Tensor, channel: int = 0, steps: Sequence[float] = (-3, -1.5, 0, 1.5, 3)) -> plt.Figure:
+    """Decode the posterior mean of ``x[0]`` with one latent channel shifted by +-sigma units."""
+    mu = model.encode(x[:1])[0]
+    rows = []
+    for d in steps:
+        z = mu.clone()
+        z[:, channel] += d
+        rows.append((f"ch{channel} {d:+g}", model.decode(z).clamp(0, 1)[0, 0].cpu().numpy()))
+    return slice_grid(rows, f"latent traversal along channel {channel}")
+
+
+def loss_curves(history: Sequence[dict]) -> plt.Figure:
+    epochs = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for key in ("train_loss", "train_recon", "val_l1"):
+        if history and key in history[0]:
+            a.plot(epochs, [h[key] for h in history], label=key)
+    a.set_xlabel("epoch")
+    a.set_yscale("log")
+    a.legend()
+    b.plot(epochs, [h["val_ssim"] for h in history], label="val SSIM")
+    b2 = b.twinx()
+    b2.plot(epochs, [h["val_psnr"] for h in history], color="tab:orange", label="val PSNR (dB)")
+    b.set_xlabel("epoch")
+    b.set_ylabel("SSIM")
+    b2.set_ylabel("PSNR dB")
+    fig.tight_layout()
+    return fig
+
+
+def embedding_scatter(xy: np.ndarray, labels: Sequence[str]) -> plt.Figure:
+    """2D projection of latent embeddings, one colour per label."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    labels = [label or "unlabelled" for label in labels]
+    for name in sorted(set(labels)):
+        sel = np.array([label == name for label in labels])
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=18, label=name, alpha=0.8)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title("latent means, PCA")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

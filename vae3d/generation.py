@@ -1,0 +1,52 @@
+"""Sampling and latent-space augmentation with per-output seeds.
+
+Every output index has its own random stream (seeded from the request seed and the index),
+so output ``i`` is the same whether it is generated alone, in a batch, or in a re-run
+that skips the outputs already on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from vae3d.model import VAE3D
+
+
+def output_generator(seed: int, index: int, device: torch.device | str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed((int(seed) * 1_000_003 + int(index)) % (2**63 - 1))
+
+
+@torch.no_grad()
+def synthesize(model: VAE3D, indices: Sequence[int], seed: int, temperature: float = 1.0) -> torch.Tensor:
+    """Decode prior samples for the given output indices: (len(indices), 1, S, S, S) in [0, 1]."""
+    p = next(model.parameters())
+    z = torch.stack([
+        torch.randn(model.latent_shape, generator=output_generator(seed, i, p.device), device=p.device)
+        for i in indices
+    ])
+    return model.decode(z.to(p.dtype) * temperature).float().clamp_(0.0, 1.0)
+
+
+@torch.no_grad()
+def latent_variants(
+    model: VAE3D, x: torch.Tensor, variant_indices: Sequence[int], seed: int, scale: float = 0.5
+) -> torch.Tensor:
+    """Variants of one input: decode mu + scale * sigma * eps for each variant index.
+
+    Args:
+        x: (1, 1, S, S, S) preprocessed input.
+        scale: perturbation in units of the posterior's own standard deviation; 0 gives the
+            posterior-mean reconstruction, 1 a posterior sample.
+
+    Returns:
+        (len(variant_indices), 1, S, S, S) in [0, 1].
+    """
+    mu, logvar = model.encode(x)
+    sigma = torch.exp(0.5 * logvar)
+    z = torch.cat([
+        mu + scale * sigma * torch.randn(mu.shape, generator=output_generator(seed, v, mu.device), device=mu.device)
+        for v in variant_indices
+    ])
+    return model.decode(z).float().clamp_(0.0, 1.0)

@@ -1,0 +1,52 @@
+"""Output volumes with their provenance sidecars, written atomically, checked on re-runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from data_contracts.generation import OutputRecord, Provenance
+from vae3d import io
+
+
+def sidecar_path(output: Path) -> Path:
+    name = output.name
+    for suffix in (".nii.gz", ".parquet", ".png", ".nii"):
+        if name.endswith(suffix):
+            return output.with_name(name[: -len(suffix)] + ".json")
+    return output.with_name(name + ".json")
+
+
+def complete(output: Path) -> OutputRecord | None:
+    """The record of an output that exists with a sidecar whose checksum matches, else None.
+
+    A volume without a sidecar (a crash between the two writes) or with a mismatching
+    checksum is incomplete and will be generated again.
+    """
+    side = sidecar_path(output)
+    if not output.exists() or not side.exists():
+        return None
+    try:
+        prov = Provenance.model_validate_json(side.read_text())
+    except ValueError:
+        return None
+    digest = io.sha256_file(output)
+    if digest != prov.output_sha256:
+        return None
+    return OutputRecord(path=str(output), sha256=digest, sidecar=str(side), input_sha256=prov.input_sha256)
+
+
+def write_volume(output: Path, array: np.ndarray, affine: np.ndarray, provenance: dict) -> OutputRecord:
+    """Write ``output`` (.nii.gz) then its sidecar, each atomically; the sidecar goes last,
+    so its presence (with a matching checksum) means the output is complete."""
+    data = io.encode_nifti(np.asarray(array, dtype=np.float32), affine)
+    io.atomic_write_bytes(output, data)
+    return write_sidecar(output, io.sha256_bytes(data), provenance)
+
+
+def write_sidecar(output: Path, digest: str, provenance: dict) -> OutputRecord:
+    prov = Provenance(output=output.name, output_sha256=digest, **provenance)
+    side = sidecar_path(output)
+    io.atomic_write_text(side, prov.model_dump_json(indent=1))
+    return OutputRecord(path=str(output), sha256=digest, sidecar=str(side), input_sha256=prov.input_sha256)
