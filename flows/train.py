@@ -96,6 +96,17 @@ def log_review(settings: Settings, index: DatasetIndex, run_id: str, outcome: di
 
 @task(retries=2, retry_delay_seconds=[2, 10])
 def register(settings: Settings, index: DatasetIndex, run_id: str, outcome: dict, card: str) -> dict:
+    decision = register_model(settings, index, run_id, outcome, card)
+    create_markdown_artifact(
+        key="promotion-decision",
+        markdown=f"# {settings.mlflow.registered_model} v{decision['version']}\n\n"
+                 f"**{decision['decision']}**: {decision['reason']}\n",
+    )
+    return decision
+
+
+def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome: dict, card: str) -> dict:
+    """Calibrate anomaly thresholds, log + register the pyfunc, gate promotion, close the run."""
     ws = Workspace.at(settings.workspace)
     client, _ = init_store(ws, settings.mlflow)
     cfg = settings.mlflow
@@ -114,10 +125,6 @@ def register(settings: Settings, index: DatasetIndex, run_id: str, outcome: dict
     client.set_terminated(run_id, "FINISHED")
     marker = ws.checkpoints / run_key(index, settings) / "mlflow_run.json"
     atomic_write_text(marker, json.dumps({"run_id": run_id, "registered_version": version}))
-    create_markdown_artifact(
-        key="promotion-decision",
-        markdown=f"# {cfg.registered_model} v{version}\n\n**{decision['decision']}**: {decision['reason']}\n",
-    )
     return decision
 
 

@@ -8,6 +8,7 @@ after any epoch and resumed ends with the same weights as one that never stopped
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+import torch.distributed as dist
 from monai.metrics import PSNRMetric, SSIMMetric
 from tqdm.auto import tqdm
 
@@ -26,6 +28,7 @@ from vae3d.training.checkpoint import load_checkpoint, save_checkpoint
 from vae3d.config import TrainConfig
 
 LAST, BEST = "last.pt", "best.pt"
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -112,6 +115,12 @@ def _batch(train: torch.Tensor, idx: torch.Tensor, epoch: int, cfg: TrainConfig,
     )
 
 
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def fit(
     model: VAE3D,
     train: torch.Tensor,
@@ -127,6 +136,11 @@ def fit(
     Writes ``last.pt`` (everything needed to resume) and ``best.pt`` (best val SSIM)
     atomically into ``checkpoint_dir`` after every epoch.
 
+    Under ``torchrun`` (a process group initialised by the caller) the model is wrapped in
+    DistributedDataParallel: each rank trains on its share of every global batch of
+    ``batch_size * world_size`` volumes; rank 0 alone validates, writes checkpoints and
+    calls the callbacks, then tells every rank whether to stop.
+
     Raises:
         ValueError: empty training or validation data, or a checkpoint of another model.
         NonFiniteLossError: the loss became NaN/Inf (names epoch and step).
@@ -136,15 +150,22 @@ def fit(
             f"need training and validation volumes, got {len(train)} train and {len(val)} val; "
             "ingest more scans or change the split fractions"
         )
+    rank, world = _rank_world()
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", rank % torch.cuda.device_count())
     fmt = torch.channels_last_3d if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=fmt)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    global_batch = config.batch_size * world
+    steps_per_epoch = math.ceil(len(train) / global_batch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config.warmup_steps, config.epochs * steps_per_epoch))
-    noise = torch.Generator(device=device).manual_seed(config.seed + 1)
+    noise = torch.Generator(device=device).manual_seed(config.seed + 1 + rank)
     loss_fn = VAELoss(config.recon, config.ssim_weight, config.free_bits)
     chain = build_augment(prob=config.augment_prob)
     use_amp = config.amp and device.type == "cuda"
@@ -163,22 +184,26 @@ def fit(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        noise.set_state(state["noise_rng"].cpu() if device.type == "cpu" else state["noise_rng"])
+        noise_states = state["noise_rng"]
+        noise.set_state(noise_states[rank] if isinstance(noise_states, list) else noise_states)
         start, step, history = state["epoch"], state["step"], list(state["history"])
         best, bad_epochs = dict(state["best"]), state["bad_epochs"]
+        log.info("resuming from %s after epoch %d", last_path, start)
     result = TrainResult(epochs_run=start, best_epoch=best["epoch"], best_metrics={}, history=history)
     t0 = time.perf_counter()
-    model.train()
+    net.train()
     for epoch in range(start, config.epochs):
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
         sums: dict[str, float] = {}
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or None, leave=False)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=(not progress or rank > 0) or None, leave=False)
         for b in bar:
-            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+            chunk = order[b * global_batch : (b + 1) * global_batch]
+            idx = chunk[rank::world] if len(chunk) >= world else chunk
             x = _batch(train, idx, epoch, config, chain).to(device).contiguous(memory_format=fmt)
             w = kl_weight(step, config.beta, config.kl_schedule, config.kl_warmup_steps, config.kl_cycle_steps)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                recon, mu, logvar = model(x, generator=noise)
+                recon, mu, logvar = net(x, generator=noise)
             losses = loss_fn(recon.float(), x, mu, logvar, w)
             if not torch.isfinite(losses["loss"]):
                 raise NonFiniteLossError(
@@ -194,29 +219,35 @@ def fit(
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.set_postfix(loss=f"{sums['loss'] / (b + 1):.4f}", kl=f"{sums['kl'] / (b + 1):.1f}")
-        metrics = {f"train_{k}": v / steps_per_epoch for k, v in sums.items()}
-        metrics.update(evaluate(model, val, config.batch_size, device))
-        metrics.update(epoch=epoch + 1, kl_weight=w, lr=sched.get_last_lr()[0], elapsed_s=time.perf_counter() - t0)
-        history.append(metrics)
-        improved = metrics["val_ssim"] > best["val_ssim"]
-        if improved:
-            best, bad_epochs = {"epoch": epoch + 1, "val_ssim": metrics["val_ssim"]}, 0
-            save_checkpoint(checkpoint_dir / BEST, {"model": model.state_dict(), "hparams": model.hparams(),
-                                                    "config": config.to_dict(), "metrics": metrics})
-        else:
-            bad_epochs += 1
-        save_checkpoint(last_path, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "noise_rng": noise.get_state(), "epoch": epoch + 1, "step": step, "history": history,
-            "best": best, "bad_epochs": bad_epochs, "hparams": model.hparams(), "config": config.to_dict(),
-        })
-        for cb in callbacks:
-            cb.on_epoch_end(epoch + 1, metrics, model)
+        stop = torch.zeros(1)
+        if rank == 0:
+            metrics = {f"train_{k}": v / steps_per_epoch for k, v in sums.items()}
+            metrics.update(evaluate(model, val, config.batch_size, device))
+            metrics.update(epoch=epoch + 1, kl_weight=w, lr=sched.get_last_lr()[0], elapsed_s=time.perf_counter() - t0)
+            history.append(metrics)
+            log.info("epoch %d/%d: loss %.4f, val SSIM %.3f, val PSNR %.2f dB", epoch + 1, config.epochs,
+                     metrics["train_loss"], metrics["val_ssim"], metrics["val_psnr"])
+            if metrics["val_ssim"] > best["val_ssim"]:
+                best, bad_epochs = {"epoch": epoch + 1, "val_ssim": metrics["val_ssim"]}, 0
+                save_checkpoint(checkpoint_dir / BEST, {"model": model.state_dict(), "hparams": model.hparams(),
+                                                        "config": config.to_dict(), "metrics": metrics})
+            else:
+                bad_epochs += 1
+            save_checkpoint(last_path, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "noise_rng": _gather_states(noise, world), "epoch": epoch + 1, "step": step, "history": history,
+                "best": best, "bad_epochs": bad_epochs, "hparams": model.hparams(), "config": config.to_dict(),
+            })
+            for cb in callbacks:
+                cb.on_epoch_end(epoch + 1, metrics, model)
+            over_time = config.max_time_s is not None and time.perf_counter() - t0 >= config.max_time_s
+            stop[0] = float(bad_epochs >= config.patience or over_time)
+        elif world > 1:
+            _gather_states(noise, world)
+        if world > 1:
+            dist.broadcast(stop, src=0)
         result.epochs_run = epoch + 1
-        if bad_epochs >= config.patience:
-            result.stopped_early = True
-            break
-        if config.max_time_s is not None and time.perf_counter() - t0 >= config.max_time_s:
+        if stop.item():
             result.stopped_early = True
             break
     result.best_epoch = best["epoch"]
@@ -225,6 +256,17 @@ def fit(
     result.last_checkpoint = last_path if last_path.exists() else None
     result.best_checkpoint = checkpoint_dir / BEST if (checkpoint_dir / BEST).exists() else None
     return result
+
+
+def _gather_states(noise: torch.Generator, world: int):
+    """Every rank's noise-generator state (rank 0 receives them all, for the checkpoint)."""
+    state = noise.get_state()
+    if world == 1:
+        return state
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    gathered = [torch.empty_like(state, device=on) for _ in range(world)]
+    dist.all_gather(gathered, state.to(on))
+    return [g.cpu() for g in gathered]
 
 
 def load_model(path: Path, map_location: str | torch.device = "cpu") -> VAE3D:

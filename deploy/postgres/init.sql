@@ -1,0 +1,2 @@
+-- Prefect's database is created by POSTGRES_DB; MLflow gets its own.
+CREATE DATABASE mlflow;
