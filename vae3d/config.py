@@ -28,7 +28,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(20, ge=1)
     grad_clip: float = Field(1.0, gt=0)
-    beta: float = Field(0.05, ge=0, description="KL weight (KL is divided by the voxel count)")
+    beta: float = Field(0.2, ge=0, description="KL weight (KL is divided by the voxel count)")
     kl_schedule: Literal["constant", "linear", "cyclical"] = "linear"
     kl_warmup_steps: int = Field(200, ge=1)
     kl_cycle_steps: int = Field(400, ge=1)

@@ -111,9 +111,15 @@ class VAE3D(nn.Module):
             dec += [res(cin if i == 0 else ch, ch) for i in range(num_res_blocks)]
             if level < len(rev) - 1:
                 dec.append(_Upsample(ch))
+        # back to full resolution through a narrow (4-channel) trilinear upsample and a 3x3x3
+        # conv: a stride-2 transposed conv (the stem's mirror) prints a 2-voxel checkerboard
+        # into every output, and upsampling all channels to full size costs 50% more per step.
+        head = 4
         dec += [
             nn.GroupNorm(norm_num_groups, channels[0], eps=norm_eps), nn.SiLU(),
-            nn.ConvTranspose3d(channels[0], in_channels, kernel_size=2, stride=2),
+            _conv(channels[0], head),
+            nn.Upsample(scale_factor=2.0, mode="trilinear", align_corners=False),
+            _conv(head, in_channels),
         ]
         self.decoder = nn.Sequential(*dec)
 
