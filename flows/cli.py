@@ -321,6 +321,33 @@ def demo(
     run_demo(s, data, patients, console, mlflow_ui_command(s))
 
 
+@app.command()
+def serve(
+    prefect_file: Annotated[Optional[Path], typer.Option(help="Deployments file (default: the project's prefect.yaml).")] = None,
+) -> None:
+    """Serve the deployments of prefect.yaml, with their cron schedules, from this process.
+
+    Schedules need a real Prefect server (the temporary local one cannot run them):
+      prefect server start                                   # terminal 1, UI on :4200
+      export PREFECT_API_URL=http://127.0.0.1:4200/api       # terminal 2
+      vae3d serve
+    """
+    import os
+
+    s = settings()
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print("[red]PREFECT_API_URL is not set.[/red] Start a server with 'prefect server start' and "
+                      "export PREFECT_API_URL=http://127.0.0.1:4200/api first.")
+        raise typer.Exit(2)
+    from prefect import serve as prefect_serve
+
+    from flows.deployments import PREFECT_YAML, deployments_from_yaml
+
+    deployments = deployments_from_yaml(prefect_file or PREFECT_YAML, workspace=str(Workspace.at(s.workspace).root))
+    console.print(f"serving {len(deployments)} deployments: " + ", ".join(d.name for d in deployments))
+    prefect_serve(*deployments)
+
+
 def _print_ingest(manifest, quarantine, ws: Workspace) -> None:
     counts = manifest.counts()
     table = Table(title="ingest", show_header=True)
