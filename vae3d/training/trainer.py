@@ -138,7 +138,7 @@ def fit(
 
     Under ``torchrun`` (a process group initialised by the caller) the model is wrapped in
     DistributedDataParallel: each rank trains on its share of every global batch of
-    ``batch_size * world_size`` volumes; rank 0 alone validates, writes checkpoints and
+    ``batch_size * world_size`` volumes; every rank validates, rank 0 alone writes checkpoints and
     calls the callbacks, then tells every rank whether to stop.
 
     Raises:
@@ -220,9 +220,12 @@ def fit(
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.set_postfix(loss=f"{sums['loss'] / (b + 1):.4f}", kl=f"{sums['kl'] / (b + 1):.1f}")
         stop = torch.zeros(1)
+        # every rank validates (on the whole set): MONAI's metrics gather across ranks when a
+        # process group exists, so a rank-0-only evaluation would deadlock the others
+        scores = evaluate(model, val, config.batch_size, device)
         if rank == 0:
             metrics = {f"train_{k}": v / steps_per_epoch for k, v in sums.items()}
-            metrics.update(evaluate(model, val, config.batch_size, device))
+            metrics.update(scores)
             metrics.update(epoch=epoch + 1, kl_weight=w, lr=sched.get_last_lr()[0], elapsed_s=time.perf_counter() - t0)
             history.append(metrics)
             log.info("epoch %d/%d: loss %.4f, val SSIM %.3f, val PSNR %.2f dB", epoch + 1, config.epochs,
