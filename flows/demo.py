@@ -8,6 +8,7 @@ from prefect import flow
 from rich.console import Console
 
 from data_contracts.generation import GenerationRequest
+from flows.evaluate import evaluate_flow
 from flows.generate import run_generate
 from flows.ingest import run_ingest
 from flows.preprocess import run_preprocess
@@ -34,6 +35,7 @@ def demo_flow(settings: Settings, data: str, patients: str) -> dict[str, str]:
         "embed": run_generate(GenerationRequest(mode="embed", inputs=tuple(r.header.path for r in manifest.rows)),
                               settings, labels=labels),
     }
+    evaluation = evaluate_flow(settings)
     summary = {
         "sample data": f"{data} (+ lesioned patients in {patients}, masks under derivatives/)",
         "manifest": f"{ws.manifest} ({len(manifest.rows)} accepted, {len(quarantine.records)} quarantined)",
@@ -44,6 +46,9 @@ def demo_flow(settings: Settings, data: str, patients: str) -> dict[str, str]:
     for mode, m in outputs.items():
         folder = Path(m.outputs[0].path).parent if m.outputs else "-"
         summary[mode] = f"{folder} ({len(m.outputs)} files, run_manifest.json)"
+    met = sum(evaluation["targets"].values())
+    summary["evaluation"] = (f"{ws.root / 'evaluation' / ('vae3d-v' + trained['version']) / 'report.md'} "
+                             f"({met}/{len(evaluation['targets'])} targets met)")
     return summary
 
 

@@ -60,19 +60,20 @@ def trained(prefect_server, tmp_path_factory, mlflow_template):
 
     root = tmp_path_factory.mktemp("trained")
     src = root / "src"
-    for i in range(12):
+    for i in range(16):
         good(src / f"v{i:02d}.nii.gz", seed=i, shape=(32, 32, 32), spacing=4.0)
     (root / "ws" / "mlflow").mkdir(parents=True)
     shutil.copy(mlflow_template, root / "ws" / "mlflow" / "mlflow.db")
     settings = load_settings(
         workspace=root / "ws",
         preprocess={"target_shape": (24, 24, 24), "target_spacing": (6.0, 6.0, 6.0)},
-        ingest={"fractions": {"train": 0.6, "val": 0.4, "test": 0.0}},
-        train={"epochs": 6, "batch_size": 2, "lr": 3e-3, "warmup_steps": 2, "beta": 0.01,
+        ingest={"fractions": {"train": 0.5, "val": 0.25, "test": 0.25}},
+        train={"epochs": 25, "batch_size": 2, "lr": 5e-3, "warmup_steps": 2, "beta": 0.01,
                "kl_warmup_steps": 4, "augment_prob": 0.0, "channels_last": False, "patience": 100,
-               "model": {"channels": [8, 16], "latent_channels": 4, "norm_num_groups": 4}},
+               "model": {"channels": [8, 16], "latent_channels": 4, "norm_num_groups": 4, "flat_latent": 32}},
     )
     run_ingest([str(src)], settings)
-    run_preprocess(settings)
+    counts = run_preprocess(settings).counts()
+    assert min(counts.values()) >= 2, counts
     train_flow(settings)
     return settings, src

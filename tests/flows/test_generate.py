@@ -62,7 +62,9 @@ def _lps_oblique(path, seed=0, lesion=False):
         rng = np.random.default_rng(1)
         wm = image > 0.85
         image, mask, _ = insert_lesions(image, wm, rng, n_range=(1, 1), radius_range=(3.5, 4.0),
-                                        contrast_range=(0.9, 0.9))
+                                        contrast_range=(0.6, 0.6), polarity="hypo")
+        # hypo-intense: a bright lesion this large (2% of a 32^3 head) would move the 99.5th
+        # percentile that preprocessing scales by, and dim everything else instead
     n = image.shape
     to_lps = np.eye(4)  # voxel axes 0 and 1 reversed: RAS storage becomes LPS
     to_lps[0, 0], to_lps[1, 1], to_lps[0, 3], to_lps[1, 3] = -1, -1, n[0] - 1, n[1] - 1
@@ -113,7 +115,7 @@ def test_augment_variants_and_embed(trained, tmp_path):
                        labels={p: "grp" for p in inputs})
     table = pq.read_table(tmp_path / "emb" / "embeddings.parquet")
     assert table.num_rows == 3 and set(table.column_names) == {"id", "path", "sha256", "label", "latent"}
-    assert len(table.column("latent")[0].as_py()) == 4 * 6 * 6 * 6
+    assert len(table.column("latent")[0].as_py()) == 32  # the fixture model has a flat latent
     assert table.column("label").to_pylist() == ["grp"] * 3
     assert (tmp_path / "emb" / "embeddings_pca.png").stat().st_size > 1000
     assert json.loads((tmp_path / "emb" / "embeddings.json").read_text())["mode"] == "embed"

@@ -12,6 +12,7 @@ def insert_lesions(
     n_range: tuple[int, int] = (1, 3),
     radius_range: tuple[float, float] = (2.0, 6.0),
     contrast_range: tuple[float, float] = (0.35, 0.8),
+    polarity: str = "both",
 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Add ellipsoidal hyper- or hypo-intense lesions centred inside ``where``.
 
@@ -20,7 +21,8 @@ def insert_lesions(
         where: (X, Y, Z) bool mask of allowed lesion centres (e.g. white matter).
         rng: the caller's seeded generator: every sampled parameter is returned.
         radius_range: semi-axis lengths in voxels.
-        contrast_range: relative intensity change; the sign is drawn per lesion.
+        contrast_range: relative intensity change.
+        polarity: ``hyper``, ``hypo`` or ``both`` (the sign is drawn per lesion).
 
     Returns:
         (image with lesions, uint8 mask, list of the sampled parameters per lesion)
@@ -36,7 +38,10 @@ def insert_lesions(
     for _ in range(int(rng.integers(n_range[0], n_range[1] + 1))):
         centre = candidates[rng.integers(len(candidates))].astype(np.float32)
         radii = rng.uniform(*radius_range, size=3).astype(np.float32)
-        sign = 1.0 if rng.random() < 0.5 else -1.0
+        if polarity not in ("both", "hyper", "hypo"):
+            raise ValueError(f"polarity must be 'both', 'hyper' or 'hypo', got {polarity!r}")
+        draw = rng.random()
+        sign = {"hyper": 1.0, "hypo": -1.0}.get(polarity, 1.0 if draw < 0.5 else -1.0)
         contrast = float(sign * rng.uniform(*contrast_range))
         d2 = sum(((grid[i] - centre[i]) / radii[i]) ** 2 for i in range(3))
         inside = d2 <= 1.0
