@@ -21,6 +21,7 @@ ReasonCode = Literal[
     "non_finite_voxels",
     "constant_image",
     "preprocessing_failed",
+    "path_escape",
 ]
 
 #: What a person can do about each reason; shown beside the reason in reports.
@@ -38,6 +39,7 @@ FIXES: dict[str, str] = {
     "non_finite_voxels": "the image holds NaN/Inf values; re-run the reconstruction or mask them",
     "constant_image": "every voxel has the same value; the scan is blank",
     "preprocessing_failed": "see the message; the volume could not be transformed",
+    "path_escape": "the path leaves the allowed folders (.. or a symlink); move the file or add its folder to VAE3D_ALLOWED_ROOTS",
 }
 
 

@@ -176,7 +176,10 @@ def inspect_volume(path: Path, limits: VolumeLimits = VolumeLimits()) -> VolumeH
         header = io.parse_header(raw)
     except io.NiftiReadError as exc:
         raise ContractViolation(path, [Reason.of(exc.code, str(exc))], sha) from None
-    reasons = _header_reasons(header, limits)
+    try:
+        reasons = _header_reasons(header, limits)
+    except Exception as exc:  # noqa: BLE001 - hostile header values
+        reasons = [Reason.of("not_nifti", f"header fields cannot be interpreted: {exc}")]
     if reasons:
         raise ContractViolation(path, reasons, sha)
     try:
@@ -184,7 +187,7 @@ def inspect_volume(path: Path, limits: VolumeLimits = VolumeLimits()) -> VolumeH
         volume = io.volume_from_image(img, path)
     except io.NiftiReadError as exc:
         raise ContractViolation(path, [Reason.of(exc.code, str(exc))], sha) from None
-    except (ValueError, OSError, EOFError) as exc:  # nibabel's own decode errors
+    except Exception as exc:  # noqa: BLE001 - nibabel's decode errors on untrusted bytes
         raise ContractViolation(
             path, [Reason.of("unreadable", f"nibabel cannot decode it: {exc}")], sha
         ) from None

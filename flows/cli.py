@@ -192,7 +192,12 @@ def _generate(mode: str, out: Optional[Path], inputs: list[Path] | None = None, 
     from flows.generate import run_generate
     from vae3d.ingest import discover
 
-    paths = tuple(str(p) for p in discover(inputs, s.ingest.exclude)) if inputs else ()
+    found, escapes = discover(inputs, s.ingest.exclude, [Workspace.at(s.workspace).root, *s.allowed_roots]) if inputs else ([], [])
+    if escapes:
+        for path, why in escapes:
+            console.print(f"[red]refused[/red] {why}")
+        raise typer.Exit(2)
+    paths = tuple(str(p) for p in found)
     labels = _labels(inputs or [], label_column) if label_column else _split_labels(s)
     try:
         request = GenerationRequest(mode=mode, inputs=paths, label_column=label_column, **fields)

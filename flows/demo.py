@@ -47,7 +47,8 @@ def demo_flow(settings: Settings, data: str, patients: str) -> dict[str, str]:
         folder = Path(m.outputs[0].path).parent if m.outputs else "-"
         summary[mode] = f"{folder} ({len(m.outputs)} files, run_manifest.json)"
     met = sum(evaluation["targets"].values())
-    summary["evaluation"] = (f"{ws.root / 'evaluation' / ('vae3d-v' + trained['version']) / 'report.md'} "
+    evaluated = f"{evaluation['model']['name']}-v{evaluation['model']['version']}"
+    summary["evaluation"] = (f"{ws.root / 'evaluation' / evaluated / 'report.md'} "
                              f"({met}/{len(evaluation['targets'])} targets met)")
     return summary
 

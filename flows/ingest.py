@@ -10,6 +10,7 @@ from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
 from data_contracts import Manifest, QuarantineRecord, QuarantineReport, VolumeHeader, VolumeLimits
+from flows.locks import exclusive
 from flows.runners import chunks, task_runner
 from flows.settings import Settings
 from flows.workspace import Workspace
@@ -50,13 +51,18 @@ def publish_summary(manifest: Manifest, quarantine: QuarantineReport, reused: in
 @flow(name="ingest", log_prints=False)
 def ingest_flow(sources: list[str], settings: Settings) -> tuple[Manifest, QuarantineReport]:
     """Validate every NIfTI file under ``sources``; write ``manifest.json`` and ``quarantine.json``."""
-    logger = get_run_logger()
     ws = Workspace.at(settings.workspace).ensure()
+    with exclusive(ws.locks / "ingest.lock", f"workspace {ws.root} (another ingest)"):
+        return _ingest(sources, settings, ws)
+
+
+def _ingest(sources: list[str], settings: Settings, ws: Workspace) -> tuple[Manifest, QuarantineReport]:
+    logger = get_run_logger()
     cfg = settings.ingest
     limits = cfg.limits()
-    paths = lib.discover([Path(s) for s in sources], cfg.exclude)
+    paths, escapes = lib.discover([Path(s) for s in sources], cfg.exclude, [ws.root, *settings.allowed_roots])
     previous = lib.load_previous(ws.manifest, ws.quarantine)
-    results, todo = [], []
+    results, todo = [lib.escape_record(p, why) for p, why in escapes], []
     for path in paths:
         src = lib.SourceFile.stat(path)
         prior = previous.get(src.path)
@@ -64,7 +70,7 @@ def ingest_flow(sources: list[str], settings: Settings) -> tuple[Manifest, Quara
             results.append(prior)
         else:
             todo.append(src.path)
-    reused = len(results)
+    reused = len(results) - len(escapes)
     logger.info("found %d files: %d unchanged since the last run, %d to validate", len(paths), reused, len(todo))
     futures = inspect_batch.map(chunks(todo, cfg.batch_size), unmapped(limits)) if todo else []
     with tqdm(total=len(todo), desc="validating", unit="file", disable=None) as bar:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
-from data_contracts import DatasetIndex, IndexItem, Manifest, ManifestRow, QuarantineRecord, QuarantineReport
+from data_contracts import DatasetIndex, IndexItem, Manifest, ManifestRow, QuarantineRecord, QuarantineReport, Reason
+from data_contracts.paths import PathEscape, confine
 from flows.runners import chunks, task_runner
 from flows.settings import PreprocessSettings, Settings
 from flows.workspace import Workspace
@@ -54,9 +56,19 @@ def preprocess_flow(settings: Settings) -> DatasetIndex:
     manifest = Manifest.read(ws.manifest)
     cfg = settings.preprocess
     cache_root = ws.preprocess_cache(cfg.key())
-    rows = list(manifest.rows)
+    roots = [Path(p) if Path(p).is_dir() else Path(p).parent for p in manifest.sources]
+    roots += [ws.root, *settings.allowed_roots]
+    rows, rejected = [], []
+    for row in manifest.rows:  # a hand-edited manifest must not point anywhere it likes
+        try:
+            confine(row.header.path, roots, what="manifest path")
+            rows.append(row)
+        except PathEscape as exc:
+            rejected.append(QuarantineRecord(
+                path=row.header.path, sha256=row.header.sha256, size_bytes=row.header.size_bytes,
+                mtime_ns=row.header.mtime_ns, stage="preprocess", reasons=(Reason.of("path_escape", str(exc)),)))
     futures = preprocess_batch.map(chunks(rows, 4), unmapped(cfg), unmapped(str(cache_root))) if rows else []
-    items, rejected, hits = [], [], 0
+    items, hits = [], 0
     with tqdm(total=len(rows), desc="preprocessing", unit="vol", disable=None) as bar:
         for future in as_completed(futures):
             for result, hit in future.result():

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
 
     workspace: Path = Field(Path("workspace"), description="everything the pipeline writes")
     seed: int = 0
+    allowed_roots: tuple[Path, ...] = Field(
+        (), description="extra folders that paths read from lists, manifests and requests may point into"
+    )
     ingest: IngestSettings = IngestSettings()
     preprocess: PreprocessSettings = PreprocessSettings()
     train: TrainConfig = TrainConfig()

@@ -20,6 +20,7 @@ from data_contracts import (
     ManifestRow,
     QuarantineRecord,
     QuarantineReport,
+    Reason,
     SplitFractions,
     VolumeHeader,
     VolumeLimits,
@@ -27,6 +28,7 @@ from data_contracts import (
     split_for,
 )
 from data_contracts.manifest import DuplicateFile
+from data_contracts.paths import PathEscape, confine
 from vae3d.io import is_nifti_path
 
 
@@ -65,16 +67,31 @@ def _read_list(path: Path) -> list[Path]:
     return [(base / p) if not Path(p).is_absolute() else Path(p) for p in items]
 
 
-def discover(sources: Iterable[Path], exclude: Sequence[str] = ()) -> list[Path]:
+def discover(
+    sources: Iterable[Path], exclude: Sequence[str] = (), allowed_roots: Sequence[Path] = ()
+) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Every NIfTI file under the given folders or listed in CSV/JSON files, sorted, unique.
 
-    Hidden files (names starting with '.') are skipped: they are editors' and our own
-    temporary files.
+    Each found path is resolved (symlinks followed) and must stay inside its source folder
+    (for a list file: the list's folder) or one of ``allowed_roots``; the others come back
+    as (path, reason) escapes, never read. Hidden files (names starting with '.') are
+    skipped: they are editors' and our own temporary files.
+
+    Returns:
+        (files to ingest, escapes)
 
     Raises:
         FileNotFoundError: a source does not exist.
     """
     found: set[Path] = set()
+    escapes: dict[Path, str] = {}
+
+    def keep(path: Path, root: Path) -> None:
+        try:
+            found.add(confine(path, [root, *allowed_roots], what="file"))
+        except PathEscape as exc:
+            escapes[Path(os.path.abspath(path))] = str(exc)
+
     for source in sources:
         source = Path(source).expanduser()
         if not source.exists():
@@ -85,12 +102,13 @@ def discover(sources: Iterable[Path], exclude: Sequence[str] = ()) -> list[Path]
                 if path.name.startswith(".") or not is_nifti_path(path) or not path.is_file():
                     continue
                 if not _excluded(rel, exclude):
-                    found.add(path.resolve())
+                    keep(path, source)
         elif source.suffix.lower() in (".csv", ".json"):
-            found.update(p.resolve() for p in _read_list(source))
+            for path in _read_list(source):
+                keep(path, source.parent)
         else:
-            found.add(source.resolve())
-    return sorted(found)
+            keep(source, source.parent)
+    return sorted(found), sorted(escapes.items())
 
 
 def load_previous(manifest_path: Path, quarantine_path: Path) -> dict[str, VolumeHeader | QuarantineRecord]:
@@ -112,6 +130,13 @@ def load_previous(manifest_path: Path, quarantine_path: Path) -> dict[str, Volum
 
 def unchanged(result: VolumeHeader | QuarantineRecord, source: SourceFile) -> bool:
     return result.size_bytes == source.size_bytes and result.mtime_ns == source.mtime_ns
+
+
+def escape_record(path: Path, message: str) -> QuarantineRecord:
+    """Quarantine a path that points outside the allowed roots (it is never opened)."""
+    st = os.lstat(path)
+    return QuarantineRecord(path=str(path), sha256=None, size_bytes=st.st_size, mtime_ns=st.st_mtime_ns,
+                            reasons=(Reason.of("path_escape", message),))
 
 
 def inspect_file(path: str, limits: VolumeLimits) -> VolumeHeader | QuarantineRecord:

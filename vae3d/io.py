@@ -109,7 +109,12 @@ def sniff_header(head: bytes) -> nib.Nifti1Header | nib.Nifti2Header:
                 )
             if len(head) < size:
                 raise NiftiReadError("truncated", f"header needs {size} bytes, file has {len(head)}")
-            return klass.from_fileobj(io.BytesIO(head[:size]))
+            try:  # hostile fields (unknown datatype, absurd dims) fail inside nibabel in many ways
+                header = klass.from_fileobj(io.BytesIO(head[:size]))
+                header.get_data_dtype(), header.get_data_shape(), header.get_zooms()
+            except Exception as exc:  # noqa: BLE001 - untrusted bytes: every failure means "invalid"
+                raise NiftiReadError("not_nifti", f"invalid {klass.__name__}: {exc}") from None
+            return header
     raise NiftiReadError("not_nifti", "first 4 bytes are not a NIfTI-1 (348) or NIfTI-2 (540) header size")
 
 
@@ -162,7 +167,10 @@ def image_from_bytes(raw: bytes, max_decompressed_bytes: int) -> nib.Nifti1Image
             "truncated", f"file holds {len(data)} bytes of header+data, header declares {need}"
         )
     klass = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
-    return klass.from_bytes(data[:need])
+    try:
+        return klass.from_bytes(data[:need])
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes
+        raise NiftiReadError("unreadable", f"nibabel cannot decode the image: {exc}") from None
 
 
 def load_volume(path: Path, max_decompressed_bytes: int = 2**31) -> Volume:
@@ -209,17 +217,28 @@ def save_volume(path: Path, array: np.ndarray, affine: np.ndarray, dtype=np.floa
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see either the old file or the whole new one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide outputs from the team's other users
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise OSError(
+            exc.errno,
+            f"cannot write {path} ({len(data)} bytes): {exc.strerror or exc}; nothing was left behind. "
+            "Free space or fix the folder's permissions, then re-run: completed outputs are kept",
+            str(path),
+        ) from exc
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 

@@ -1,0 +1,24 @@
+"""Path confinement: a path read from a file (a CSV/JSON list, a manifest, a request) must
+resolve, symlinks followed, inside one of the allowed roots."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+
+class PathEscape(ValueError):
+    """A path points outside every allowed root (``..`` or a symlink out)."""
+
+
+def confine(path: Path | str, roots: Iterable[Path | str], what: str = "path") -> Path:
+    """``path`` resolved (symlinks followed); raises ``PathEscape`` if it leaves ``roots``."""
+    resolved = Path(path).expanduser().resolve()
+    allowed = [Path(r).expanduser().resolve() for r in roots]
+    if any(resolved == r or resolved.is_relative_to(r) for r in allowed):
+        return resolved
+    raise PathEscape(
+        f"{what} {path} resolves to {resolved}, outside the allowed roots "
+        f"{[str(r) for r in allowed]}; move the file inside one of them or add its folder to "
+        "VAE3D_ALLOWED_ROOTS"
+    )
