@@ -173,6 +173,9 @@ def generate_flow(request: GenerationRequest, settings: Settings, out: str | Non
     ref = model_loader.resolve(request.model_uri, settings)
     logger.info("%s with %s (v%s) -> %s", request.mode, request.model_uri, ref.version, out_dir)
     with exclusive(out_dir / ".vae3d.lock", f"output folder {out_dir}"):
+        stale = io.remove_stale_temporaries(out_dir)
+        if stale:
+            logger.info("removed %d partial files left by an interrupted run", len(stale))
         records, skipped = _run(request, ref, settings, out_dir, labels or {})
         manifest = RunManifest(request=request, request_key=request.key(), model=ref,
                                outputs=tuple(records), skipped_existing=skipped)

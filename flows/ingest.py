@@ -15,7 +15,7 @@ from flows.runners import chunks, task_runner
 from flows.settings import Settings
 from flows.workspace import Workspace
 from vae3d import ingest as lib
-from vae3d.io import atomic_write_text
+from vae3d.io import atomic_write_text, remove_stale_temporaries
 
 
 @task(retries=2, retry_delay_seconds=1, task_run_name="inspect-batch")
@@ -53,6 +53,7 @@ def ingest_flow(sources: list[str], settings: Settings) -> tuple[Manifest, Quara
     """Validate every NIfTI file under ``sources``; write ``manifest.json`` and ``quarantine.json``."""
     ws = Workspace.at(settings.workspace).ensure()
     with exclusive(ws.locks / "ingest.lock", f"workspace {ws.root} (another ingest)"):
+        remove_stale_temporaries(ws.root)
         return _ingest(sources, settings, ws)
 
 

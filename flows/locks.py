@@ -22,8 +22,13 @@ def exclusive(lock_file: Path, what: str, timeout_s: float = 3600.0, poll_s: flo
     Raises:
         LockTimeout: still held by another process after ``timeout_s``.
     """
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a+") as fh:
+    try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(lock_file, "a+")
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot create the lock file {lock_file} for {what}: {exc.strerror}; "
+                      "the folder must exist and be writable", str(lock_file)) from exc
+    with fh:
         start, told = time.monotonic(), False
         while True:
             try:

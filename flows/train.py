@@ -14,10 +14,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from data_contracts import DatasetIndex
+from flows.locks import exclusive
 from flows.model_card import model_card
 from flows.registry import code_version, log_and_register, promote_if_better
 from flows.settings import Settings
-from flows.tracking import MlflowCallback, flatten, init_store, log_figure
+from flows.tracking import MlflowCallback, flatten, init_store, log_figure, tracking_uri
 from flows.workspace import Workspace
 from vae3d import figures, inference
 from vae3d.data import load_volumes
@@ -69,8 +70,9 @@ def train_model(settings: Settings, index: DatasetIndex, key: str, run_id: str, 
     train = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("train")])
     val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")])
     model = build_model(settings.train, index.target_shape[0])
-    result = fit(model, train, val, settings.train, ws.checkpoints / key,
-                 callbacks=[MlflowCallback(client, run_id)], resume=not fresh)
+    with exclusive(ws.locks / f"train-{key}.lock", f"checkpoint folder {ws.checkpoints / key}"):
+        result = fit(model, train, val, settings.train, ws.checkpoints / key,
+                     callbacks=[MlflowCallback(client, run_id)], resume=not fresh)
     return {"best_checkpoint": str(result.best_checkpoint), "best": result.best_metrics,
             "history": result.history, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early}
 
@@ -137,13 +139,30 @@ def train_flow(settings: Settings, fresh: bool = False) -> dict:
         raise FileNotFoundError(f"{ws.dataset_index} not found: run 'vae3d preprocess' first")
     index = DatasetIndex.read(ws.dataset_index)
     key = run_key(index, settings)
-    run_id = start_run(settings, index, key)
+    uri = tracking_uri(ws, settings.mlflow)
+    try:
+        run_id = start_run(settings, index, key)
+    except Exception as exc:
+        raise RuntimeError(
+            f"MLflow at {uri} is unreachable or refused the run ({type(exc).__name__}: {exc}); nothing "
+            "was trained. Start the tracking server or fix VAE3D_MLFLOW__TRACKING_URI, then re-run."
+        ) from exc
     try:
         outcome = train_model(settings, index, key, run_id, fresh)
     except Exception:
-        init_store(ws, settings.mlflow)[0].set_terminated(run_id, "FAILED")
+        try:
+            init_store(ws, settings.mlflow)[0].set_terminated(run_id, "FAILED")
+        except Exception:  # noqa: BLE001 - the training error is the one to report
+            logger.warning("could not mark MLflow run %s as failed", run_id)
         raise
-    card = log_review(settings, index, run_id, outcome)
-    decision = register(settings, index, run_id, outcome, card)
+    try:
+        card = log_review(settings, index, run_id, outcome)
+        decision = register(settings, index, run_id, outcome, card)
+    except Exception as exc:
+        raise RuntimeError(
+            f"training finished but logging/registering in MLflow at {uri} failed ({type(exc).__name__}: "
+            f"{exc}). The trained checkpoint {outcome['best_checkpoint']} is kept: re-run 'vae3d train' "
+            "with the same settings to register it without retraining."
+        ) from exc
     logger.info("run %s: %s (%s)", run_id, decision["decision"], decision["reason"])
     return {"run_id": run_id, **decision, "best": outcome["best"], "epochs_run": outcome["epochs_run"]}

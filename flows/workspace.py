@@ -72,6 +72,10 @@ def configure_environment(ws: Workspace) -> None:
         "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "false"),
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        # bounded retries with backoff against a tracking server, then a clear error
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
         "DO_NOT_TRACK": "1",
     }
     for key, value in defaults.items():

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 
+import shutil
+
 import pytest
+
+from flows.settings import load_settings
+from nifti_factory import good
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -29,3 +34,72 @@ def _restore_environ():
     yield
     os.environ.clear()
     os.environ.update(before)
+
+TINY_TRAIN = {
+    "epochs": 2, "batch_size": 2, "lr": 3e-3, "warmup_steps": 2, "beta": 0.01, "kl_warmup_steps": 4,
+    "augment_prob": 0.0, "channels_last": False,
+    "model": {"channels": [8, 16], "latent_channels": 4, "norm_num_groups": 4},
+}
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory):
+    """One migrated SQLite store per session, copied per test (migrations take seconds)."""
+    from flows.tracking import init_store
+    from flows.workspace import Workspace
+
+    ws = Workspace.at(tmp_path_factory.mktemp("mlflow-template"))
+    init_store(ws, load_settings(workspace=ws.root).mlflow)
+    return ws.mlflow_dir / "mlflow.db"
+
+
+@pytest.fixture
+def preprocessed(prefect_server, tmp_path, mlflow_template):
+    """A workspace with 10 phantom volumes ingested and preprocessed to 16^3."""
+    from flows.ingest import run_ingest
+    from flows.preprocess import run_preprocess
+
+    src = tmp_path / "src"
+    for i in range(10):
+        good(src / f"v{i}.nii.gz", seed=i, shape=(28, 28, 28))
+    ws = tmp_path / "ws"
+    (ws / "mlflow").mkdir(parents=True)
+    shutil.copy(mlflow_template, ws / "mlflow" / "mlflow.db")
+    settings = load_settings(
+        workspace=ws,
+        preprocess={"target_shape": (16, 16, 16), "target_spacing": (8.0, 8.0, 8.0)},
+        train=TINY_TRAIN,
+        ingest={"fractions": {"train": 0.6, "val": 0.4, "test": 0.0}},
+    )
+    run_ingest([str(src)], settings)
+    index = run_preprocess(settings)
+    assert index.counts()["train"] >= 2 and index.counts()["val"] >= 1, index.counts()
+    return settings
+
+
+@pytest.fixture(scope="session")
+def trained(prefect_server, tmp_path_factory, mlflow_template):
+    """A workspace with a tiny champion model trained on 24^3 phantoms (once per session)."""
+    from flows.ingest import run_ingest
+    from flows.preprocess import run_preprocess
+    from flows.train import train_flow
+
+    root = tmp_path_factory.mktemp("trained")
+    src = root / "src"
+    for i in range(16):
+        good(src / f"v{i:02d}.nii.gz", seed=i, shape=(32, 32, 32), spacing=4.0)
+    (root / "ws" / "mlflow").mkdir(parents=True)
+    shutil.copy(mlflow_template, root / "ws" / "mlflow" / "mlflow.db")
+    settings = load_settings(
+        workspace=root / "ws",
+        preprocess={"target_shape": (24, 24, 24), "target_spacing": (6.0, 6.0, 6.0)},
+        ingest={"fractions": {"train": 0.5, "val": 0.25, "test": 0.25}},
+        train={"epochs": 25, "batch_size": 2, "lr": 5e-3, "warmup_steps": 2, "beta": 0.01,
+               "kl_warmup_steps": 4, "augment_prob": 0.0, "channels_last": False, "patience": 100,
+               "model": {"channels": [8, 16], "latent_channels": 4, "norm_num_groups": 4, "flat_latent": 32}},
+    )
+    run_ingest([str(src)], settings)
+    counts = run_preprocess(settings).counts()
+    assert min(counts.values()) >= 2, counts
+    train_flow(settings)
+    return settings, src

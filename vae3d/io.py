@@ -244,3 +244,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete temp files a killed writer left in ``folder`` (hidden ``.*.tmp*`` names).
+
+    Call it only while holding the folder's lock: then no live writer owns them.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir()
+             if p.is_file() and p.name.startswith(".") and (p.name.endswith(".tmp") or ".tmp." in p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from monai.metrics import PSNRMetric, SSIMMetric
 from tqdm.auto import tqdm
 
+from vae3d.io import remove_stale_temporaries
 from vae3d.losses import VAELoss, kl_weight
 from vae3d.model import VAE3D
 from vae3d.preprocessing.augment import augment, build_augment
@@ -153,6 +154,8 @@ def fit(
     rank, world = _rank_world()
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        remove_stale_temporaries(checkpoint_dir)  # a killed run's half-written checkpoint
     device = resolve_device(config.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", rank % torch.cuda.device_count())

@@ -1,0 +1,106 @@
+"""MLflow unreachable: bounded retries then a clear error; a trained checkpoint survives a
+tracking server that dies before registration, and a re-run registers it without retraining."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from flows import tracking
+from flows.train import train_flow
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bounded(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+
+def test_unreachable_tracking_server_is_a_clear_bounded_error(preprocessed, monkeypatch):
+    _bounded(monkeypatch)
+    uri = f"http://127.0.0.1:{_free_port()}"
+    settings = preprocessed.model_copy(update={"mlflow": preprocessed.mlflow.model_copy(update={"tracking_uri": uri})})
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="unreachable") as info:
+        train_flow(settings)
+    assert uri in str(info.value) and "nothing was trained" in str(info.value)
+    assert time.monotonic() - start < 180
+    assert not (settings.workspace / "checkpoints").exists() or not any((settings.workspace / "checkpoints").rglob("*.pt"))
+
+
+class MlflowServer:
+    def __init__(self, root: Path):
+        self.root, self.port = root, _free_port()
+        self.proc = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+        self.proc = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+             "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", "1"],
+            env=env, stdout=open(self.root / "server.log", "a"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(self.uri + "/health", timeout=2)
+                return
+            except OSError:
+                assert self.proc.poll() is None and time.monotonic() < deadline, (self.root / "server.log").read_text()[-2000:]
+                time.sleep(0.5)
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, 9)
+        self.proc.wait()
+
+
+def test_checkpoint_survives_a_dead_server_and_registration_is_retried(preprocessed, tmp_path, monkeypatch):
+    _bounded(monkeypatch)
+    server = MlflowServer(tmp_path)
+    subprocess.run([str(BIN / "mlflow"), "db", "upgrade", f"sqlite:///{tmp_path / 'mlflow.db'}"], check=True,
+                   capture_output=True)
+    server.start()
+    settings = preprocessed.model_copy(update={"mlflow": preprocessed.mlflow.model_copy(update={"tracking_uri": server.uri})})
+    epochs = settings.train.epochs
+    original = tracking.MlflowCallback.on_epoch_end
+
+    def dies_after_training(self, epoch, metrics, model):
+        original(self, epoch, metrics, model)
+        if epoch == epochs:
+            server.kill()  # the tracking server goes down between training and registration
+
+    monkeypatch.setattr(tracking.MlflowCallback, "on_epoch_end", dies_after_training)
+    with pytest.raises(RuntimeError, match="is kept") as info:
+        train_flow(settings)
+    checkpoints = list((settings.workspace / "checkpoints").rglob("last.pt"))
+    assert len(checkpoints) == 1 and str(checkpoints[0].parent) in str(info.value)
+    stamp = checkpoints[0].stat().st_mtime_ns
+
+    monkeypatch.setattr(tracking.MlflowCallback, "on_epoch_end", original)
+    server.start()
+    try:
+        result = train_flow(settings)
+    finally:
+        server.kill()
+    assert result["version"] == "1" and result["decision"] == "promoted to champion"
+    assert checkpoints[0].stat().st_mtime_ns == stamp, "registration did not retrain"
+    assert result["epochs_run"] == epochs
