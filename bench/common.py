@@ -51,6 +51,14 @@ def _sync(device: str) -> None:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM). Unlike ru_maxrss it starts afresh at
+    exec, so a child started from a large parent does not inherit the parent's peak."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

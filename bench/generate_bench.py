@@ -76,13 +76,13 @@ def _decoder_only(n: int) -> float:
 
 
 def _child(root: str, n: int) -> None:
-    import resource
+    from bench.common import peak_rss_mb
 
     out = Path(tempfile.mkdtemp())
     seconds = _generate(Path(root), n, out)
     shutil.rmtree(out)
     print(json.dumps({"n": n, "seconds": seconds,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mb": peak_rss_mb()}))
 
 
 def run(n: int, mem_ns: list[int]) -> dict:

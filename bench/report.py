@@ -103,9 +103,11 @@ def write() -> Path:
     lines = [
         "# Benchmarks",
         "",
-        "Every number below was measured by the command shown, on the machine shown, and written",
-        "here by `python -m bench.report` from `bench/results/*.json`. Ratios compare runs made",
-        "side by side in the same invocation; absolute times are context only.",
+        "Every number below was measured on the machine shown by `make bench`",
+        "(`python -m bench.run_all`: each section's own command is named too) and written here by",
+        "`python -m bench.report` from `bench/results/*.json`. Ratios compare runs made side by side",
+        "in the same invocation; absolute times are context only. No GPU was lent to the session",
+        "that produced these tables, so there are no GPU rows yet.",
         "",
     ]
     for name, section in (("preprocess", preprocess_section), ("train_peers", train_section),

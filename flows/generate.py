@@ -8,6 +8,7 @@ request with its checksum.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from vae3d.outputs import complete, write_sidecar, write_volume
 from vae3d.preprocessing import build_preprocess, preprocess_volume, to_original_space
 from vae3d.preprocessing.augment import augment, build_augment
 
+SYNTH_TASK_BATCHES = 8
 SUFFIX = {"augment": "aug", "denoise": "denoised", "anomaly": "anomaly"}
 
 
@@ -61,19 +63,34 @@ def _prepare(path: str, chain):
 @task(retries=2, retry_delay_seconds=2, task_run_name="synthetic-batch")
 def synthetic_batch(indices: list[int], req: GenerationRequest, ref: ModelRef, settings: Settings,
                     out_dir: str) -> tuple[list[OutputRecord], int]:
-    paths = [Path(out_dir) / f"synthetic_seed{req.seed}_{i:06d}.nii.gz" for i in indices]
-    done = [complete(p) for p in paths]
-    if all(done):
-        return done, len(done)
+    """Decode ``indices`` in sub-batches of ``req.batch_size``; a writer thread compresses and
+    writes one sub-batch while the next is decoded, and at most two are held in memory."""
+    paths = {i: Path(out_dir) / f"synthetic_seed{req.seed}_{i:06d}.nii.gz" for i in indices}
+    done = {i: complete(p) for i, p in paths.items()}
+    if all(done.values()):
+        return list(done.values()), len(done)
     wrapper = model_loader.load(ref, settings)
     affine = np.asarray(wrapper.meta["template_affine"])
-    # the whole batch is regenerated so its composition (and so its floating-point result)
-    # never depends on what an interrupted run left behind
-    vols = synthesize(wrapper.model, indices, req.seed, req.temperature)
-    records = []
-    for i, path, vol, prior in zip(indices, paths, vols, done):
-        records.append(prior or write_volume(path, vol[0].numpy(), affine, _provenance(req, ref, i)))
-    return records, sum(d is not None for d in done)
+
+    def write(group: list[int], vols: torch.Tensor) -> list[OutputRecord]:
+        return [done[i] or write_volume(paths[i], v[0].numpy(), affine, _provenance(req, ref, i))
+                for i, v in zip(group, vols)]
+
+    records, pending = [], None
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        for group in chunks(indices, req.batch_size):
+            if all(done[i] for i in group):
+                records += [done[i] for i in group]
+                continue
+            # a whole sub-batch is regenerated, so its composition (and so its floating-point
+            # result) never depends on what an interrupted run left behind
+            vols = synthesize(wrapper.model, group, req.seed, req.temperature)
+            if pending is not None:
+                records += pending.result()
+            pending = writer.submit(write, group, vols)
+        if pending is not None:
+            records += pending.result()
+    return records, sum(d is not None for d in done.values())
 
 
 @task(retries=2, retry_delay_seconds=2, task_run_name="{req.mode}-batch")
@@ -187,7 +204,9 @@ def generate_flow(request: GenerationRequest, settings: Settings, out: str | Non
 def _run(req: GenerationRequest, ref: ModelRef, settings: Settings, out_dir: Path, labels: dict):
     items = list(enumerate(req.inputs))
     if req.mode == "synthetic":
-        batches = chunks(list(range(req.n)), req.batch_size)
+        # one task per SYNTH_TASK_BATCHES decode batches keeps the orchestration overhead small;
+        # tasks start on multiples of batch_size so the decode batches are the same in any run
+        batches = chunks(list(range(req.n)), req.batch_size * SYNTH_TASK_BATCHES)
         futures = synthetic_batch.map(batches, unmapped(req), unmapped(ref), unmapped(settings), unmapped(str(out_dir)))
     elif req.mode == "embed":
         batches = chunks(items, req.batch_size)
