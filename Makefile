@@ -25,6 +25,7 @@ demo: install
 	$(BIN)/vae3d demo --workspace $(WORKSPACE)
 
 test: install
+	$(BIN)/ruff check vae3d flows data_contracts tests bench
 	$(BIN)/python -m pytest
 
 bench: install

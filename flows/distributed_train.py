@@ -11,6 +11,7 @@ Run it after ``vae3d preprocess``; the settings come from the environment / ``--
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +23,8 @@ from data_contracts import DatasetIndex
 from flows.settings import load_settings
 from flows.workspace import Workspace, configure_environment
 
+log = logging.getLogger("vae3d.distributed_train")
+
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if "RANK" not in os.environ:
         raise SystemExit("run me under torchrun, e.g.: torchrun --nproc-per-node 2 -m flows.distributed_train")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s rank" + os.environ["RANK"] + " %(message)s")
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend, timeout=timedelta(minutes=30))
     try:
@@ -70,7 +74,7 @@ def _train(a, rank: int) -> None:
             client.set_terminated(run_id, "FINISHED")
         else:
             decision = register_model(settings, index, run_id, outcome, card)
-            print(f"run {run_id}: v{decision['version']} {decision['decision']} ({decision['reason']})")
+            log.info("run %s: v%s %s (%s)", run_id, decision["version"], decision["decision"], decision["reason"])
     dist.barrier()
 
 

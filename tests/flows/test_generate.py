@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -13,8 +13,6 @@ from scipy.spatial.transform import Rotation
 
 from data_contracts.generation import GenerationRequest, Provenance, RunManifest
 from flows.generate import run_generate
-from flows.settings import load_settings
-from nifti_factory import good
 from vae3d import io
 from vae3d.sample_data import insert_lesions, phantom
 
@@ -113,6 +111,7 @@ def test_augment_variants_and_embed(trained, tmp_path):
     assert a.shape == (24, 24, 24) and not np.array_equal(a, b)
     emb = run_generate(GenerationRequest(mode="embed", inputs=inputs), settings, str(tmp_path / "emb"),
                        labels={p: "grp" for p in inputs})
+    assert sorted(Path(r.path).name for r in emb.outputs) == ["embeddings.parquet", "embeddings_pca.png"]
     table = pq.read_table(tmp_path / "emb" / "embeddings.parquet")
     assert table.num_rows == 3 and set(table.column_names) == {"id", "path", "sha256", "label", "latent"}
     assert len(table.column("latent")[0].as_py()) == 32  # the fixture model has a flat latent

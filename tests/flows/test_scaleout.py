@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +13,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from data_contracts.generation import GenerationRequest
+from net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_torchrun_two_processes_one_checkpoint_one_run(preprocessed, tmp_path):
@@ -31,7 +26,7 @@ def test_torchrun_two_processes_one_checkpoint_one_run(preprocessed, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(OMP_NUM_THREADS="1", MLFLOW_DISABLE_TELEMETRY="true")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), "-m", "flows.distributed_train",
+           "--master-port", str(free_port()), "-m", "flows.distributed_train",
            "--workspace", str(settings.workspace), "--config", str(config), "--no-register"]
     out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]

@@ -4,7 +4,6 @@ tracking server that dies before registration, and a re-run registers it without
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,10 @@ import pytest
 
 from flows import tracking
 from flows.train import train_flow
+from net import free_port
 
 BIN = Path(sys.executable).parent
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _bounded(monkeypatch):
@@ -33,7 +28,7 @@ def _bounded(monkeypatch):
 
 def test_unreachable_tracking_server_is_a_clear_bounded_error(preprocessed, monkeypatch):
     _bounded(monkeypatch)
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     settings = preprocessed.model_copy(update={"mlflow": preprocessed.mlflow.model_copy(update={"tracking_uri": uri})})
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="unreachable") as info:
@@ -45,7 +40,7 @@ def test_unreachable_tracking_server_is_a_clear_bounded_error(preprocessed, monk
 
 class MlflowServer:
     def __init__(self, root: Path):
-        self.root, self.port = root, _free_port()
+        self.root, self.port = root, free_port()
         self.proc = None
 
     @property

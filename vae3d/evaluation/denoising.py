@@ -7,9 +7,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from monai.metrics import PSNRMetric, SSIMMetric
 from monai.transforms import GaussianSmooth, RandRicianNoise
 from skimage.restoration import denoise_nl_means
+
+from vae3d.metrics import psnr_ssim
 
 
 def add_rician(volumes: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
@@ -24,9 +25,7 @@ def add_rician(volumes: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
 
 def scores(pred: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
     """MONAI PSNR and SSIM (data range 1) of (B, 1, D, H, W) predictions."""
-    smallest = min(clean.shape[2:])
-    win = min(11, smallest - (1 - smallest % 2))
-    psnr, ssim = PSNRMetric(max_val=1.0), SSIMMetric(spatial_dims=3, data_range=1.0, win_size=win)
+    psnr, ssim = psnr_ssim(clean.shape[2:])
     psnr(pred.clamp(0, 1), clean)
     ssim(pred.clamp(0, 1), clean)
     return {"psnr": float(psnr.aggregate()), "ssim": float(ssim.aggregate())}

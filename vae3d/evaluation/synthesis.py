@@ -9,6 +9,8 @@ import torch
 from monai.metrics import SSIMMetric
 from scipy.stats import wasserstein_distance
 
+from vae3d.metrics import ssim_window
+
 TISSUE_BANDS = {"csf_like": (0.1, 0.4), "gm_like": (0.4, 0.7), "wm_like": (0.7, 1.01)}
 
 
@@ -35,9 +37,7 @@ def tissue_fractions(volumes: torch.Tensor) -> dict[str, tuple[float, float]]:
 
 
 def _ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    smallest = min(a.shape[1:])
-    win = min(11, smallest - (1 - smallest % 2))
-    m = SSIMMetric(spatial_dims=3, data_range=1.0, win_size=win)
+    m = SSIMMetric(spatial_dims=3, data_range=1.0, win_size=ssim_window(a.shape[1:]))
     return float(m(a[None].clamp(0, 1), b[None].clamp(0, 1)).mean())
 
 

@@ -18,11 +18,11 @@ from typing import Protocol
 
 import torch
 import torch.distributed as dist
-from monai.metrics import PSNRMetric, SSIMMetric
 from tqdm.auto import tqdm
 
 from vae3d.io import remove_stale_temporaries
 from vae3d.losses import VAELoss, kl_weight
+from vae3d.metrics import psnr_ssim
 from vae3d.model import VAE3D
 from vae3d.preprocessing.augment import augment, build_augment
 from vae3d.training.checkpoint import load_checkpoint, save_checkpoint
@@ -86,10 +86,7 @@ def _lr_lambda(warmup: int, total: int):
 @torch.no_grad()
 def evaluate(model: VAE3D, volumes: torch.Tensor, batch_size: int, device: torch.device) -> dict[str, float]:
     """Posterior-mean reconstructions scored with MONAI's PSNR and SSIM (data range 1)."""
-    smallest = min(volumes.shape[2:])
-    window = min(11, smallest - (1 - smallest % 2))  # MONAI's 11-voxel window needs >= 11^3
-    psnr = PSNRMetric(max_val=1.0)
-    ssim = SSIMMetric(spatial_dims=3, data_range=1.0, win_size=window)
+    psnr, ssim = psnr_ssim(volumes.shape[2:])
     l1, n = 0.0, 0
     was_training = model.training
     model.eval()
