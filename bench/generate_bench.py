@@ -28,8 +28,8 @@ from bench.common import write_result
 SIZE = 64
 
 
-def _setup(root: Path) -> None:
-    """Register an untrained 64^3 model as champion in a workspace at ``root``."""
+def _setup(root: Path, size: int = SIZE) -> None:
+    """Register an untrained ``size``^3 model as champion in a workspace at ``root``."""
     from flows.registry import log_and_register, promote_if_better
     from flows.settings import load_settings
     from flows.tracking import init_store
@@ -42,12 +42,12 @@ def _setup(root: Path) -> None:
     ws = Workspace.at(root)
     client, exp = init_store(ws, settings.mlflow)
     torch.manual_seed(0)
-    model = VAE3D(input_size=SIZE)
+    model = VAE3D(input_size=size)
     ckpt = save_checkpoint(root / "best.pt", {"model": model.state_dict(), "hparams": model.hparams()})
     run = client.create_run(exp)
-    meta = {"template_affine": template_affine((SIZE,) * 3, (3.0,) * 3).tolist(),
+    meta = {"template_affine": template_affine((size,) * 3, (192.0 / size,) * 3).tolist(),
             "preprocess": settings.preprocess.model_dump(mode="json"), "run_id": run.info.run_id}
-    v = log_and_register(client, run.info.run_id, "vae3d", ckpt, meta, {"val_ssim": "0.5"}, SIZE)
+    v = log_and_register(client, run.info.run_id, "vae3d", ckpt, meta, {"val_ssim": "0.5"}, size)
     promote_if_better(client, "vae3d", v, "val_ssim")
 
 

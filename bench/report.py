@@ -99,6 +99,63 @@ def generate_section(r: dict) -> list[str]:
     return lines
 
 
+def scaling_section(r: dict) -> list[str]:
+    lines = [
+        "## Scaling (issue 8)",
+        f"`python -m bench.scaling --ns {' '.join(str(x['n']) for x in r['rows'])}` on {_machine(r)}. "
+        f"Volumes: {r['volume']}.",
+        "",
+        "| N | ingest s | ingest s/vol vs N=smallest | generate s | generate s/vol vs N=smallest |",
+        "|---|---|---|---|---|",
+        *[f"| {x['n']} | {x['ingest_s']:.1f} | {x['ingest_per_volume_vs_smallest']:.2f} | {x['generate_s']:.1f} | "
+          f"{x['generate_per_volume_vs_smallest']:.2f} |" for x in r["rows"]],
+        "",
+        "A per-volume ratio near or below 1.0 at large N means linear (or better: fixed costs amortise).",
+        "",
+    ]
+    return lines
+
+
+def quality_section(r: dict) -> list[str]:
+    e = r["evaluation"]
+    lines = [
+        "## Quality (issue 8)",
+        f"`python -m bench.quality --n {r['n']} --train-minutes {r['train_minutes']:g}` on {_machine(r)}: "
+        f"the sample cohort ({r['counts']}), {r['train']['epochs_run']} epochs in {r['train_minutes']:g} CPU "
+        f"minutes, then `vae3d evaluate` on the test split. Best validation SSIM "
+        f"{r['train']['best'].get('val_ssim', float('nan')):.3f}.",
+        "",
+        "| noise | noisy PSNR | Gaussian | non-local means | VAE | VAE SSIM | Gaussian SSIM | NLM SSIM |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for level, rows in e["denoising"].items():
+        lines.append(f"| {level} | {rows['noisy']['psnr']:.2f} | {rows['gaussian']['psnr']:.2f} | "
+                     f"{rows['nl_means']['psnr']:.2f} | {rows['vae']['psnr']:.2f} | {rows['vae']['ssim']:.3f} | "
+                     f"{rows['gaussian']['ssim']:.3f} | {rows['nl_means']['ssim']:.3f} |")
+    a = e["anomaly"]
+    s = e["synthesis"]
+    lines += [
+        "",
+        f"Reconstruction on the test split: PSNR {e['reconstruction']['psnr']:.2f} dB, SSIM {e['reconstruction']['ssim']:.3f}.",
+        "",
+        "| anomaly method | voxel AUPRC | best Dice | volume AUROC |",
+        "|---|---|---|---|",
+        *[f"| {m} | {a[m]['voxel_auprc']:.3f} | {a[m]['best_dice']:.3f} | {a[m]['volume_auroc']:.3f} |"
+          for m in ("vae", "atlas_deviation")],
+        "",
+        f"Synthesis: histogram Wasserstein {s['histogram_wasserstein']:.4f}, diversity (mean pairwise SSIM) "
+        f"{s['diversity_ssim']:.3f}, memorisation audit flagged {s['memorisation']['n_flagged']} of {s['n']} samples "
+        f"(nearest-training SSIM: synthetic max {s['memorisation']['synthetic_nn_ssim_max']:.3f}, "
+        f"held-out max {s['memorisation']['heldout_nn_ssim_max']:.3f}).",
+        "",
+        "| target | result |",
+        "|---|---|",
+        *[f"| {t} | {_ok(ok)} |" for t, ok in e["targets"].items()],
+        "",
+    ]
+    return lines
+
+
 def write() -> Path:
     lines = [
         "# Benchmarks",
@@ -111,7 +168,8 @@ def write() -> Path:
         "",
     ]
     for name, section in (("preprocess", preprocess_section), ("train_peers", train_section),
-                          ("generate", generate_section)):
+                          ("generate", generate_section), ("scaling", scaling_section),
+                          ("quality", quality_section)):
         r = _load(name)
         if r is not None:
             lines += section(r)

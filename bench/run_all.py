@@ -1,10 +1,10 @@
-"""Run every benchmark, then write BENCHMARKS.md.  ``make bench`` (about 20 minutes on 2 cores)."""
+"""Run every benchmark, then write BENCHMARKS.md.  ``make bench`` (about 40 minutes on 2 cores)."""
 
 from __future__ import annotations
 
 import argparse
 
-from bench import generate_bench, preprocess_bench, report, train_peers
+from bench import generate_bench, preprocess_bench, quality, report, scaling, train_peers
 from bench.common import write_result
 
 
@@ -16,6 +16,8 @@ def main() -> None:
     budget = 10.0 if a.quick else a.train_budget
     write_result("preprocess", preprocess_bench.run(2 if a.quick else 6))
     write_result("generate", generate_bench.run(8 if a.quick else 200, [4, 16] if a.quick else [10, 500]))
+    write_result("scaling", scaling.run([4, 16] if a.quick else [10, 100, 1000]))
+    write_result("quality", quality.run(12 if a.quick else 40, 0.3 if a.quick else 4.0))
     write_result("train_peers", train_peers.run(budget, ["vae3d", "monai_varautoencoder", "monai_autoencoderkl"],
                                                 [False, True]))
     print(report.write())
