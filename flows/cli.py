@@ -21,9 +21,11 @@ app = typer.Typer(
     help=(
         "Turn folders of NIfTI MRI scans into a trained 3D VAE, then into synthetic, augmented, "
         "denoised, anomaly and embedding outputs.\n\n"
-        "Stages: sample-data -> ingest -> preprocess -> train. Every stage reads and writes "
-        "validated artifacts in the workspace folder (--workspace, default ./workspace).\n\n"
-        "Quick start:  vae3d demo   (sample data, then every stage end to end)"
+        "Stages: sample-data -> ingest -> preprocess -> train -> generate / evaluate. Every stage "
+        "reads and writes validated artifacts in the workspace folder (--workspace, default "
+        "./workspace); settings come from flags, VAE3D_* variables or --config.\n\n"
+        "Quick start:  vae3d demo   (sample data, then every stage end to end)\n\n"
+        "Schedules:    vae3d serve  (with a Prefect server; see README)"
     ),
     no_args_is_help=True,
     rich_markup_mode="rich",
