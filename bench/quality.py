@@ -39,7 +39,7 @@ def run(n: int, minutes: float, seed: int = 0) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=40)
-    ap.add_argument("--train-minutes", type=float, default=4.0)
+    ap.add_argument("--train-minutes", type=float, default=3.0)
     a = ap.parse_args()
     print(write_result("quality", run(a.n, a.train_minutes)))
 

@@ -10,14 +10,14 @@ from bench.common import write_result
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--train-budget", type=float, default=240.0)
+    ap.add_argument("--train-budget", type=float, default=180.0)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the harness")
     a = ap.parse_args()
     budget = 10.0 if a.quick else a.train_budget
     write_result("preprocess", preprocess_bench.run(2 if a.quick else 6))
     write_result("generate", generate_bench.run(8 if a.quick else 200, [4, 16] if a.quick else [10, 500]))
     write_result("scaling", scaling.run([4, 16] if a.quick else [10, 100, 1000]))
-    write_result("quality", quality.run(12 if a.quick else 40, 0.3 if a.quick else 4.0))
+    write_result("quality", quality.run(12 if a.quick else 40, 0.3 if a.quick else 3.0))
     write_result("train_peers", train_peers.run(budget, ["vae3d", "monai_varautoencoder", "monai_autoencoderkl"],
                                                 [False, True]))
     print(report.write())

@@ -144,7 +144,7 @@ def run(budget: float, models: list[str], layouts: list[bool]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--budget", type=float, default=240.0, help="seconds of training per model")
+    ap.add_argument("--budget", type=float, default=180.0, help="seconds of training per model")
     ap.add_argument("--models", nargs="+", default=["vae3d", "monai_varautoencoder", "monai_autoencoderkl"])
     ap.add_argument("--layouts", default="both", choices=["both", "channels_last", "contiguous"])
     a = ap.parse_args()

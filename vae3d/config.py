@@ -12,11 +12,14 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    channels: tuple[int, ...] = (32, 48, 64)
+    # measured on 2 CPU cores (BENCHMARKS.md): a 4x4x4 patchify stem and two residual
+    # blocks per level learn more per wall-clock minute than a 2x2x2 stem with one block
+    channels: tuple[int, ...] = (32, 64)
     latent_channels: int = Field(8, ge=1)
-    num_res_blocks: int = Field(1, ge=1)
+    num_res_blocks: int = Field(2, ge=1)
     norm_num_groups: int = Field(8, ge=1)
     flat_latent: int | None = Field(None, ge=1)
+    patch_size: int = Field(4, description="stride of the patchify stem: 4 (fast) or 2 (finer)")
 
 
 class TrainConfig(BaseModel):

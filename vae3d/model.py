@@ -1,9 +1,9 @@
 """A 3D convolutional variational autoencoder for brain MRI.
 
-Where the compute goes decides what a CPU can learn in minutes: a strided 2x2x2 "patchify"
-stem takes the input to half resolution at once, residual blocks (MONAI's ``AEKLResBlock``:
-GroupNorm, SiLU, 3x3x3 convs) work at 1/2, 1/4, ... resolution, and the latent is a spatial
-grid (default 8 channels at 1/8 resolution) so anatomy keeps its position. A flat latent
+Where the compute goes decides what a CPU can learn in minutes: a strided "patchify" stem
+(2x2x2 or 4x4x4) takes the input to a lower resolution at once, residual blocks (MONAI's
+``AEKLResBlock``: GroupNorm, SiLU, 3x3x3 convs) work from there down, and the latent is a
+spatial grid (8 channels at 1/8 resolution with the defaults) so anatomy keeps its position. A flat latent
 vector is an option for embedding-style use.
 """
 
@@ -37,18 +37,19 @@ class VAE3D(nn.Module):
 
     Args:
         input_size: edge length of the cubic input (D = H = W); must be divisible by
-            ``2 ** len(channels)``.
+            ``patch_size * 2 ** (len(channels) - 1)``.
         in_channels: image channels (1 for a single MRI contrast).
-        channels: feature channels per level; level 0 runs at half the input resolution
-            (after the patchify stem) and each further level halves it again.
+        channels: feature channels per level; level 0 runs at 1/patch_size of the input
+            resolution (after the patchify stem) and each further level halves it again.
         latent_channels: channels of the spatial latent grid.
         num_res_blocks: residual blocks per level in the encoder and in the decoder.
         norm_num_groups: GroupNorm groups; every entry of ``channels`` must be divisible by it.
         flat_latent: if set, the latent is a vector of this size instead of a grid.
+        patch_size: stride (and kernel) of the stem: 4 or 2.
 
     Shapes:
         x: (B, in_channels, S, S, S) with S = input_size
-        latent grid: (B, latent_channels, S / 2**L, S / 2**L, S / 2**L), L = len(channels);
+        latent grid: (B, latent_channels, G, G, G), G = S / (patch_size * 2**(L-1)), L = len(channels);
         flat latent: (B, flat_latent)
 
     Raises:
@@ -59,21 +60,24 @@ class VAE3D(nn.Module):
         self,
         input_size: int = 64,
         in_channels: int = 1,
-        channels: Sequence[int] = (32, 48, 64),
+        channels: Sequence[int] = (32, 64),
         latent_channels: int = 8,
-        num_res_blocks: int = 1,
+        num_res_blocks: int = 2,
         norm_num_groups: int = 8,
         flat_latent: int | None = None,
         norm_eps: float = 1e-6,
+        patch_size: int = 4,
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if not channels:
             raise ValueError("channels must name at least one level, e.g. (32, 48, 64)")
-        factor = 2 ** len(channels)
+        if patch_size not in (2, 4):
+            raise ValueError(f"patch_size must be 2 or 4, got {patch_size}")
+        factor = patch_size * 2 ** (len(channels) - 1)
         if input_size % factor:
             raise ValueError(
-                f"input_size={input_size} is not divisible by 2**len(channels)={factor}; "
+                f"input_size={input_size} is not divisible by patch_size * 2**(levels-1)={factor}; "
                 f"use a multiple of {factor} (preprocess target_shape) or fewer levels"
             )
         bad = [c for c in channels if c % norm_num_groups]
@@ -90,13 +94,16 @@ class VAE3D(nn.Module):
             "input_size": input_size, "in_channels": in_channels, "channels": list(channels),
             "latent_channels": latent_channels, "num_res_blocks": num_res_blocks,
             "norm_num_groups": norm_num_groups, "flat_latent": flat_latent, "norm_eps": norm_eps,
+            "patch_size": patch_size,
         }
         self.input_size, self.in_channels, self.channels = input_size, in_channels, channels
         self.latent_channels, self.flat_latent = latent_channels, flat_latent
         self.grid = input_size // factor
         res = lambda cin, cout: AEKLResBlock(3, cin, norm_num_groups, norm_eps, cout)  # noqa: E731
 
-        enc: list[nn.Module] = [Convolution(3, in_channels, channels[0], strides=2, kernel_size=2, padding=0, conv_only=True)]
+        enc: list[nn.Module] = [
+            Convolution(3, in_channels, channels[0], strides=patch_size, kernel_size=patch_size, padding=0, conv_only=True)
+        ]
         for level, ch in enumerate(channels):
             cin = channels[level - 1] if level else channels[0]
             enc += [res(cin if i == 0 else ch, ch) for i in range(num_res_blocks)]
@@ -118,7 +125,7 @@ class VAE3D(nn.Module):
         dec += [
             nn.GroupNorm(norm_num_groups, channels[0], eps=norm_eps), nn.SiLU(),
             _conv(channels[0], head),
-            nn.Upsample(scale_factor=2.0, mode="trilinear", align_corners=False),
+            nn.Upsample(scale_factor=float(patch_size), mode="trilinear", align_corners=False),
             _conv(head, in_channels),
         ]
         self.decoder = nn.Sequential(*dec)

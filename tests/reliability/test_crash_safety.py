@@ -79,7 +79,7 @@ def test_sigkill_mid_generation_then_rerun_gives_exactly_the_request(trained, tm
     settings, _ = trained
     env = {**_env(), "PREFECT_API_URL": PREFECT_API_URL.value()}
     cmd = [str(Path(sys.executable).parent / "vae3d"), "--workspace", str(settings.workspace), "generate",
-           "synthetic", "--n", "40", "--seed", "5", "--batch-size", "2"]
+           "synthetic", "--n", "300", "--seed", "5", "--batch-size", "2"]
     subprocess.run(cmd + ["--out", str(tmp_path / "straight")], env=env, check=True, timeout=600,
                    capture_output=True)
 
@@ -87,12 +87,12 @@ def test_sigkill_mid_generation_then_rerun_gives_exactly_the_request(trained, tm
     proc = subprocess.Popen(cmd + ["--out", str(out)], env=env, start_new_session=True,
                             stderr=subprocess.PIPE, text=True)
     _kill_when(proc, lambda: len(list(out.glob("synthetic_*.json"))) >= 6)
-    assert len(list(out.glob("synthetic_*.json"))) < 40, "killed before the end"
+    assert len(list(out.glob("synthetic_*.json"))) < 300, "killed before the end"
     rerun = subprocess.run(cmd + ["--out", str(out)], env=env, timeout=600, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
 
     volumes = sorted(out.glob("synthetic_*.nii.gz"))
-    assert len(volumes) == 40 and len(list(out.glob("synthetic_*.json"))) == 40
+    assert len(volumes) == 300 and len(list(out.glob("synthetic_*.json"))) == 300
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp") or p.name.endswith(".tmp.png")]
     manifest = RunManifest.read(out / "run_manifest.json")
     assert manifest.skipped_existing >= 6

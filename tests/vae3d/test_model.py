@@ -7,11 +7,13 @@ from vae3d.model import VAE3D
 
 CASES = [
     # kwargs, input size, latent shape
-    (dict(channels=(8,), latent_channels=2, norm_num_groups=4), 16, (2, 8, 8, 8)),
-    (dict(channels=(8, 16), latent_channels=4, norm_num_groups=4), 16, (4, 4, 4, 4)),
-    (dict(channels=(8, 8, 16), latent_channels=3, norm_num_groups=4), 32, (3, 4, 4, 4)),
-    (dict(channels=(8, 16), latent_channels=4, norm_num_groups=8, num_res_blocks=2), 32, (4, 8, 8, 8)),
-    (dict(channels=(8, 16), latent_channels=4, norm_num_groups=4, flat_latent=12), 16, (12,)),
+    (dict(channels=(8,), latent_channels=2, patch_size=2, norm_num_groups=4), 16, (2, 8, 8, 8)),
+    (dict(channels=(8, 16), latent_channels=4, patch_size=2, norm_num_groups=4), 16, (4, 4, 4, 4)),
+    (dict(channels=(8, 8, 16), latent_channels=3, patch_size=2, norm_num_groups=4), 32, (3, 4, 4, 4)),
+    (dict(channels=(8, 16), latent_channels=4, patch_size=2, norm_num_groups=8, num_res_blocks=2), 32, (4, 8, 8, 8)),
+    (dict(channels=(8, 16), latent_channels=4, patch_size=2, norm_num_groups=4, flat_latent=12), 16, (12,)),
+    (dict(channels=(8, 16), latent_channels=2, norm_num_groups=4, patch_size=4), 32, (2, 4, 4, 4)),
+    (dict(channels=(8,), latent_channels=2, norm_num_groups=4, patch_size=4), 16, (2, 4, 4, 4)),
 ]
 
 
@@ -34,10 +36,12 @@ def test_shapes(kwargs, size, latent):
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(input_size=18, channels=(8, 16)), "divisible by 2"),
+        (dict(input_size=18, channels=(8, 16)), "divisible by patch_size"),
         (dict(input_size=16, channels=(8, 12), norm_num_groups=8), "norm_num_groups"),
         (dict(input_size=16, channels=()), "at least one level"),
         (dict(input_size=16, channels=(8,), norm_num_groups=4, flat_latent=0), "flat_latent"),
+        (dict(input_size=16, channels=(8,), norm_num_groups=4, patch_size=3), "patch_size"),
+        (dict(input_size=20, channels=(8, 8), norm_num_groups=4, patch_size=4), "divisible by patch_size"),
     ],
 )
 def test_bad_combinations_raise_value_error(kwargs, match):
@@ -46,7 +50,7 @@ def test_bad_combinations_raise_value_error(kwargs, match):
 
 
 def test_reconstruct_is_deterministic_and_sampling_is_seeded():
-    model = VAE3D(input_size=16, channels=(8,), latent_channels=2, norm_num_groups=4).eval()
+    model = VAE3D(input_size=16, channels=(8,), latent_channels=2, norm_num_groups=4, patch_size=2).eval()
     x = torch.rand(1, 1, 16, 16, 16)
     assert torch.equal(model.reconstruct(x), model.reconstruct(x))
     a = model.sample(2, torch.Generator().manual_seed(3))
