@@ -8,7 +8,6 @@ request with its checksum.
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
@@ -34,10 +33,6 @@ from vae3d.preprocessing import build_preprocess, preprocess_volume, to_original
 from vae3d.preprocessing.augment import augment, build_augment
 
 SYNTH_TASK_BATCHES = 8
-# One model call at a time per process: torch already spreads one call over every core, so
-# concurrent calls only add up activation memory (and thrash the caches) as N grows. Reading,
-# preprocessing, compression and writing still overlap with it in the other task threads.
-_MODEL_CALL = threading.Semaphore(1)
 SUFFIX = {"augment": "aug", "denoise": "denoised", "anomaly": "anomaly"}
 
 
@@ -89,7 +84,7 @@ def synthetic_batch(indices: list[int], req: GenerationRequest, ref: ModelRef, s
                 continue
             # a whole sub-batch is regenerated, so its composition (and so its floating-point
             # result) never depends on what an interrupted run left behind
-            with _MODEL_CALL:
+            with model_loader.one_model_call():
                 vols = synthesize(wrapper.model, group, req.seed, req.temperature)
             if pending is not None:
                 records += pending.result()
@@ -121,7 +116,7 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
         x, affine, orig_affine, orig_shape, sha = _prepare(path, chain)
         base = dict(input_path=path, input_sha256=sha)
         if req.mode == "augment":
-            with _MODEL_CALL:
+            with model_loader.one_model_call():
                 vols = latent_variants(wrapper.model, x, [idx * k + v for v in range(k)], req.seed, req.latent_scale)
             for v, (out, vol, prior) in enumerate(zip(outs, vols, done)):
                 if prior:
@@ -132,7 +127,7 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
                     vol = augment(artifacts, vol, seed=req.seed * 7919 + idx * k + v)
                 records.append(write_volume(out, vol[0].numpy(), affine, _provenance(req, ref, idx * k + v, **base)))
             continue
-        with _MODEL_CALL:
+        with model_loader.one_model_call():
             recon = inference.reconstruct(wrapper.model, x)
         if req.mode == "denoise":
             result, extra = recon, {}
@@ -154,7 +149,7 @@ def embed_batch(items: list[tuple[int, str]], ref: ModelRef, settings: Settings)
     rows = []
     for idx, path in items:
         x, _, _, _, sha = _prepare(path, chain)
-        with _MODEL_CALL:
+        with model_loader.one_model_call():
             z = inference.embed(wrapper.model, x)[0].numpy()
         rows.append({"index": idx, "id": sha[:16], "path": path, "sha256": sha, "latent": z.astype(np.float32)})
     return rows
