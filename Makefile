@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/vae3d demo --workspace $(WORKSPACE)
+	$(BIN)/vae3d --workspace $(WORKSPACE) demo
 
 test: install
 	$(BIN)/ruff check vae3d flows data_contracts tests bench
