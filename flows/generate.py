@@ -168,17 +168,21 @@ def _write_embeddings(rows: list[dict], labels: dict[str, str], req, ref, out_di
         "label": [labels.get(r["sha256"], labels.get(r["path"], "")) for r in rows],
         "latent": pa.array([r["latent"] for r in rows], type=pa.list_(pa.float32())),
     })
-    parquet = out_dir / "embeddings.parquet"
-    tmp = out_dir / ".embeddings.parquet.tmp"
-    pq.write_table(table, tmp)
-    tmp.replace(parquet)
+    import io as _io
+
+    import matplotlib.pyplot as plt
+
+    parquet, png = out_dir / "embeddings.parquet", out_dir / "embeddings_pca.png"
+    buf = _io.BytesIO()
+    pq.write_table(table, buf)
+    io.atomic_write_bytes(parquet, buf.getvalue())
     latent = np.stack([r["latent"] for r in rows])
     xy = PCA(n_components=2, random_state=req.seed).fit_transform(latent) if len(rows) >= 2 else np.zeros((len(rows), 2))
-    png = out_dir / "embeddings_pca.png"
     fig = embedding_scatter(xy, table.column("label").to_pylist())
-    tmpp = out_dir / ".embeddings_pca.tmp.png"
-    fig.savefig(tmpp, dpi=90)
-    tmpp.replace(png)
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    io.atomic_write_bytes(png, buf.getvalue())
     prov = _provenance(req, ref, 0, parameters={"n_inputs": len(rows), "projection": "PCA(2)"})
     return [write_sidecar(p, io.sha256_file(p), prov) for p in (parquet, png)]
 

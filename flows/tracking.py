@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import math
 import time
-from pathlib import Path
 
 import mlflow
 from mlflow.entities import Metric
@@ -78,8 +77,3 @@ def log_figure(client: MlflowClient, run_id: str, fig, name: str) -> None:
 
     client.log_figure(run_id, fig, f"figures/{name}")
     plt.close(fig)
-
-
-def ensure_parent(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path

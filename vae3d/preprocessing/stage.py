@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from monai.transforms import Compose
 
 from data_contracts import IndexItem, ManifestRow, QuarantineRecord, Reason
+from vae3d.io import atomic_write_bytes
 from vae3d.preprocessing.cache import CachedVolume, PreprocessCache
 from vae3d.preprocessing.transforms import preprocess_volume
 
@@ -59,11 +61,10 @@ def montage(items: list[CachedVolume], path: Path, max_items: int = 4) -> Path:
             axes[r, c].imshow(np.rot90(sl), cmap="gray", vmin=0, vmax=1)
             axes[r, c].axis("off")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
