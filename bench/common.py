@@ -32,17 +32,24 @@ def machine() -> dict:
     return info
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 10, device: str = "cpu") -> float:
-    """Measured fp32 matmul throughput: the denominator of every 'fraction of peak'."""
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10, trials: int = 5, device: str = "cpu") -> float:
+    """Measured fp32 matmul throughput: the denominator of every 'fraction of peak'.
+
+    The best of ``trials`` timings: a shared VM's clock and neighbours move single timings
+    by 20% or more, and the best one is the honest (largest) denominator.
+    """
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     for _ in range(3):
         a @ b
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    _sync(device)
-    return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
+    best = 0.0
+    for _ in range(trials):
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        _sync(device)
+        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9)
+    return best
 
 
 def _sync(device: str) -> None:

@@ -23,14 +23,14 @@ from bench.common import matmul_peak_gflops, peak_rss_mb, preprocessed_tensors, 
 SIZE, BATCH = 64, 4
 
 
-def _build(name: str, channels_last: bool):
+def _build(name: str, channels_last: bool, vae3d_kwargs: dict | None = None):
     from monai.networks.nets import AutoencoderKL, VarAutoEncoder
 
     from vae3d.model import VAE3D
 
     torch.manual_seed(0)
     if name == "vae3d":
-        model = VAE3D(input_size=SIZE)
+        model = VAE3D(input_size=SIZE, **(vae3d_kwargs or {}))
 
         def train_out(x):
             r, mu, lv = model(x)
@@ -66,7 +66,7 @@ def _build(name: str, channels_last: bool):
     return model, train_out, recon
 
 
-def _run(name: str, budget: float, channels_last: bool, queue) -> None:
+def _run(name: str, budget: float, channels_last: bool, queue, vae3d_kwargs: dict | None = None) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     from vae3d.losses import VAELoss
@@ -74,7 +74,7 @@ def _run(name: str, budget: float, channels_last: bool, queue) -> None:
 
     data = preprocessed_tensors(48, SIZE)
     train, val = data[:40], data[40:]
-    model, train_out, recon = _build(name, channels_last)
+    model, train_out, recon = _build(name, channels_last, vae3d_kwargs)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     loss_fn = VAELoss("l1")
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
@@ -123,7 +123,7 @@ def _run(name: str, budget: float, channels_last: bool, queue) -> None:
     })
 
 
-def run(budget: float, models: list[str], layouts: list[bool]) -> dict:
+def run(budget: float, models: list[str], layouts: list[bool], vae3d_kwargs: dict | None = None) -> dict:
     preprocessed_tensors(48, SIZE)  # build the data once, outside the timed runs
     peak = matmul_peak_gflops()
     rows = []
@@ -132,10 +132,12 @@ def run(budget: float, models: list[str], layouts: list[bool]) -> dict:
         # the layout choice is ours to measure; peers run in the faster (channels_last) one
         for cl in (layouts if name == "vae3d" else [True]):
             q = ctx.Queue()
-            p = ctx.Process(target=_run, args=(name, budget, cl, q))
+            p = ctx.Process(target=_run, args=(name, budget, cl, q, vae3d_kwargs))
             p.start()
             row = q.get()
             p.join()
+            if name == "vae3d":
+                row["vae3d_kwargs"] = vae3d_kwargs or {}
             row["fraction_of_matmul_peak"] = row["achieved_gflops"] / peak
             rows.append(row)
             print(json.dumps(row))
@@ -147,9 +149,11 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=180.0, help="seconds of training per model")
     ap.add_argument("--models", nargs="+", default=["vae3d", "monai_varautoencoder", "monai_autoencoderkl"])
     ap.add_argument("--layouts", default="both", choices=["both", "channels_last", "contiguous"])
+    ap.add_argument("--vae3d-kwargs", type=json.loads, default={},
+                    help='VAE3D constructor overrides as JSON, e.g. \'{"num_res_blocks": 1}\'')
     a = ap.parse_args()
     layouts = {"both": [False, True], "channels_last": [True], "contiguous": [False]}[a.layouts]
-    result = run(a.budget, a.models, layouts)
+    result = run(a.budget, a.models, layouts, a.vae3d_kwargs)
     print(write_result("train_peers", result))
 
 

@@ -29,6 +29,10 @@ class GenerationRequest(BaseModel):
     inputs: tuple[str, ...] = Field((), description="input volumes (augment/denoise/anomaly/embed)")
     label_column: str | None = None
     batch_size: int = Field(4, ge=1, le=256)
+    dtype: Literal["int16", "float32"] = Field(
+        "int16", description="stored type of image outputs: int16 scaled by 1/32767 (half the bytes, "
+        "steps far below the model's error) or float32; anomaly maps are always float32")
+    compression: int = Field(1, ge=0, le=3, description="gzip level of output volumes: 0 stored (fastest), 1-3 deflate")
 
     @model_validator(mode="after")
     def _mode_fields(self) -> "GenerationRequest":
@@ -39,7 +43,7 @@ class GenerationRequest(BaseModel):
         return self
 
     def key(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json", exclude={"batch_size"}), sort_keys=True)
+        blob = json.dumps(self.model_dump(mode="json", exclude={"batch_size", "compression"}), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

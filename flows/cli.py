@@ -6,6 +6,7 @@ pointed their state into the workspace.
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -183,7 +184,16 @@ app.add_typer(generate_app, name="generate")
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="models:/NAME@ALIAS or models:/NAME/VERSION.")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: WORKSPACE/outputs/MODE/REQUEST).")]
 SeedOpt = Annotated[int, typer.Option(help="Seed; the same seed gives byte-identical volumes.")]
-BatchOpt = Annotated[int, typer.Option(min=1, help="Volumes per batch (one Prefect task each).")]
+BatchOpt = Annotated[int, typer.Option(min=1, help="Volumes per model call (batch).")]
+class StoredType(str, Enum):
+    int16 = "int16"
+    float32 = "float32"
+
+
+DtypeOpt = Annotated[StoredType, typer.Option(
+    "--dtype", help="Stored type: int16 scaled by 1/32767 (half the bytes; what scanners write) or float32.")]
+CompressionOpt = Annotated[int, typer.Option(
+    "--compression", min=0, max=3, help="gzip level: 0 stores uncompressed blocks (fastest), 1-3 deflate.")]
 InputsArg = Annotated[list[Path], typer.Argument(help="Volumes: files, folders, or .csv/.json lists.")]
 
 
@@ -248,9 +258,12 @@ def gen_synthetic(
     model: ModelOpt = "models:/vae3d@champion",
     out: OutOpt = None,
     batch_size: BatchOpt = 4,
+    dtype: DtypeOpt = StoredType.int16,
+    compression: CompressionOpt = 1,
 ) -> None:
     """N new volumes sampled from the prior, in the training template space."""
-    _generate("synthetic", out, n=n, seed=seed, temperature=temperature, model_uri=model, batch_size=batch_size)
+    _generate("synthetic", out, n=n, seed=seed, temperature=temperature, model_uri=model, batch_size=batch_size,
+              dtype=dtype.value, compression=compression)
 
 
 @generate_app.command("augment")
@@ -263,28 +276,30 @@ def gen_augment(
     model: ModelOpt = "models:/vae3d@champion",
     out: OutOpt = None,
     batch_size: BatchOpt = 4,
+    dtype: DtypeOpt = StoredType.int16,
+    compression: CompressionOpt = 1,
 ) -> None:
     """K latent-space variants of each input volume."""
     _generate("augment", out, inputs, variants=variants, latent_scale=latent_scale, artifacts=artifacts,
-              seed=seed, model_uri=model, batch_size=batch_size)
+              seed=seed, model_uri=model, batch_size=batch_size, dtype=dtype.value, compression=compression)
 
 
 @generate_app.command("denoise")
 def gen_denoise(inputs: InputsArg, model: ModelOpt = "models:/vae3d@champion", out: OutOpt = None,
-                batch_size: BatchOpt = 4) -> None:
+                batch_size: BatchOpt = 4, dtype: DtypeOpt = StoredType.int16, compression: CompressionOpt = 1) -> None:
     """Posterior-mean reconstructions, mapped back onto each input's own grid (same shape and affine)."""
-    _generate("denoise", out, inputs, model_uri=model, batch_size=batch_size)
+    _generate("denoise", out, inputs, model_uri=model, batch_size=batch_size, dtype=dtype.value, compression=compression)
 
 
 @generate_app.command("anomaly")
 def gen_anomaly(inputs: InputsArg, model: ModelOpt = "models:/vae3d@champion", out: OutOpt = None,
-                batch_size: BatchOpt = 4) -> None:
+                batch_size: BatchOpt = 4, compression: CompressionOpt = 1) -> None:
     """Voxel-wise anomaly maps on each input's grid, and a per-volume score in the sidecar.
 
     Scores are compared with the threshold calibrated on the healthy validation split when
-    the model was registered ('flagged' in the sidecar).
+    the model was registered ('flagged' in the sidecar). Maps are stored as float32.
     """
-    _generate("anomaly", out, inputs, model_uri=model, batch_size=batch_size)
+    _generate("anomaly", out, inputs, model_uri=model, batch_size=batch_size, compression=compression)
 
 
 @generate_app.command("embed")

@@ -8,8 +8,6 @@ request with its checksum.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -20,19 +18,21 @@ from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
 from data_contracts.generation import GenerationRequest, ModelRef, OutputRecord, RunManifest
-from flows import model_loader
+from flows import model_loader, resources
 from flows.locks import exclusive
 from flows.registry import code_version
 from flows.runners import chunks, task_runner
 from flows.settings import Settings
 from flows.workspace import Workspace
 from vae3d import inference, io
-from vae3d.generation import latent_variants, synthesize
+from vae3d.generation import latent_variants, quantize, synthesize
 from vae3d.outputs import complete, write_sidecar, write_volume
 from vae3d.preprocessing import build_preprocess, preprocess_volume, to_original_space
 from vae3d.preprocessing.augment import augment, build_augment
 
-SYNTH_TASK_BATCHES = 8
+# a synthetic task decodes 8 to 64 batches: each Prefect task run costs tens of ms of
+# orchestration, and about two tasks per worker still spread the work and bound a retry
+SYNTH_TASK_BATCHES = (8, 64)
 SUFFIX = {"augment": "aug", "denoise": "denoised", "anomaly": "anomaly"}
 
 
@@ -48,7 +48,7 @@ def _provenance(req: GenerationRequest, ref: ModelRef, index: int, **extra) -> d
     params = req.model_dump(mode="json", exclude={"inputs", "model_uri", "mode", "seed"})
     params.update(extra.pop("parameters", {}))
     return {"mode": req.mode, "model": ref, "seed": req.seed, "index": index, "parameters": params,
-            "package_version": f"{metadata.version('vae3d-pipeline')} ({code_version()})", **extra}
+            "package_version": code_version(), **extra}
 
 
 def _prepare(path: str, chain):
@@ -63,8 +63,8 @@ def _prepare(path: str, chain):
 @task(retries=2, retry_delay_seconds=2, task_run_name="synthetic-batch")
 def synthetic_batch(indices: list[int], req: GenerationRequest, ref: ModelRef, settings: Settings,
                     out_dir: str) -> tuple[list[OutputRecord], int]:
-    """Decode ``indices`` in sub-batches of ``req.batch_size``; a writer thread compresses and
-    writes one sub-batch while the next is decoded, and at most two are held in memory."""
+    """Decode ``indices`` in sub-batches of ``req.batch_size``; the process's writer thread
+    compresses and writes one sub-batch while the next is decoded (``flows.resources``)."""
     paths = {i: Path(out_dir) / f"synthetic_seed{req.seed}_{i:06d}.nii.gz" for i in indices}
     done = {i: complete(p) for i, p in paths.items()}
     if all(done.values()):
@@ -73,25 +73,31 @@ def synthetic_batch(indices: list[int], req: GenerationRequest, ref: ModelRef, s
     affine = np.asarray(wrapper.meta["template_affine"])
 
     def write(group: list[int], vols: torch.Tensor) -> list[OutputRecord]:
-        return [done[i] or write_volume(paths[i], v[0].numpy(), affine, _provenance(req, ref, i))
+        return [done[i] or write_volume(paths[i], v[0].numpy(), affine, _provenance(req, ref, i), **_stored(req))
                 for i, v in zip(group, vols)]
 
-    records, pending = [], None
-    with ThreadPoolExecutor(max_workers=1) as writer:
-        for group in chunks(indices, req.batch_size):
-            if all(done[i] for i in group):
-                records += [done[i] for i in group]
-                continue
-            # a whole sub-batch is regenerated, so its composition (and so its floating-point
-            # result) never depends on what an interrupted run left behind
-            with model_loader.one_model_call():
-                vols = synthesize(wrapper.model, group, req.seed, req.temperature)
-            if pending is not None:
-                records += pending.result()
-            pending = writer.submit(write, group, vols)
-        if pending is not None:
-            records += pending.result()
+    writes = []
+    for group in chunks(indices, req.batch_size):
+        if all(done[i] for i in group):
+            writes.append([done[i] for i in group])
+            continue
+        # a whole sub-batch is regenerated, so its composition (and so its floating-point
+        # result) never depends on what an interrupted run left behind
+        vols = resources.model_call(_decode, wrapper.model, group, req)
+        writes.append(resources.submit_write(write, group, vols))
+        del vols
+    records = [r for w in writes for r in (w if isinstance(w, list) else w.result())]
     return records, sum(d is not None for d in done.values())
+
+
+def _decode(model, group: list[int], req: GenerationRequest) -> torch.Tensor:
+    vols = synthesize(model, group, req.seed, req.temperature)
+    return quantize(vols) if req.dtype == "int16" else vols
+
+
+def _stored(req: GenerationRequest, image: bool = True) -> dict:
+    """How output volumes are stored: anomaly maps (scores, not images) stay float32."""
+    return {"dtype": req.dtype if image else "float32", "compresslevel": req.compression}
 
 
 @task(retries=2, retry_delay_seconds=2, task_run_name="{req.mode}-batch")
@@ -116,8 +122,8 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
         x, affine, orig_affine, orig_shape, sha = _prepare(path, chain)
         base = dict(input_path=path, input_sha256=sha)
         if req.mode == "augment":
-            with model_loader.one_model_call():
-                vols = latent_variants(wrapper.model, x, [idx * k + v for v in range(k)], req.seed, req.latent_scale)
+            vols = resources.model_call(latent_variants, wrapper.model, x, [idx * k + v for v in range(k)],
+                                        req.seed, req.latent_scale)
             for v, (out, vol, prior) in enumerate(zip(outs, vols, done)):
                 if prior:
                     records.append(prior)
@@ -125,10 +131,10 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
                     continue
                 if artifacts is not None:
                     vol = augment(artifacts, vol, seed=req.seed * 7919 + idx * k + v)
-                records.append(write_volume(out, vol[0].numpy(), affine, _provenance(req, ref, idx * k + v, **base)))
+                records.append(write_volume(out, vol[0].numpy(), affine, _provenance(req, ref, idx * k + v, **base),
+                                            **_stored(req)))
             continue
-        with model_loader.one_model_call():
-            recon = inference.reconstruct(wrapper.model, x)
+        recon = resources.model_call(inference.reconstruct, wrapper.model, x)
         if req.mode == "denoise":
             result, extra = recon, {}
         else:
@@ -138,7 +144,8 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
             flagged = score > thresholds["score_threshold"] if "score_threshold" in thresholds else None
             result, extra = amap, {"parameters": {"score": score, "flagged": flagged, **thresholds}}
         back = to_original_space(result[0].numpy(), affine, orig_affine, orig_shape)
-        records.append(write_volume(outs[0], back, orig_affine, _provenance(req, ref, idx, **base, **extra)))
+        records.append(write_volume(outs[0], back, orig_affine, _provenance(req, ref, idx, **base, **extra),
+                                    **_stored(req, image=req.mode != "anomaly")))
     return records, skipped
 
 
@@ -149,8 +156,7 @@ def embed_batch(items: list[tuple[int, str]], ref: ModelRef, settings: Settings)
     rows = []
     for idx, path in items:
         x, _, _, _, sha = _prepare(path, chain)
-        with model_loader.one_model_call():
-            z = inference.embed(wrapper.model, x)[0].numpy()
+        z = resources.model_call(inference.embed, wrapper.model, x)[0].numpy()
         rows.append({"index": idx, "id": sha[:16], "path": path, "sha256": sha, "latent": z.astype(np.float32)})
     return rows
 
@@ -209,12 +215,18 @@ def generate_flow(request: GenerationRequest, settings: Settings, out: str | Non
     return manifest
 
 
+def _task_batches(req: GenerationRequest, settings: Settings) -> int:
+    """Decode batches per synthetic task: about two tasks per worker, within SYNTH_TASK_BATCHES."""
+    lo, hi = SYNTH_TASK_BATCHES
+    per_task = -(-req.n // (req.batch_size * 2 * settings.prefect.max_workers))
+    return max(lo, min(hi, per_task))
+
+
 def _run(req: GenerationRequest, ref: ModelRef, settings: Settings, out_dir: Path, labels: dict):
     items = list(enumerate(req.inputs))
     if req.mode == "synthetic":
-        # one task per SYNTH_TASK_BATCHES decode batches keeps the orchestration overhead small;
         # tasks start on multiples of batch_size so the decode batches are the same in any run
-        batches = chunks(list(range(req.n)), req.batch_size * SYNTH_TASK_BATCHES)
+        batches = chunks(list(range(req.n)), req.batch_size * _task_batches(req, settings))
         futures = synthetic_batch.map(batches, unmapped(req), unmapped(ref), unmapped(settings), unmapped(str(out_dir)))
     elif req.mode == "embed":
         batches = chunks(items, req.batch_size)

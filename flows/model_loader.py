@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-import threading
 
 import mlflow
 
@@ -12,17 +11,6 @@ from data_contracts.generation import ModelRef
 from flows.settings import Settings
 from flows.tracking import init_store
 from flows.workspace import Workspace
-
-# One model call at a time per process: torch already spreads one call over every core, so
-# concurrent calls only add up activation memory (and thrash the caches) as N grows. Reading,
-# preprocessing, compression and writing still overlap with it in the other task threads.
-# (It lives here, not in the task's module, so Dask can pickle the tasks by reference.)
-_MODEL_CALL = threading.Semaphore(1)
-
-
-def one_model_call() -> threading.Semaphore:
-    return _MODEL_CALL
-
 
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import tempfile
@@ -22,8 +23,13 @@ CANDIDATE, CHAMPION = "candidate", "champion"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """Package version plus git commit when run from a checkout."""
+    """Package version plus git commit when run from a checkout ("0.1.0+1a2b3c4").
+
+    Read once per process: it names the code this process imported, and it goes into
+    every output's sidecar (a git call per volume cost more than decoding one).
+    """
     version = metadata.version("vae3d-pipeline")
     try:
         commit = subprocess.run(

@@ -37,16 +37,30 @@ def complete(output: Path) -> OutputRecord | None:
     return OutputRecord(path=str(output), sha256=digest, sidecar=str(side), input_sha256=prov.input_sha256)
 
 
-def write_volume(output: Path, array: np.ndarray, affine: np.ndarray, provenance: dict) -> OutputRecord:
+def write_volume(output: Path, array: np.ndarray, affine: np.ndarray, provenance: dict,
+                 dtype: str = "float32", compresslevel: int = 1) -> OutputRecord:
     """Write ``output`` (.nii.gz) then its sidecar, each atomically; the sidecar goes last,
-    so its presence (with a matching checksum) means the output is complete."""
-    data = io.encode_nifti(np.asarray(array, dtype=np.float32), affine)
-    io.atomic_write_bytes(output, data)
-    return write_sidecar(output, io.sha256_bytes(data), provenance)
+    so its presence (with a matching checksum) means the output is complete.
+
+    ``dtype="int16"`` stores an image in [0, 1] as scaled int16 (``scl_slope`` 1/32767, the
+    way scanners store MRI): half the bytes of float32, steps far below the model's error.
+    An int16 ``array`` is taken as already quantised (``io.quantize``, or
+    ``vae3d.generation.quantize`` on the model's thread).
+    Neither file is fsynced: ``complete`` checks the checksum on every re-run instead.
+    """
+    if dtype == "int16":
+        stored = array if array.dtype == np.int16 else io.quantize(array)
+        data = io.encode_nifti(stored, affine, np.int16, compresslevel, slope=io.INT16_STEP)
+    elif dtype == "float32":
+        data = io.encode_nifti(array, affine, np.float32, compresslevel)
+    else:
+        raise ValueError(f"{output}: dtype must be 'int16' or 'float32', got {dtype!r}")
+    io.atomic_write_bytes(output, data, durable=False)
+    return write_sidecar(output, io.sha256_bytes(data), provenance, durable=False)
 
 
-def write_sidecar(output: Path, digest: str, provenance: dict) -> OutputRecord:
+def write_sidecar(output: Path, digest: str, provenance: dict, durable: bool = True) -> OutputRecord:
     prov = Provenance(output=output.name, output_sha256=digest, **provenance)
     side = sidecar_path(output)
-    io.atomic_write_text(side, prov.model_dump_json(indent=1))
+    io.atomic_write_text(side, prov.model_dump_json(indent=1), durable)
     return OutputRecord(path=str(output), sha256=digest, sidecar=str(side), input_sha256=prov.input_sha256)

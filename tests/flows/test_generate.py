@@ -34,6 +34,8 @@ def test_synthetic_counts_affine_sidecars_determinism_and_rerun(trained, tmp_pat
     _check_outputs(first, 5)
     img = nib.load(first.outputs[0].path)
     assert img.shape == (24, 24, 24)
+    # stored as scaled int16 by default; get_fdata gives the [0, 1] image back
+    assert img.get_data_dtype() == np.int16 and 0 <= img.get_fdata().min() and img.get_fdata().max() <= 1
     np.testing.assert_allclose(np.sqrt((img.affine[:3, :3] ** 2).sum(0)), [6, 6, 6])
     assert not np.allclose(img.affine, np.eye(4))
     # same seed, another folder: byte-identical volumes
@@ -51,6 +53,12 @@ def test_synthetic_counts_affine_sidecars_determinism_and_rerun(trained, tmp_pat
     assert len(list((tmp_path / "a").glob("*.nii.gz"))) == 5
     on_disk = RunManifest.read(tmp_path / "a" / "run_manifest.json")
     assert [r.sha256 for r in on_disk.outputs] == [r.sha256 for r in first.outputs]
+    # float32, stored gzip: the same image to within one int16 step, in its own folder
+    raw = run_generate(req.model_copy(update={"dtype": "float32", "compression": 0}), settings)
+    assert raw.request_key != first.request_key
+    as_float = nib.load(raw.outputs[0].path)
+    assert as_float.get_data_dtype() == np.float32
+    np.testing.assert_allclose(as_float.get_fdata(), img.get_fdata(), atol=io.INT16_STEP)
 
 
 def _lps_oblique(path, seed=0, lesion=False):
@@ -83,6 +91,7 @@ def test_denoise_and_anomaly_share_the_inputs_grid(trained, tmp_path, mode):
     _check_outputs(manifest, 1)
     src, out = nib.load(path), nib.load(manifest.outputs[0].path)
     assert out.shape == src.shape
+    assert out.get_data_dtype() == (np.float32 if mode == "anomaly" else np.int16)
     np.testing.assert_allclose(out.affine, src.affine, atol=1e-4)
     prov = Provenance.model_validate_json(open(manifest.outputs[0].sidecar).read())
     assert prov.input_sha256 == io.sha256_file(path)

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from data_contracts.generation import GenerationRequest
 from net import free_port
+from vae3d import io
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +63,9 @@ def test_generate_on_a_dask_cluster_matches_the_thread_runner(trained, tmp_path)
         workers = len(cluster.scheduler_info["workers"])
     assert workers == 2
     assert [Path(r.path).name for r in dask.outputs] == [Path(r.path).name for r in threads.outputs]
-    # Dask workers run torch with another thread count, so the last float bits may differ
+    # Dask workers run torch with another thread count, so the last float bits may differ,
+    # and move a value across an int16 rounding boundary: one step at most
     for a, b in zip(dask.outputs, threads.outputs):
-        np.testing.assert_allclose(nib.load(a.path).get_fdata(), nib.load(b.path).get_fdata(), atol=1e-5)
+        np.testing.assert_allclose(nib.load(a.path).get_fdata(), nib.load(b.path).get_fdata(),
+                                   atol=io.INT16_STEP + 1e-5)
         np.testing.assert_array_equal(nib.load(a.path).affine, nib.load(b.path).affine)

@@ -67,3 +67,14 @@ def test_reparameterization_is_differentiable_and_matches_moments():
     assert abs(float(zd.mean()) - 1.5) < 0.02 and abs(float(zd.std()) - 0.5) < 0.02
     z.sum().backward()
     assert mu.grad is not None and logvar.grad is not None
+
+
+@pytest.mark.parametrize("p", [2, 4])
+def test_pixel_shuffle_3d_inverts_the_patchify_layout(p):
+    from vae3d.model import pixel_shuffle_3d
+
+    # a volume whose voxels are numbered, cut into p^3 patches the way the stem reads them
+    b, c, g = 2, 3, 2
+    vol = torch.arange(b * c * (g * p) ** 3, dtype=torch.float32).reshape(b, c, g * p, g * p, g * p)
+    patches = vol.reshape(b, c, g, p, g, p, g, p).permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(b, c * p**3, g, g, g)
+    assert torch.equal(pixel_shuffle_3d(patches, p), vol)

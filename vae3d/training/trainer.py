@@ -230,7 +230,7 @@ def fit(
             history.append(metrics)
             log.info("epoch %d/%d: loss %.4f, val SSIM %.3f, val PSNR %.2f dB", epoch + 1, config.epochs,
                      metrics["train_loss"], metrics["val_ssim"], metrics["val_psnr"])
-            if metrics["val_ssim"] > best["val_ssim"]:
+            if metrics["val_ssim"] > best["val_ssim"] + config.min_delta:
                 best, bad_epochs = {"epoch": epoch + 1, "val_ssim": metrics["val_ssim"]}, 0
                 save_checkpoint(checkpoint_dir / BEST, {"model": model.state_dict(), "hparams": model.hparams(),
                                                         "config": config.to_dict(), "metrics": metrics})
