@@ -4,7 +4,8 @@ Everything else in the project works on ``(array, affine)`` pairs; this module i
 place that touches NIfTI bytes. Reads are bounded: the header is parsed from the first
 bytes of the (decompressed) stream and the declared data size is checked against a limit
 *before* the rest is decompressed, so a crafted file cannot make us allocate gigabytes.
-gzip goes through ISA-L (``isal``), several times faster than the standard library.
+Reading gunzips through ISA-L (``isal``), several times faster than the standard library;
+writing uses the standard library's zlib, whose output is the same in every process.
 """
 
 from __future__ import annotations
@@ -232,17 +233,17 @@ def encode_nifti(array: np.ndarray, affine: np.ndarray, dtype=np.float32, compre
     Args:
         slope: the header's ``scl_slope`` for already-quantised data (see ``quantize``);
             readers such as nibabel's ``get_fdata`` and MONAI's ``LoadImage`` apply it.
-        compresslevel: 0 writes stored (uncompressed) gzip blocks, the fastest; 1-3 are
-            ISA-L's deflate levels (1: fast, about the ratio of zlib's 6 on MRI).
+        compresslevel: 0 writes stored (uncompressed) gzip blocks, the fastest; 1-9 are
+            zlib's deflate levels. zlib, not ISA-L: the same bytes must give the same file in
+            every process (ISA-L's encoder once gave another, equally valid, encoding of the
+            same voxels in a re-run; see intel/isa-l#140). ISA-L still does all reading.
     """
-    if not 0 <= compresslevel <= 3:
-        raise ValueError(f"compresslevel must be 0 (stored) to 3, got {compresslevel}")
+    if not 0 <= compresslevel <= 9:
+        raise ValueError(f"compresslevel must be 0 (stored) to 9, got {compresslevel}")
     arr = np.asarray(array).astype(dtype, copy=False)
     affine = np.ascontiguousarray(affine, dtype=np.float64)
     payload = _nifti1_prefix(arr.shape, affine.tobytes(), arr.dtype.str, slope) + arr.tobytes(order="F")
-    if compresslevel == 0:
-        return gzip.compress(payload, compresslevel=0, mtime=0)
-    return igzip.compress(payload, compresslevel=compresslevel, mtime=0)
+    return gzip.compress(payload, compresslevel=compresslevel, mtime=0)
 
 
 def save_volume(path: Path, array: np.ndarray, affine: np.ndarray, dtype=np.float32) -> Path:

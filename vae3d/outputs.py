@@ -38,7 +38,7 @@ def complete(output: Path) -> OutputRecord | None:
 
 
 def write_volume(output: Path, array: np.ndarray, affine: np.ndarray, provenance: dict,
-                 dtype: str = "float32", compresslevel: int = 1) -> OutputRecord:
+                 dtype: str = "float32", compresslevel: int = 0) -> OutputRecord:
     """Write ``output`` (.nii.gz) then its sidecar, each atomically; the sidecar goes last,
     so its presence (with a matching checksum) means the output is complete.
 
