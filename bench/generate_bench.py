@@ -33,7 +33,7 @@ STORAGE = [{"dtype": "int16", "compression": 0}, {"dtype": "int16", "compression
 
 
 def _setup(root: Path, size: int = SIZE) -> None:
-    """Register an untrained ``size``^3 model as champion in a workspace at ``root``."""
+    """Register a briefly trained ``size``^3 model as champion in a workspace at ``root``."""
     from flows.registry import log_and_register, promote_if_better
     from flows.settings import load_settings
     from flows.tracking import init_store

@@ -185,6 +185,8 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="models:/NAME@ALIAS
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: WORKSPACE/outputs/MODE/REQUEST).")]
 SeedOpt = Annotated[int, typer.Option(help="Seed; the same seed gives byte-identical volumes.")]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Volumes per model call (batch).")]
+
+
 class StoredType(str, Enum):
     int16 = "int16"
     float32 = "float32"

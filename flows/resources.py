@@ -12,7 +12,6 @@ their own, reached through functions, so Dask pickles the tasks that use them by
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -26,16 +25,8 @@ _POOLS_LOCK = threading.Lock()
 def _pool(name: str) -> ThreadPoolExecutor:
     with _POOLS_LOCK:
         if name not in _POOLS:
-            init = _lower_priority if name == "writer" else None
-            _POOLS[name] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"vae3d-{name}", initializer=init)
+            _POOLS[name] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"vae3d-{name}")
         return _POOLS[name]
-
-
-def _lower_priority() -> None:
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + 10)  # this thread only (Linux)
-    except (AttributeError, OSError):
-        pass
 
 
 def model_call(fn, *args, **kwargs):
