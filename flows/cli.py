@@ -10,12 +10,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from flows.settings import Settings, load_settings
-from flows.workspace import Workspace, configure_environment
+from flows.workspace import Workspace, configure_environment, local_prefect_mode
 
 app = typer.Typer(
     name="vae3d",
@@ -64,6 +65,9 @@ def settings(**overrides) -> Settings:
         console.print(f"[red]Invalid settings:[/red] {exc}")
         raise typer.Exit(2) from None
     configure_environment(Workspace.at(s.workspace))
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:  # until the command ends
+        ctx.with_resource(local_prefect_mode())
     return s
 
 

@@ -22,7 +22,7 @@ from flows import model_loader, resources
 from flows.locks import exclusive
 from flows.registry import code_version
 from flows.runners import chunks, task_runner
-from flows.settings import Settings
+from flows.settings import PrefectSettings, Settings
 from flows.workspace import Workspace
 from vae3d import inference, io
 from vae3d.generation import latent_variants, quantize, synthesize
@@ -63,8 +63,9 @@ def _prepare(path: str, chain):
 @task(retries=2, retry_delay_seconds=2, task_run_name="synthetic-batch")
 def synthetic_batch(indices: list[int], req: GenerationRequest, ref: ModelRef, settings: Settings,
                     out_dir: str) -> tuple[list[OutputRecord], int]:
-    """Decode ``indices`` in sub-batches of ``req.batch_size``; the process's writer thread
-    compresses and writes one sub-batch while the next is decoded (``flows.resources``)."""
+    """Decode ``indices`` in sub-batches of ``req.batch_size`` on the model lanes; the
+    process's writer thread writes each sub-batch while the next ones decode
+    (``flows.resources``)."""
     paths = {i: Path(out_dir) / f"synthetic_seed{req.seed}_{i:06d}.nii.gz" for i in indices}
     done = {i: complete(p) for i, p in paths.items()}
     if all(done.values()):
@@ -76,17 +77,14 @@ def synthetic_batch(indices: list[int], req: GenerationRequest, ref: ModelRef, s
         return [done[i] or write_volume(paths[i], v[0].numpy(), affine, _provenance(req, ref, i), **_stored(req))
                 for i, v in zip(group, vols)]
 
-    writes = []
-    for group in chunks(indices, req.batch_size):
-        if all(done[i] for i in group):
-            writes.append([done[i] for i in group])
-            continue
-        # a whole sub-batch is regenerated, so its composition (and so its floating-point
-        # result) never depends on what an interrupted run left behind
-        vols = resources.model_call(_decode, wrapper.model, group, req)
-        writes.append(resources.submit_write(write, group, vols))
-        del vols
-    records = [r for w in writes for r in (w if isinstance(w, list) else w.result())]
+    groups = chunks(indices, req.batch_size)
+    # a whole sub-batch is regenerated, so its composition (and so its floating-point
+    # result) never depends on what an interrupted run left behind
+    todo = [g for g in groups if not all(done[i] for i in g)]
+    decoded = resources.model_map(lambda g: _decode(wrapper.model, g, req), todo, settings.generate.model_lanes)
+    writes = [resources.submit_write(write, group, vols) for group, vols in zip(todo, decoded)]
+    records = [r for w in writes for r in w.result()]
+    records += [done[i] for g in groups if all(done[i] for i in g) for i in g]
     return records, sum(d is not None for d in done.values())
 
 
@@ -123,7 +121,7 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
         base = dict(input_path=path, input_sha256=sha)
         if req.mode == "augment":
             vols = resources.model_call(latent_variants, wrapper.model, x, [idx * k + v for v in range(k)],
-                                        req.seed, req.latent_scale)
+                                        req.seed, req.latent_scale, lanes=settings.generate.model_lanes)
             for v, (out, vol, prior) in enumerate(zip(outs, vols, done)):
                 if prior:
                     records.append(prior)
@@ -134,7 +132,7 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
                 records.append(write_volume(out, vol[0].numpy(), affine, _provenance(req, ref, idx * k + v, **base),
                                             **_stored(req)))
             continue
-        recon = resources.model_call(inference.reconstruct, wrapper.model, x)
+        recon = resources.model_call(inference.reconstruct, wrapper.model, x, lanes=settings.generate.model_lanes)
         if req.mode == "denoise":
             result, extra = recon, {}
         else:
@@ -156,7 +154,7 @@ def embed_batch(items: list[tuple[int, str]], ref: ModelRef, settings: Settings)
     rows = []
     for idx, path in items:
         x, _, _, _, sha = _prepare(path, chain)
-        z = resources.model_call(inference.embed, wrapper.model, x)[0].numpy()
+        z = resources.model_call(inference.embed, wrapper.model, x, lanes=settings.generate.model_lanes)[0].numpy()
         rows.append({"index": idx, "id": sha[:16], "path": path, "sha256": sha, "latent": z.astype(np.float32)})
     return rows
 
@@ -215,10 +213,21 @@ def generate_flow(request: GenerationRequest, settings: Settings, out: str | Non
     return manifest
 
 
+def _prefect(req: GenerationRequest, settings: Settings) -> PrefectSettings:
+    """The task runner's settings for ``req``. Synthetic tasks in threads only feed this
+    process's model lanes (``flows.resources``), so one task thread per lane keeps them busy;
+    more threads would add nothing but memory (each keeps its own malloc arena)."""
+    prefect = settings.prefect
+    if req.mode == "synthetic" and prefect.task_runner == "threads":
+        lanes = settings.generate.model_lanes or resources.default_lanes()
+        return prefect.model_copy(update={"max_workers": min(prefect.max_workers, lanes)})
+    return prefect
+
+
 def _task_batches(req: GenerationRequest, settings: Settings) -> int:
     """Decode batches per synthetic task: about two tasks per worker, within SYNTH_TASK_BATCHES."""
     lo, hi = SYNTH_TASK_BATCHES
-    per_task = -(-req.n // (req.batch_size * 2 * settings.prefect.max_workers))
+    per_task = -(-req.n // (req.batch_size * 2 * _prefect(req, settings).max_workers))
     return max(lo, min(hi, per_task))
 
 
@@ -255,4 +264,4 @@ def _run(req: GenerationRequest, ref: ModelRef, settings: Settings, out_dir: Pat
 
 def run_generate(request: GenerationRequest, settings: Settings, out: str | None = None,
                  labels: dict[str, str] | None = None) -> RunManifest:
-    return generate_flow.with_options(task_runner=task_runner(settings.prefect))(request, settings, out, labels)
+    return generate_flow.with_options(task_runner=task_runner(_prefect(request, settings)))(request, settings, out, labels)

@@ -4,36 +4,103 @@ Prefect runs a flow's tasks in several threads (or Dask worker processes). Left 
 each task thread would call the model itself and keep its own writer, so CPU contention
 and memory would grow with the number of tasks in flight, and so with N: every thread
 that calls torch gets its own OpenMP team and its own malloc arena full of activations.
-Here every model call runs on one model thread and every output write on one writer
+Here model calls run on a fixed set of model *lanes* and every output write on one writer
 thread, with at most ``WRITE_SLOTS`` decoded batches waiting for the writer. Reading,
-preprocessing and writing still overlap with the model. The workers live in a module of
-their own, reached through functions, so Dask pickles the tasks that use them by reference.
+preprocessing and writing overlap with the model. The workers live in a module of their
+own, reached through functions, so Dask pickles the tasks that use them by reference.
+
+A lane is a thread whose OpenMP team is ``1/lanes`` of torch's threads. On a CPU two lanes
+of half the cores each decode faster than one lane using all of them (a 3D convolution's
+threads scale sublinearly), and a lane waiting for its next batch leaves a core to the
+writer; the limit is set on the lane's own thread (``threadpoolctl``), so the rest of the
+process keeps torch's thread count.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+
+import torch
+from threadpoolctl import threadpool_limits
 
 WRITE_SLOTS = 2
 
 _WRITE_SLOTS = threading.BoundedSemaphore(WRITE_SLOTS)
 _POOLS: dict[str, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
+_MODEL_SLOTS: dict[int, threading.BoundedSemaphore] = {}
 
 
-def _pool(name: str) -> ThreadPoolExecutor:
+def default_lanes() -> int:
+    """Two lanes where torch has two or more CPU threads, else one."""
+    return 2 if torch.get_num_threads() >= 2 else 1
+
+
+def _limit_openmp(threads: int) -> None:
+    torch.get_num_threads()  # torch sizes a thread's OpenMP team on first use: let it, then limit
+    threadpool_limits(threads, user_api="openmp")
+
+
+def _pool(name: str, workers: int = 1, threads: int | None = None) -> ThreadPoolExecutor:
     with _POOLS_LOCK:
         if name not in _POOLS:
-            _POOLS[name] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"vae3d-{name}")
+            init = (_limit_openmp, (threads,)) if threads else (None, ())
+            _POOLS[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"vae3d-{name}",
+                                              initializer=init[0], initargs=init[1])
         return _POOLS[name]
 
 
-def model_call(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` on the process's model thread; waits and returns its result
-    (or raises its exception). torch spreads one call over every core already, so calls
-    queue here instead of competing."""
-    return _pool("model").submit(fn, *args, **kwargs).result()
+def _slots(lanes: int) -> threading.BoundedSemaphore:
+    with _POOLS_LOCK:
+        return _MODEL_SLOTS.setdefault(lanes, threading.BoundedSemaphore(2 * lanes))
+
+
+def _model_pool(lanes: int) -> tuple[ThreadPoolExecutor, int]:
+    lanes = lanes or default_lanes()
+    return _pool(f"model{lanes}", lanes, max(1, torch.get_num_threads() // lanes)), lanes
+
+
+def model_call(fn: Callable, *args, lanes: int = 0, **kwargs):
+    """``fn(*args, **kwargs)`` on one of the process's ``lanes`` model threads (0: the
+    default, see ``default_lanes``); waits and returns its result (or raises its exception).
+    Calls beyond the lanes queue here instead of competing for the cores."""
+    return _model_pool(lanes)[0].submit(fn, *args, **kwargs).result()
+
+
+def model_map(fn: Callable, items: Iterable, lanes: int = 0) -> Iterator:
+    """``fn(item)`` for each item, in order, on the model lanes.
+
+    One caller alone keeps every lane busy. Across all callers of the process at most
+    ``2 * lanes`` calls are queued, running or waiting to be taken: a lane finds its next
+    call queued, and memory does not grow with the number of tasks running at once. A
+    caller that finds no free slot takes its own oldest result first (freeing a slot), and
+    waits for a slot only while holding none, so callers cannot deadlock each other.
+    """
+    pool, lanes = _model_pool(lanes)
+    slots = _slots(lanes)
+    pending: deque[Future] = deque()
+
+    def oldest():
+        future = pending.popleft()
+        try:
+            return future.result()
+        finally:
+            slots.release()
+
+    try:
+        for item in items:
+            while not slots.acquire(blocking=not pending):
+                yield oldest()
+            pending.append(pool.submit(fn, item))
+        while pending:
+            yield oldest()
+    finally:  # the consumer stopped early or failed: drop queued calls, free their slots
+        for future in pending:
+            future.add_done_callback(lambda _: slots.release())
+            future.cancel()
 
 
 def submit_write(fn, *args) -> Future:

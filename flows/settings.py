@@ -84,6 +84,13 @@ class PrefectSettings(_Section):
     dask_address: str | None = Field(None, description="tcp://host:8786 of a running Dask scheduler")
 
 
+class GenerateSettings(_Section):
+    model_lanes: int = Field(
+        0, ge=0, description="model calls run at once per process, each on 1/lanes of torch's CPU threads; "
+        "0: two where torch has two or more threads, else one",
+    )
+
+
 class Settings(BaseSettings):
     """All settings of the pipeline. Sections are handed to the stage that needs them."""
 
@@ -101,6 +108,7 @@ class Settings(BaseSettings):
     train: TrainConfig = TrainConfig()
     mlflow: MlflowSettings = MlflowSettings()
     prefect: PrefectSettings = PrefectSettings()
+    generate: GenerateSettings = GenerateSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -11,23 +11,25 @@ writing uses the standard library's zlib, whose output is the same in every proc
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
 import io
 import os
+import struct
 import tempfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from isal import igzip
+from isal import igzip, isal_zlib
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 GZIP_MAGIC = b"\x1f\x8b"
 _HEADER_BYTES = 540  # a NIfTI-2 header; NIfTI-1 needs 348 (+4 extension flag)
 _CHUNK = 1 << 20
+_STORED_BLOCK = 65535  # the most bytes one stored deflate block holds
 
 
 class NiftiReadError(Exception):
@@ -67,8 +69,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def sha256_bytes(data: bytes | Sequence[bytes | memoryview]) -> str:
+    """The sha256 of ``data``, or of the concatenation of a list of buffers."""
+    digest = hashlib.sha256()
+    for part in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+        digest.update(part)
+    return digest.hexdigest()
 
 
 def _open_stream(raw: bytes) -> io.BufferedIOBase:
@@ -238,12 +244,37 @@ def encode_nifti(array: np.ndarray, affine: np.ndarray, dtype=np.float32, compre
             every process (ISA-L's encoder once gave another, equally valid, encoding of the
             same voxels in a re-run; see intel/isa-l#140). ISA-L still does all reading.
     """
+    return b"".join(nifti_gzip_parts(array, affine, dtype, compresslevel, slope))
+
+
+def nifti_gzip_parts(array: np.ndarray, affine: np.ndarray, dtype=np.float32, compresslevel: int = 1,
+                     slope: float | None = None) -> list[bytes | memoryview]:
+    """``encode_nifti``'s bytes as a list of buffers, to write (and hash) one after the other.
+
+    Level 0 lays out stored deflate blocks over views of the voxel bytes: a volume already
+    in NIfTI's first-axis-fastest layout reaches the file with no copy in Python.
+    """
     if not 0 <= compresslevel <= 9:
         raise ValueError(f"compresslevel must be 0 (stored) to 9, got {compresslevel}")
     arr = np.asarray(array).astype(dtype, copy=False)
     affine = np.ascontiguousarray(affine, dtype=np.float64)
-    payload = _nifti1_prefix(arr.shape, affine.tobytes(), arr.dtype.str, slope) + arr.tobytes(order="F")
-    return gzip.compress(payload, compresslevel=compresslevel, mtime=0)
+    prefix = _nifti1_prefix(arr.shape, affine.tobytes(), arr.dtype.str, slope)
+    # NIfTI stores the first axis fastest: an array already laid out so (such as the
+    # model's outputs, see ``vae3d.model.pixel_shuffle_3d``) is written without a copy
+    voxels = memoryview(np.asfortranarray(arr).T.reshape(-1).view(np.uint8))
+    if compresslevel:  # exactly gzip.compress(..., mtime=0)
+        return [zlib.compress(prefix + voxels, compresslevel, wbits=31)]
+    # gzip's header and trailer as zlib writes them (mtime 0, OS Unix) around stored blocks
+    header = struct.pack("<BBBBLBB", 0x1F, 0x8B, 8, 0, 0, 4, 3)
+    crc = isal_zlib.crc32(voxels, isal_zlib.crc32(prefix))
+    trailer = struct.pack("<LL", crc, (len(prefix) + len(voxels)) & 0xFFFFFFFF)
+    first = prefix + voxels[: _STORED_BLOCK - len(prefix)]
+    blocks = [first] + [voxels[i : i + _STORED_BLOCK] for i in range(len(first) - len(prefix), len(voxels), _STORED_BLOCK)]
+    parts = [header]
+    for i, block in enumerate(blocks):
+        n = len(block)
+        parts += [struct.pack("<BHH", i == len(blocks) - 1, n, n ^ 0xFFFF), block]
+    return parts + [trailer]
 
 
 def save_volume(path: Path, array: np.ndarray, affine: np.ndarray, dtype=np.float32) -> Path:
@@ -255,8 +286,9 @@ def save_volume(path: Path, array: np.ndarray, affine: np.ndarray, dtype=np.floa
     return path
 
 
-def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` so readers see either the old file or the whole new one.
+def atomic_write_bytes(path: Path, data: bytes | Sequence[bytes | memoryview], durable: bool = True) -> None:
+    """Write ``data`` (or a list of buffers, one after the other) to ``path`` so readers see
+    either the old file or the whole new one.
 
     ``durable`` fsyncs the data before the rename, so the file also survives a power loss.
     Batch outputs whose checksum is verified on every re-run skip it (a torn file after a
@@ -269,7 +301,7 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            fh.writelines([data] if isinstance(data, (bytes, bytearray, memoryview)) else data)
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -280,7 +312,7 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
             Path(tmp).unlink(missing_ok=True)
         raise OSError(
             exc.errno,
-            f"cannot write {path} ({len(data)} bytes): {exc.strerror or exc}; nothing was left behind. "
+            f"cannot write {path} ({_nbytes(data)} bytes): {exc.strerror or exc}; nothing was left behind. "
             "Free space or fix the folder's permissions, then re-run: completed outputs are kept",
             str(path),
         ) from exc
@@ -288,6 +320,10 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _nbytes(data: bytes | Sequence[bytes | memoryview]) -> int:
+    return len(data) if isinstance(data, (bytes, bytearray)) else sum(memoryview(p).nbytes for p in data)
 
 
 def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:

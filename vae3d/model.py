@@ -34,11 +34,16 @@ class _Upsample(nn.Module):
 
 def pixel_shuffle_3d(x: torch.Tensor, p: int) -> torch.Tensor:
     """(B, C * p^3, D, H, W) -> (B, C, D*p, H*p, W*p): channel ``c * p^3 + i * p^2 + j * p + k``
-    becomes voxel ``(d*p + i, h*p + j, w*p + k)`` of output channel ``c``."""
+    becomes voxel ``(d*p + i, h*p + j, w*p + k)`` of output channel ``c``.
+
+    The shuffle copies the voxels once anyway; it lays them out first-axis-fastest (the
+    result is a transposed view of that buffer), NIfTI's order, so writing an output
+    volume needs no second, strided copy. Element-wise ops keep the layout.
+    """
     b, cp, d, h, w = x.shape
     c = cp // p**3
-    x = x.reshape(b, c, p, p, p, d, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
-    return x.reshape(b, c, d * p, h * p, w * p)
+    x = x.reshape(b, c, p, p, p, d, h, w).permute(0, 1, 7, 4, 6, 3, 5, 2)
+    return x.reshape(b, c, w * p, h * p, d * p).permute(0, 1, 4, 3, 2)
 
 
 class _Unpatchify(nn.Module):

@@ -50,9 +50,9 @@ def write_volume(output: Path, array: np.ndarray, affine: np.ndarray, provenance
     """
     if dtype == "int16":
         stored = array if array.dtype == np.int16 else io.quantize(array)
-        data = io.encode_nifti(stored, affine, np.int16, compresslevel, slope=io.INT16_STEP)
+        data = io.nifti_gzip_parts(stored, affine, np.int16, compresslevel, slope=io.INT16_STEP)
     elif dtype == "float32":
-        data = io.encode_nifti(array, affine, np.float32, compresslevel)
+        data = io.nifti_gzip_parts(array, affine, np.float32, compresslevel)
     else:
         raise ValueError(f"{output}: dtype must be 'int16' or 'float32', got {dtype!r}")
     io.atomic_write_bytes(output, data, durable=False)

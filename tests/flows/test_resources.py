@@ -1,4 +1,4 @@
-"""The process-wide model thread and writer: one model thread, bounded pending writes."""
+"""The process-wide model lanes and writer: bounded work in flight, OpenMP limits per lane."""
 
 from __future__ import annotations
 
@@ -7,16 +7,55 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 from flows import resources
 
 
-def test_model_calls_from_many_threads_run_on_one_thread():
+def test_model_calls_from_many_threads_run_on_the_lanes_with_their_own_thread_limit():
+    before = torch.get_num_threads()
     with ThreadPoolExecutor(4) as pool:
-        names = set(pool.map(lambda _: resources.model_call(lambda: threading.current_thread().name), range(16)))
-    assert len(names) == 1 and names.pop().startswith("vae3d-model")
+        seen = set(pool.map(lambda _: resources.model_call(
+            lambda: (threading.current_thread().name, torch.get_num_threads()), lanes=2), range(16)))
+    assert {name.rsplit("_", 1)[0] for name, _ in seen} == {"vae3d-model2"} and len(seen) <= 2
+    # each lane's OpenMP team is half of torch's threads; the rest of the process keeps its own
+    assert {threads for _, threads in seen} == {max(1, before // 2)}
+    assert torch.get_num_threads() == before
+    with ThreadPoolExecutor(1) as fresh:  # a thread started later gets torch's default too
+        assert fresh.submit(torch.get_num_threads).result() == before
     with pytest.raises(ZeroDivisionError):
         resources.model_call(lambda: 1 / 0)
+
+
+def test_model_map_keeps_order_and_bounds_the_calls_in_flight():
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def slow_square(i):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        return i * i
+
+    # two callers at once, as two Prefect task threads would be
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda r: list(resources.model_map(slow_square, r, lanes=2)), [range(20), range(20, 40)]))
+    assert results == [[i * i for i in range(20)], [i * i for i in range(20, 40)]]
+    assert peak[0] <= 2  # never more calls running than lanes
+
+
+def test_model_map_frees_its_slots_when_the_consumer_stops_or_a_call_fails():
+    gen = resources.model_map(lambda i: i, range(100), lanes=2)
+    assert next(gen) == 0
+    gen.close()  # the consumer stopped early: queued calls are dropped, slots come back
+    with pytest.raises(ZeroDivisionError):
+        list(resources.model_map(lambda i: 1 / (i - 3), range(10), lanes=2))
+    # all slots free again: a full run goes through without waiting on leaked slots
+    done = threading.Event()
+    threading.Thread(target=lambda: (list(resources.model_map(lambda i: i, range(50), lanes=2)), done.set())).start()
+    assert done.wait(10)
 
 
 def test_pending_writes_are_bounded_and_slots_come_back_after_failures():

@@ -48,6 +48,22 @@ def test_stored_gzip_is_larger_but_the_same_image():
         io.encode_nifti(array, np.eye(4), compresslevel=10)
 
 
+def test_stored_blocks_span_many_blocks_and_any_memory_layout_gives_the_same_file(tmp_path):
+    from isal import igzip
+
+    c_order = (np.random.default_rng(3).random((64, 48, 40)) * 1000).astype(np.int16)  # 4 stored blocks
+    f_order = np.asfortranarray(c_order)  # the layout the model's outputs have
+    data = io.encode_nifti(c_order, OBLIQUE, np.int16, compresslevel=0)
+    assert io.encode_nifti(f_order, OBLIQUE, np.int16, compresslevel=0) == data
+    assert gzip.decompress(data) == igzip.decompress(data)
+    assert b"".join(io.nifti_gzip_parts(f_order, OBLIQUE, np.int16, 0)) == data
+    path = tmp_path / "big.nii.gz"
+    io.atomic_write_bytes(path, io.nifti_gzip_parts(f_order, OBLIQUE, np.int16, 0))
+    assert path.read_bytes() == data and io.sha256_bytes(io.nifti_gzip_parts(f_order, OBLIQUE, np.int16, 0)) == \
+        io.sha256_bytes(data)
+    np.testing.assert_array_equal(np.asanyarray(nib.load(path).dataobj), c_order)
+
+
 @pytest.mark.parametrize("dtype", ["int16", "float32"])
 def test_write_volume_and_complete(tmp_path, dtype):
     array = np.random.default_rng(2).random((6, 6, 6)).astype(np.float32)

@@ -77,4 +77,7 @@ def test_pixel_shuffle_3d_inverts_the_patchify_layout(p):
     b, c, g = 2, 3, 2
     vol = torch.arange(b * c * (g * p) ** 3, dtype=torch.float32).reshape(b, c, g * p, g * p, g * p)
     patches = vol.reshape(b, c, g, p, g, p, g, p).permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(b, c * p**3, g, g, g)
-    assert torch.equal(pixel_shuffle_3d(patches, p), vol)
+    out = pixel_shuffle_3d(patches, p)
+    assert torch.equal(out, vol)
+    # laid out first-axis-fastest (NIfTI's order), so a writer copies nothing
+    assert out[0, 0].numpy().flags["F_CONTIGUOUS"]
