@@ -79,3 +79,11 @@ def test_write_volume_and_complete(tmp_path, dtype):
     assert complete(out) is None
     with pytest.raises(ValueError, match="dtype"):
         write_volume(tmp_path / "w.nii.gz", array, np.eye(4), prov, dtype="float64")
+
+
+def test_atomic_write_makes_missing_folders_and_leaves_no_temporaries(tmp_path):
+    target = tmp_path / "new" / "folder" / "out.bin"
+    io.atomic_write_bytes(target, [b"ab", memoryview(b"cd")], durable=False)
+    io.atomic_write_bytes(target.with_name("second.bin"), b"ef")
+    assert target.read_bytes() == b"abcd" and target.with_name("second.bin").read_bytes() == b"ef"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.bin", "second.bin"]
