@@ -117,7 +117,8 @@ def generate_section(r: dict) -> list[str]:
         "",
         f"- Target: end-to-end overhead < {t['overhead_fraction_max']:.0%} with the defaults: {_ok(ok)} "
         f"({r['overhead_fraction']:+.0%}), against the faster of the two decoder rows. The fixed cost of a "
-        f"flow run (creation, model lookup, run manifest, teardown) is {r.get('fixed_s', 0):.2f} s.",
+        f"flow run (creation, model lookup, run manifest, teardown) is {r.get('fixed_s', 0):.2f} s. "
+        "On a shared VM the rates move by about 10% between runs: compare rows of one run.",
         "",
         "| N | seconds | peak RSS MB |",
         "|---|---|---|",
