@@ -78,7 +78,6 @@ def _generate(root: Path, n: int, out: Path, **storage) -> float:
     from data_contracts.generation import GenerationRequest
     from flows.generate import run_generate
     from flows.settings import load_settings
-
     from flows.workspace import local_prefect_mode
 
     settings = load_settings(workspace=root)
