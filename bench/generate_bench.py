@@ -163,7 +163,7 @@ def run(n: int, mem_ns: list[int]) -> dict:
         "n": n, "size": SIZE, "flow_s": default["flow_s"], "decoder_only_s": t_dec,
         "flow_volumes_per_s": n / default["flow_s"], "decoder_volumes_per_s": n / t_dec,
         "decoder_plain_volumes_per_s": n / decoders["plain"], "decoder_lanes_volumes_per_s": n / decoders["lanes"],
-        "model_lanes": resources.default_lanes(), "torch_threads": torch.get_num_threads(),
+        "model_lanes": resources.resolve_lanes(), "torch_threads": torch.get_num_threads(),
         "overhead_fraction": default["overhead_fraction"], "fixed_s": t_fixed,
         "per_volume_overhead_fraction": default["per_volume_overhead_fraction"], "storage": flows, "memory": memory,
         "memory_ratio_largest_to_smallest": memory[-1]["peak_rss_mb"] / memory[0]["peak_rss_mb"] if memory else None,

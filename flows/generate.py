@@ -219,7 +219,7 @@ def _prefect(req: GenerationRequest, settings: Settings) -> PrefectSettings:
     more threads would add nothing but memory (each keeps its own malloc arena)."""
     prefect = settings.prefect
     if req.mode == "synthetic" and prefect.task_runner == "threads":
-        lanes = settings.generate.model_lanes or resources.default_lanes()
+        lanes = resources.resolve_lanes(settings.generate.model_lanes)
         return prefect.model_copy(update={"max_workers": min(prefect.max_workers, lanes)})
     return prefect
 

@@ -34,9 +34,10 @@ _POOLS_LOCK = threading.Lock()
 _MODEL_SLOTS: dict[int, threading.BoundedSemaphore] = {}
 
 
-def default_lanes() -> int:
-    """Two lanes where torch has two or more CPU threads, else one."""
-    return 2 if torch.get_num_threads() >= 2 else 1
+def resolve_lanes(requested: int = 0) -> int:
+    """The number of model lanes for a ``generate.model_lanes`` setting; 0 means the
+    default: two where torch has two or more CPU threads, else one."""
+    return requested or (2 if torch.get_num_threads() >= 2 else 1)
 
 
 def _limit_openmp(threads: int) -> None:
@@ -44,12 +45,11 @@ def _limit_openmp(threads: int) -> None:
     threadpool_limits(threads, user_api="openmp")
 
 
-def _pool(name: str, workers: int = 1, threads: int | None = None) -> ThreadPoolExecutor:
+def _pool(name: str, workers: int = 1, openmp_threads: int | None = None) -> ThreadPoolExecutor:
     with _POOLS_LOCK:
         if name not in _POOLS:
-            init = (_limit_openmp, (threads,)) if threads else (None, ())
-            _POOLS[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"vae3d-{name}",
-                                              initializer=init[0], initargs=init[1])
+            limit = {"initializer": _limit_openmp, "initargs": (openmp_threads,)} if openmp_threads else {}
+            _POOLS[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"vae3d-{name}", **limit)
         return _POOLS[name]
 
 
@@ -58,14 +58,14 @@ def _slots(lanes: int) -> threading.BoundedSemaphore:
         return _MODEL_SLOTS.setdefault(lanes, threading.BoundedSemaphore(2 * lanes))
 
 
-def _model_pool(lanes: int) -> tuple[ThreadPoolExecutor, int]:
-    lanes = lanes or default_lanes()
-    return _pool(f"model{lanes}", lanes, max(1, torch.get_num_threads() // lanes)), lanes
+def _model_pool(requested: int) -> tuple[ThreadPoolExecutor, int]:
+    n = resolve_lanes(requested)
+    return _pool(f"model{n}", n, max(1, torch.get_num_threads() // n)), n
 
 
 def model_call(fn: Callable, *args, lanes: int = 0, **kwargs):
     """``fn(*args, **kwargs)`` on one of the process's ``lanes`` model threads (0: the
-    default, see ``default_lanes``); waits and returns its result (or raises its exception).
+    default, see ``resolve_lanes``); waits and returns its result (or raises its exception).
     Calls beyond the lanes queue here instead of competing for the cores."""
     return _model_pool(lanes)[0].submit(fn, *args, **kwargs).result()
 

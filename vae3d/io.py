@@ -69,10 +69,15 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _buffers(data: bytes | Sequence[bytes | memoryview]) -> Sequence[bytes | memoryview]:
+    """One buffer, or a list of buffers to be taken one after the other, as a list."""
+    return [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+
+
 def sha256_bytes(data: bytes | Sequence[bytes | memoryview]) -> str:
     """The sha256 of ``data``, or of the concatenation of a list of buffers."""
     digest = hashlib.sha256()
-    for part in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+    for part in _buffers(data):
         digest.update(part)
     return digest.hexdigest()
 
@@ -304,7 +309,7 @@ def atomic_write_bytes(path: Path, data: bytes | Sequence[bytes | memoryview], d
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
-            fh.writelines([data] if isinstance(data, (bytes, bytearray, memoryview)) else data)
+            fh.writelines(_buffers(data))
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -315,7 +320,7 @@ def atomic_write_bytes(path: Path, data: bytes | Sequence[bytes | memoryview], d
             Path(tmp).unlink(missing_ok=True)
         raise OSError(
             exc.errno,
-            f"cannot write {path} ({_nbytes(data)} bytes): {exc.strerror or exc}; nothing was left behind. "
+            f"cannot write {path} ({sum(memoryview(p).nbytes for p in _buffers(data))} bytes): {exc.strerror or exc}; nothing was left behind. "
             "Free space or fix the folder's permissions, then re-run: completed outputs are kept",
             str(path),
         ) from exc
@@ -323,10 +328,6 @@ def atomic_write_bytes(path: Path, data: bytes | Sequence[bytes | memoryview], d
         if tmp:
             Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _nbytes(data: bytes | Sequence[bytes | memoryview]) -> int:
-    return len(data) if isinstance(data, (bytes, bytearray)) else sum(memoryview(p).nbytes for p in data)
 
 
 def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
