@@ -88,8 +88,9 @@ def _generate(root: Path, n: int, out: Path, **storage) -> float:
 
 
 def _decoder_only(root: Path, n: int, lanes: bool) -> float:
-    """Seconds to decode ``n`` prior samples in batches of 4, nothing else: in a plain loop
-    on the calling thread (torch's default threads), or on the flow's model lanes."""
+    """Seconds to decode ``n`` prior samples in batches of 4 on the flow's device, nothing
+    else: in a plain loop on the calling thread (torch's default threads), or on the flow's
+    model lanes."""
     from vae3d.generation import synthesize
     from vae3d.model import VAE3D
     from vae3d.training import load_checkpoint
@@ -97,7 +98,7 @@ def _decoder_only(root: Path, n: int, lanes: bool) -> float:
     state = load_checkpoint(root / "best.pt")
     model = VAE3D(**state["hparams"])
     model.load_state_dict(state["model"])
-    model.eval()
+    model.to(_device()).eval()
     groups = [list(range(s, min(n, s + 4))) for s in range(0, n, 4)]
     decode = functools.partial(synthesize, model, seed=0)
     if lanes:
@@ -112,6 +113,13 @@ def _decoder_only(root: Path, n: int, lanes: bool) -> float:
     for group in groups:
         decode(group)
     return time.perf_counter() - t
+
+
+def _device() -> torch.device:
+    from flows.settings import load_settings
+    from vae3d.device import resolve_device
+
+    return resolve_device(load_settings().generate.device)
 
 
 def _decoders(root: Path, n: int) -> dict[str, float]:
@@ -163,7 +171,7 @@ def run(n: int, mem_ns: list[int]) -> dict:
         "n": n, "size": SIZE, "flow_s": default["flow_s"], "decoder_only_s": t_dec,
         "flow_volumes_per_s": n / default["flow_s"], "decoder_volumes_per_s": n / t_dec,
         "decoder_plain_volumes_per_s": n / decoders["plain"], "decoder_lanes_volumes_per_s": n / decoders["lanes"],
-        "model_lanes": resources.resolve_lanes(), "torch_threads": torch.get_num_threads(),
+        "model_lanes": resources.resolve_lanes(), "torch_threads": torch.get_num_threads(), "device": str(_device()),
         "overhead_fraction": default["overhead_fraction"], "fixed_s": t_fixed,
         "per_volume_overhead_fraction": default["per_volume_overhead_fraction"], "storage": flows, "memory": memory,
         "memory_ratio_largest_to_smallest": memory[-1]["peak_rss_mb"] / memory[0]["peak_rss_mb"] if memory else None,

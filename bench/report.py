@@ -94,7 +94,8 @@ def generate_section(r: dict) -> list[str]:
     lines = [
         "## Generation (issue 6)",
         f"`python -m bench.generate_bench --n {r['n']}` on {_machine(r)}. "
-        f"{r['n']} synthetic {r['size']}^3 volumes from a briefly trained model, batch 4.",
+        f"{r['n']} synthetic {r['size']}^3 volumes from a briefly trained model, batch 4, "
+        f"model on {r.get('device', 'cpu')}.",
         "",
         "| path | storage | MB / volume | volumes/s | end-to-end overhead | per-volume overhead (fixed cost removed) |",
         "|---|---|---|---|---|---|",
@@ -108,7 +109,6 @@ def generate_section(r: dict) -> list[str]:
         ]
     else:
         lines.append(f"| decoder forward only (plain loop) | – | – | {r['decoder_volumes_per_s']:.1f} | – | – |")
-    lines
     for i, x in enumerate(r.get("storage", [])):
         label = "`generate synthetic` through Prefect" + (" (defaults)" if i == 0 else "")
         lines.append(f"| {label} | {x['dtype']}, gzip level {x['compression']} | {x['mb_per_volume']:.2f} | "

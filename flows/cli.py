@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.allocator import tune_allocator
 from flows.settings import Settings, load_settings
 from flows.workspace import Workspace, configure_environment, local_prefect_mode
 
@@ -65,6 +66,7 @@ def settings(**overrides) -> Settings:
         console.print(f"[red]Invalid settings:[/red] {exc}")
         raise typer.Exit(2) from None
     configure_environment(Workspace.at(s.workspace))
+    tune_allocator()
     ctx = click.get_current_context(silent=True)
     if ctx is not None:  # until the command ends
         ctx.with_resource(local_prefect_mode())

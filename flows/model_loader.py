@@ -11,6 +11,7 @@ from data_contracts.generation import ModelRef
 from flows.settings import Settings
 from flows.tracking import init_store
 from flows.workspace import Workspace
+from vae3d.device import resolve_device
 
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 
@@ -31,16 +32,20 @@ def resolve(uri: str, settings: Settings) -> ModelRef:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(pinned: str, tracking: str):
+def _load(pinned: str, tracking: str, device: str):
     mlflow.set_tracking_uri(tracking)
     mlflow.set_registry_uri(tracking)
-    return mlflow.pyfunc.load_model(pinned).unwrap_python_model()
+    wrapper = mlflow.pyfunc.load_model(pinned).unwrap_python_model()
+    wrapper.model.to(device)
+    return wrapper
 
 
 def load(ref: ModelRef, settings: Settings):
-    """The verified model wrapper (``.model``, ``.meta``), loaded once per process."""
+    """The verified model wrapper (``.model``, ``.meta``), loaded once per process and
+    placed on ``settings.generate.device``."""
     client, _ = init_store(Workspace.at(settings.workspace), settings.mlflow)
-    wrapper = _load(f"models:/{ref.name}/{ref.version}", client.tracking_uri)
+    device = str(resolve_device(settings.generate.device))
+    wrapper = _load(f"models:/{ref.name}/{ref.version}", client.tracking_uri, device)
     if ref.weights_sha256 and wrapper.meta["weights_sha256"] != ref.weights_sha256:
         raise RuntimeError(
             f"{ref.name} v{ref.version}: weights sha256 {wrapper.meta['weights_sha256']} differ from "

@@ -26,6 +26,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 from threadpoolctl import threadpool_limits
 
+from flows.allocator import tune_allocator
+
 WRITE_SLOTS = 2
 
 _WRITE_SLOTS = threading.BoundedSemaphore(WRITE_SLOTS)
@@ -59,6 +61,7 @@ def _slots(lanes: int) -> threading.BoundedSemaphore:
 
 
 def _model_pool(requested: int) -> tuple[ThreadPoolExecutor, int]:
+    tune_allocator()  # once per process: lanes free and take tens of MB per batch
     n = resolve_lanes(requested)
     return _pool(f"model{n}", n, max(1, torch.get_num_threads() // n)), n
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from vae3d.device import DEVICE_HELP, check_device_name
 
 
 class ModelConfig(BaseModel):
@@ -48,8 +50,13 @@ class TrainConfig(BaseModel):
     # pixel-shuffle head both layouts run within 2% (BENCHMARKS.md), so the plain one
     channels_last: bool = False
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
-    device: str = "auto"
+    device: str = Field("auto", description=DEVICE_HELP)
     model: ModelConfig = ModelConfig()
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        return check_device_name(v)
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")

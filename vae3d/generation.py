@@ -2,7 +2,9 @@
 
 Every output index has its own random stream (seeded from the request seed and the index),
 so output ``i`` is the same whether it is generated alone, in a batch, or in a re-run
-that skips the outputs already on disk.
+that skips the outputs already on disk. The random numbers are drawn on the CPU whatever
+the model's device, so a GPU decodes the same latents as the CPU; results come back on
+the CPU.
 """
 
 from __future__ import annotations
@@ -15,19 +17,21 @@ from vae3d.io import INT16_SCALE
 from vae3d.model import VAE3D
 
 
-def output_generator(seed: int, index: int, device: torch.device | str = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed((int(seed) * 1_000_003 + int(index)) % (2**63 - 1))
+def output_generator(seed: int, index: int) -> torch.Generator:
+    """The CPU random stream of output ``index`` of a request with ``seed``."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(index)) % (2**63 - 1))
+
+
+def _normal(shape: Sequence[int], seed: int, index: int) -> torch.Tensor:
+    return torch.randn(tuple(shape), generator=output_generator(seed, index))
 
 
 @torch.no_grad()
 def synthesize(model: VAE3D, indices: Sequence[int], seed: int, temperature: float = 1.0) -> torch.Tensor:
-    """Decode prior samples for the given output indices: (len(indices), 1, S, S, S) in [0, 1]."""
+    """Decode prior samples for the given output indices: (len(indices), 1, S, S, S) in [0, 1], on the CPU."""
     p = next(model.parameters())
-    z = torch.stack([
-        torch.randn(model.latent_shape, generator=output_generator(seed, i, p.device), device=p.device)
-        for i in indices
-    ])
-    return model.decode(z.to(p.dtype) * temperature).float().clamp_(0.0, 1.0)
+    z = torch.stack([_normal(model.latent_shape, seed, i) for i in indices]).to(p.device, p.dtype)
+    return model.decode(z * temperature).float().clamp_(0.0, 1.0).cpu()
 
 
 @torch.no_grad()
@@ -42,15 +46,12 @@ def latent_variants(
             posterior-mean reconstruction, 1 a posterior sample.
 
     Returns:
-        (len(variant_indices), 1, S, S, S) in [0, 1].
+        (len(variant_indices), 1, S, S, S) in [0, 1], on the CPU.
     """
-    mu, logvar = model.encode(x)
+    mu, logvar = model.encode(x.to(model.device))
     sigma = torch.exp(0.5 * logvar)
-    z = torch.cat([
-        mu + scale * sigma * torch.randn(mu.shape, generator=output_generator(seed, v, mu.device), device=mu.device)
-        for v in variant_indices
-    ])
-    return model.decode(z).float().clamp_(0.0, 1.0)
+    z = torch.cat([mu + scale * sigma * _normal(mu.shape, seed, v).to(mu.device) for v in variant_indices])
+    return model.decode(z).float().clamp_(0.0, 1.0).cpu()
 
 
 def quantize(volumes: torch.Tensor) -> torch.Tensor:

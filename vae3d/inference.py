@@ -1,6 +1,7 @@
 """What a trained model is used for: reconstruct/denoise, anomaly maps and scores, embeddings.
 
-Tensors in, tensors out; batching and I/O belong to the caller.
+Tensors in, tensors out; batching and I/O belong to the caller. Inputs are moved to the
+model's device and results come back on the CPU, so a caller never tracks devices.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from vae3d.model import VAE3D
 @torch.no_grad()
 def reconstruct(model: VAE3D, x: torch.Tensor) -> torch.Tensor:
     """Posterior-mean reconstruction, clipped to the training range [0, 1]. (B,1,S,S,S)."""
-    return model.reconstruct(x).float().clamp_(0.0, 1.0)
+    return model.reconstruct(x.to(model.device)).float().clamp_(0.0, 1.0).cpu()
 
 
 @torch.no_grad()
 def embed(model: VAE3D, x: torch.Tensor) -> torch.Tensor:
     """Latent means flattened to vectors: (B, prod(latent_shape))."""
-    return model.encode(x)[0].float().flatten(1)
+    return model.encode(x.to(model.device))[0].float().flatten(1).cpu()
 
 
 @torch.no_grad()

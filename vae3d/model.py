@@ -162,6 +162,11 @@ class VAE3D(nn.Module):
             self.from_flat = nn.Linear(flat_latent, n_grid)
 
     @property
+    def device(self) -> torch.device:
+        """Where the weights are (inputs are moved here by ``vae3d.inference`` and ``vae3d.generation``)."""
+        return next(self.parameters()).device
+
+    @property
     def latent_shape(self) -> tuple[int, ...]:
         """Shape of one sample's latent (without the batch axis)."""
         if self.flat_latent is not None:

@@ -69,3 +69,11 @@ def test_help_teaches_every_stage():
                          timeout=60)
     for command in ("sample-data", "ingest", "preprocess", "train", "generate", "evaluate", "serve", "demo"):
         assert command in out.stdout
+
+
+def test_the_generate_device_is_a_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE3D_GENERATE__DEVICE", "cpu")
+    assert load_settings(workspace=tmp_path).generate.device == "cpu"
+    monkeypatch.setenv("VAE3D_GENERATE__DEVICE", "graphics-card")
+    with pytest.raises(ValueError, match="generate.device"):
+        load_settings(workspace=tmp_path)

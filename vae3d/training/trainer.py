@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from vae3d.device import resolve_device
 from vae3d.io import remove_stale_temporaries
 from vae3d.losses import VAELoss, kl_weight
 from vae3d.metrics import psnr_ssim
@@ -59,12 +60,6 @@ class TrainResult:
     stopped_early: bool = False
     last_checkpoint: Path | None = None
     best_checkpoint: Path | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_model(config: TrainConfig, input_size: int) -> VAE3D:
