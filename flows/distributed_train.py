@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from data_contracts import DatasetIndex
+from flows.allocator import tune_allocator
 from flows.settings import load_settings
 from flows.workspace import Workspace, configure_environment
 
@@ -48,6 +49,7 @@ def _train(a, rank: int) -> None:
     settings = load_settings(a.config, workspace=a.workspace)
     ws = Workspace.at(settings.workspace)
     configure_environment(ws)
+    tune_allocator()
     from flows.tracking import MlflowCallback, init_store
     from flows.train import log_review, register_model, run_key, start_run
     from vae3d.data import load_volumes
