@@ -9,9 +9,9 @@ below, 41, and the decoder's own speed went from 107-111 to 127 volumes/s on one
 (from 126-129 to 133-135 on two model lanes). PyTorch's CPU tuning
 guide answers with jemalloc or tcmalloc through ``LD_PRELOAD``, which a pip-installed
 command cannot rely on; glibc's own ``mallopt`` does the same job for this pattern.
-The price is memory kept for reuse: in ``vae3d generate synthetic`` (64^3, 2 lanes) peak
-RSS settles about 50 MB higher (740 instead of 688 MB) after about 100 volumes, then stays
-flat (N=500 to 2000 within 3%), while the run got about a third faster end to end.
+The price is memory kept for reuse: in ``vae3d generate synthetic`` (64^3, 2 lanes, a
+fresh process) peak RSS settles 50-75 MB higher (730-765 instead of 673-688 MB) after
+about 100 volumes, then stays flat up to N=2000; that N=2000 run took 23 s instead of 31.
 
 Set once per process by the entry points (the ``vae3d`` command, each torchrun rank, and
 the first model lane of a process, so Dask workers too). Left alone where the user tunes
