@@ -6,9 +6,11 @@ synthetic`` runs through Prefect end to end (sampling, decode, NIfTI write, side
 manifest) with the default output settings and with the other storage options. The ratio
 to decoding the same number of volumes with nothing else (measured before and after, in the
 same process, both in a plain loop and on the flow's model lanes; the faster is the
-baseline) is the overhead. Peak memory is measured in separate processes at two N.
+baseline) is the overhead: the median of ``--repeats`` runs, each between two decoder
+measurements, since a shared VM's speed drifts by 10% from minute to minute. Peak memory is
+measured in separate processes at two N (the median of ``--repeats`` processes each).
 
-    python -m bench.generate_bench --n 1000 --mem-n 10 500
+    python -m bench.generate_bench --n 1000 --mem-n 10 500 --repeats 3
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import functools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -136,7 +139,30 @@ def _child(root: str, n: int) -> None:
                       "peak_rss_mb": peak_rss_mb()}))
 
 
-def run(n: int, mem_ns: list[int]) -> dict:
+def _flow_row(root: Path, n: int, storage: dict) -> dict:
+    out = root / "out"
+    t = _generate(root, n, out, **storage)
+    size = sum(p.stat().st_size for p in out.glob("*.nii.gz"))
+    shutil.rmtree(out)
+    return {**storage, "flow_s": t, "mb_per_volume": size / n / 2**20}
+
+
+def _memory(root: Path, n: int, env: dict) -> dict:
+    p = subprocess.run([sys.executable, "-m", "bench.generate_bench", "--child", str(root), str(n)],
+                       capture_output=True, text=True, env=env, check=True)
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _median(rows: list[dict], key: str) -> dict:
+    """The row with the median ``key`` (the lower middle one of an even count)."""
+    return sorted(rows, key=lambda r: r[key])[(len(rows) - 1) // 2]
+
+
+def run(n: int, mem_ns: list[int], repeats: int = 3) -> dict:
+    """The default storage is timed ``repeats`` times, each between two decoder-only
+    measurements (its baseline is their mean, the faster way); the overhead reported is the
+    median of the repeats, with their range. Peak memory is the median of ``repeats``
+    processes per N."""
     root = Path(tempfile.mkdtemp(prefix="vae3d-genbench-"))
     env = {**os.environ, "PREFECT_HOME": str(root / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -145,34 +171,34 @@ def run(n: int, mem_ns: list[int]) -> dict:
     _generate(root, 4, root / "warm")  # start Prefect's server and load the model once
     # the fixed cost of one flow run (creation, model lookup, manifest, Prefect's teardown)
     t_fixed = min(_generate(root, 4, root / f"small{i}") for i in range(3)) - _decoder_only(root, 4, lanes=True)
-    before = _decoders(root, n)
-    flows = []
-    for storage in STORAGE:
-        out = root / "out"
-        t = _generate(root, n, out, **storage)
-        size = sum(p.stat().st_size for p in out.glob("*.nii.gz"))
-        shutil.rmtree(out)
-        flows.append({**storage, "flow_s": t, "mb_per_volume": size / n / 2**20})
-    after = _decoders(root, n)
-    decoders = {k: (before[k] + after[k]) / 2 for k in before}
-    t_dec = min(decoders.values())  # the faster decoder is the baseline: the stricter ratio
+    decs, repeats_rows = [_decoders(root, n)], []
+    for _ in range(repeats):
+        repeats_rows.append(_flow_row(root, n, STORAGE[0]))
+        decs.append(_decoders(root, n))
+    for row, (a, b) in zip(repeats_rows, zip(decs, decs[1:])):
+        row["decoder_s"] = min((a[k] + b[k]) / 2 for k in a)  # the faster decoder: the stricter ratio
+        row["overhead_fraction"] = row["flow_s"] / row["decoder_s"] - 1.0
+    flows = [dict(_median(repeats_rows, "overhead_fraction"))]
+    flows += [_flow_row(root, n, storage) for storage in STORAGE[1:]]
+    decs.append(_decoders(root, n))
+    decoders = {k: statistics.mean(d[k] for d in decs) for k in decs[0]}
+    for row in flows[1:]:
+        row["decoder_s"] = min(decoders.values())
+        row["overhead_fraction"] = row["flow_s"] / row["decoder_s"] - 1.0
     for row in flows:
         row["volumes_per_s"] = n / row["flow_s"]
-        row["overhead_fraction"] = row["flow_s"] / t_dec - 1.0
-        row["per_volume_overhead_fraction"] = (row["flow_s"] - t_fixed) / t_dec - 1.0
-    memory = []
-    for m in mem_ns:
-        p = subprocess.run([sys.executable, "-m", "bench.generate_bench", "--child", str(root), str(m)],
-                           capture_output=True, text=True, env=env, check=True)
-        memory.append(json.loads(p.stdout.strip().splitlines()[-1]))
+        row["per_volume_overhead_fraction"] = (row["flow_s"] - t_fixed) / row["decoder_s"] - 1.0
+    runs = [[_memory(root, m, env) for _ in range(repeats)] for m in mem_ns]
+    memory = [{**_median(rs, "peak_rss_mb"), "peak_rss_mb_runs": [r["peak_rss_mb"] for r in rs]} for rs in runs]
     shutil.rmtree(root, ignore_errors=True)
     default = flows[0]
     return {
-        "n": n, "size": SIZE, "flow_s": default["flow_s"], "decoder_only_s": t_dec,
-        "flow_volumes_per_s": n / default["flow_s"], "decoder_volumes_per_s": n / t_dec,
+        "n": n, "size": SIZE, "repeats": repeats, "flow_s": default["flow_s"], "decoder_only_s": default["decoder_s"],
+        "flow_volumes_per_s": n / default["flow_s"], "decoder_volumes_per_s": n / default["decoder_s"],
         "decoder_plain_volumes_per_s": n / decoders["plain"], "decoder_lanes_volumes_per_s": n / decoders["lanes"],
         "model_lanes": resources.resolve_lanes(), "torch_threads": torch.get_num_threads(), "device": str(_device()),
         "overhead_fraction": default["overhead_fraction"], "fixed_s": t_fixed,
+        "overhead_fraction_runs": [r["overhead_fraction"] for r in repeats_rows],
         "per_volume_overhead_fraction": default["per_volume_overhead_fraction"], "storage": flows, "memory": memory,
         "memory_ratio_largest_to_smallest": memory[-1]["peak_rss_mb"] / memory[0]["peak_rss_mb"] if memory else None,
         "targets": {"overhead_fraction_max": 0.15, "memory_ratio_max": 1.10},
@@ -186,8 +212,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--mem-n", type=int, nargs="+", default=[10, 500])
+    ap.add_argument("--repeats", type=int, default=3, help="timed flows of the default storage, and processes per N")
     a = ap.parse_args()
-    result = run(a.n, a.mem_n)
+    result = run(a.n, a.mem_n, a.repeats)
     print(json.dumps(result, indent=1))
     print(write_result("generate", result))
 

@@ -88,6 +88,13 @@ def train_section(r: dict) -> list[str]:
     return lines + [""]
 
 
+def _runs(r: dict) -> str:
+    runs = r.get("overhead_fraction_runs", [])
+    if len(runs) < 2:
+        return ""
+    return f", the median of {len(runs)} runs: " + ", ".join(f"{x:+.0%}" for x in runs)
+
+
 def generate_section(r: dict) -> list[str]:
     t = r["targets"]
     ok = r["overhead_fraction"] < t["overhead_fraction_max"]
@@ -116,13 +123,15 @@ def generate_section(r: dict) -> list[str]:
     lines += [
         "",
         f"- Target: end-to-end overhead < {t['overhead_fraction_max']:.0%} with the defaults: {_ok(ok)} "
-        f"({r['overhead_fraction']:+.0%}), against the faster of the two decoder rows. The fixed cost of a "
+        f"({r['overhead_fraction']:+.0%}{_runs(r)}), against the faster of the two decoder rows. The fixed cost of a "
         f"flow run (creation, model lookup, run manifest, teardown) is {r.get('fixed_s', 0):.2f} s. "
         "On a shared VM the rates move by about 10% between runs: compare rows of one run.",
         "",
         "| N | seconds | peak RSS MB |",
         "|---|---|---|",
-        *[f"| {m['n']} | {m['seconds']:.1f} | {m['peak_rss_mb']:.0f} |" for m in r["memory"]],
+        *[f"| {m['n']} | {m['seconds']:.1f} | {m['peak_rss_mb']:.0f}"
+          f"{' (runs: ' + ', '.join(f'{x:.0f}' for x in m['peak_rss_mb_runs']) + ')' if len(m.get('peak_rss_mb_runs', [])) > 1 else ''} |"
+          for m in r["memory"]],
         "",
         f"Peak memory ratio N={r['memory'][-1]['n']} / N={r['memory'][0]['n']}: {r['memory_ratio_largest_to_smallest']:.3f} "
         f"(target <= {t['memory_ratio_max']}: {_ok(r['memory_ratio_largest_to_smallest'] <= t['memory_ratio_max'])}).",
