@@ -42,7 +42,8 @@ def resolve_lanes(requested: int = 0) -> int:
     return requested or (2 if torch.get_num_threads() >= 2 else 1)
 
 
-def _limit_openmp(threads: int) -> None:
+def _start_lane(threads: int) -> None:
+    tune_allocator()  # once per process: lanes free and take tens of MB per batch
     torch.get_num_threads()  # torch sizes a thread's OpenMP team on first use: let it, then limit
     threadpool_limits(threads, user_api="openmp")
 
@@ -50,8 +51,8 @@ def _limit_openmp(threads: int) -> None:
 def _pool(name: str, workers: int = 1, openmp_threads: int | None = None) -> ThreadPoolExecutor:
     with _POOLS_LOCK:
         if name not in _POOLS:
-            limit = {"initializer": _limit_openmp, "initargs": (openmp_threads,)} if openmp_threads else {}
-            _POOLS[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"vae3d-{name}", **limit)
+            lane = {"initializer": _start_lane, "initargs": (openmp_threads,)} if openmp_threads else {}
+            _POOLS[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"vae3d-{name}", **lane)
         return _POOLS[name]
 
 
@@ -61,7 +62,6 @@ def _slots(lanes: int) -> threading.BoundedSemaphore:
 
 
 def _model_pool(requested: int) -> tuple[ThreadPoolExecutor, int]:
-    tune_allocator()  # once per process: lanes free and take tens of MB per batch
     n = resolve_lanes(requested)
     return _pool(f"model{n}", n, max(1, torch.get_num_threads() // n)), n
 

@@ -24,7 +24,7 @@ from pydantic_settings import (
 
 from data_contracts import SplitFractions, VolumeLimits
 from vae3d.config import TrainConfig
-from vae3d.device import DEVICE_HELP, check_device_name
+from vae3d.device import DEVICE_HELP, DeviceName
 
 _CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("config", default=None)
 
@@ -90,12 +90,7 @@ class GenerateSettings(_Section):
         0, ge=0, description="model calls run at once per process, each on 1/lanes of torch's CPU threads; "
         "0: two where torch has two or more threads, else one",
     )
-    device: str = Field("auto", description=f"where generate and evaluate run the model: {DEVICE_HELP}")
-
-    @field_validator("device")
-    @classmethod
-    def _device_name(cls, v: str) -> str:
-        return check_device_name(v)
+    device: DeviceName = Field("auto", description=f"where generate and evaluate run the model: {DEVICE_HELP}")
 
 
 class Settings(BaseSettings):

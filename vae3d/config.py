@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from vae3d.device import DEVICE_HELP, check_device_name
+from vae3d.device import DeviceName
 
 
 class ModelConfig(BaseModel):
@@ -50,13 +50,8 @@ class TrainConfig(BaseModel):
     # pixel-shuffle head both layouts run within 2% (BENCHMARKS.md), so the plain one
     channels_last: bool = False
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
-    device: str = Field("auto", description=DEVICE_HELP)
+    device: DeviceName = "auto"
     model: ModelConfig = ModelConfig()
-
-    @field_validator("device")
-    @classmethod
-    def _device_name(cls, v: str) -> str:
-        return check_device_name(v)
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")

@@ -7,7 +7,10 @@ is placed, with the fix in the message.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import AfterValidator, Field
 
 DEVICE_HELP = "'auto' (a CUDA GPU when one is visible, else the CPU), 'cpu', 'cuda' or 'cuda:N'"
 
@@ -21,6 +24,10 @@ def check_device_name(name: str) -> str:
     except (RuntimeError, ValueError):
         raise ValueError(f"device {name!r} is not a torch device; use {DEVICE_HELP}") from None
     return name
+
+
+# a settings field holding a device name, checked when the settings are built
+DeviceName = Annotated[str, AfterValidator(check_device_name), Field(description=DEVICE_HELP)]
 
 
 def resolve_device(name: str) -> torch.device:
