@@ -118,6 +118,40 @@ def _decoder_only(root: Path, n: int, lanes: bool) -> float:
     return time.perf_counter() - t
 
 
+def _write_path(root: Path, n: int, writers: int) -> float:
+    """Seconds to write ``n`` decoded volumes with their checksums and sidecars on
+    ``writers`` writer threads, with no model running: the most a decoder can be fed
+    through one process's writers (a GPU decoding faster than this is write-bound)."""
+    from data_contracts.generation import GenerationRequest, ModelRef
+    from flows.generate import _provenance
+    from vae3d.generation import quantize, synthesize
+    from vae3d.model import VAE3D
+    from vae3d.outputs import write_volume
+    from vae3d.preprocessing import template_affine
+    from vae3d.training import load_checkpoint
+
+    state = load_checkpoint(root / "best.pt")
+    model = VAE3D(**state["hparams"]).eval()
+    model.load_state_dict(state["model"])
+    batches = [quantize(synthesize(model, range(i, i + 4), seed=0)) for i in range(0, 16, 4)]
+    req = GenerationRequest(mode="synthetic", n=n, seed=0, batch_size=4)
+    ref = ModelRef(uri="models:/vae3d@champion", name="vae3d", version="1", weights_sha256="0" * 64)
+    affine, out = template_affine((SIZE,) * 3, (192.0 / SIZE,) * 3), root / "writes"
+
+    def write(start: int, vols: torch.Tensor) -> None:
+        for i, v in enumerate(vols, start):
+            write_volume(out / f"w_{i:06d}.nii.gz", v[0].numpy(), affine, _provenance(req, ref, i), dtype="int16")
+
+    write(0, batches[0])  # the folder, the header cache
+    t = time.perf_counter()
+    futures = [resources.submit_write(write, s, batches[(s // 4) % 4], writers=writers) for s in range(0, n, 4)]
+    for f in futures:
+        f.result()
+    seconds = time.perf_counter() - t
+    shutil.rmtree(out)
+    return seconds
+
+
 def _device() -> torch.device:
     from flows.settings import load_settings
     from vae3d.device import resolve_device
@@ -188,6 +222,9 @@ def run(n: int, mem_ns: list[int], repeats: int = 3) -> dict:
     for row in flows:
         row["volumes_per_s"] = n / row["flow_s"]
         row["per_volume_overhead_fraction"] = (row["flow_s"] - t_fixed) / row["decoder_s"] - 1.0
+    # write path alone, one writer and one per core (the GPU default on a machine of this size)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    writes = {w: n / statistics.median(_write_path(root, n, w) for _ in range(repeats)) for w in sorted({1, cores})}
     runs = [[_memory(root, m, env) for _ in range(repeats)] for m in mem_ns]
     memory = [{**_median(rs, "peak_rss_mb"), "peak_rss_mb_runs": [r["peak_rss_mb"] for r in rs]} for rs in runs]
     shutil.rmtree(root, ignore_errors=True)
@@ -197,6 +234,7 @@ def run(n: int, mem_ns: list[int], repeats: int = 3) -> dict:
         "flow_volumes_per_s": n / default["flow_s"], "decoder_volumes_per_s": n / default["decoder_s"],
         "decoder_plain_volumes_per_s": n / decoders["plain"], "decoder_lanes_volumes_per_s": n / decoders["lanes"],
         "model_lanes": resources.resolve_lanes(), "torch_threads": torch.get_num_threads(), "device": str(_device()),
+        "writers": resources.resolve_writers(0, _device()), "write_path_volumes_per_s": writes,
         "overhead_fraction": default["overhead_fraction"], "fixed_s": t_fixed,
         "overhead_fraction_runs": [r["overhead_fraction"] for r in repeats_rows],
         "per_volume_overhead_fraction": default["per_volume_overhead_fraction"], "storage": flows, "memory": memory,

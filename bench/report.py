@@ -116,6 +116,9 @@ def generate_section(r: dict) -> list[str]:
         ]
     else:
         lines.append(f"| decoder forward only (plain loop) | – | – | {r['decoder_volumes_per_s']:.1f} | – | – |")
+    for writers, rate in r.get("write_path_volumes_per_s", {}).items():
+        lines.append(f"| write path alone, no model (checksum, NIfTI, sidecar), {writers} writer thread"
+                     f"{'s' if int(writers) > 1 else ''} | int16, gzip level 0 | – | {rate:.1f} | – | – |")
     for i, x in enumerate(r.get("storage", [])):
         label = "`generate synthetic` through Prefect" + (" (defaults)" if i == 0 else "")
         lines.append(f"| {label} | {x['dtype']}, gzip level {x['compression']} | {x['mb_per_volume']:.2f} | "
@@ -125,7 +128,10 @@ def generate_section(r: dict) -> list[str]:
         f"- Target: end-to-end overhead < {t['overhead_fraction_max']:.0%} with the defaults: {_ok(ok)} "
         f"({r['overhead_fraction']:+.0%}{_runs(r)}), against the faster of the two decoder rows. The fixed cost of a "
         f"flow run (creation, model lookup, run manifest, teardown) is {r.get('fixed_s', 0):.2f} s. "
-        "On a shared VM the rates move by about 10% between runs: compare rows of one run.",
+        "On a shared VM the rates move by about 10% between runs: compare rows of one run."
+        + (f" The flow wrote with {r['writers']} writer thread{'s' if r['writers'] > 1 else ''} (`generate.writers`"
+           " default for this device); the write-path rows are the most any decoder can be fed per process."
+           if "writers" in r else ""),
         "",
         "| N | seconds | peak RSS MB |",
         "|---|---|---|",

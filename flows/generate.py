@@ -64,7 +64,7 @@ def _prepare(path: str, chain):
 def synthetic_batch(indices: list[int], req: GenerationRequest, ref: ModelRef, settings: Settings,
                     out_dir: str) -> tuple[list[OutputRecord], int]:
     """Decode ``indices`` in sub-batches of ``req.batch_size`` on the model lanes; the
-    process's writer thread writes each sub-batch while the next ones decode
+    process's writer threads write each sub-batch while the next ones decode
     (``flows.resources``)."""
     paths = {i: Path(out_dir) / f"synthetic_seed{req.seed}_{i:06d}.nii.gz" for i in indices}
     done = {i: complete(p) for i, p in paths.items()}
@@ -82,7 +82,8 @@ def synthetic_batch(indices: list[int], req: GenerationRequest, ref: ModelRef, s
     # result) never depends on what an interrupted run left behind
     todo = [g for g in groups if not all(done[i] for i in g)]
     decoded = resources.model_map(lambda g: _decode(wrapper.model, g, req), todo, settings.generate.model_lanes)
-    writes = [resources.submit_write(write, group, vols) for group, vols in zip(todo, decoded)]
+    writers = resources.resolve_writers(settings.generate.writers, wrapper.model.device)
+    writes = [resources.submit_write(write, group, vols, writers=writers) for group, vols in zip(todo, decoded)]
     records = [r for w in writes for r in w.result()]
     records += [done[i] for g in groups if all(done[i] for i in g) for i in g]
     return records, sum(d is not None for d in done.values())

@@ -4,8 +4,9 @@ Prefect runs a flow's tasks in several threads (or Dask worker processes). Left 
 each task thread would call the model itself and keep its own writer, so CPU contention
 and memory would grow with the number of tasks in flight, and so with N: every thread
 that calls torch gets its own OpenMP team and its own malloc arena full of activations.
-Here model calls run on a fixed set of model *lanes* and every output write on one writer
-thread, with at most ``WRITE_SLOTS`` decoded batches waiting for the writer. Reading,
+Here model calls run on a fixed set of model *lanes* and every output write on a fixed set
+of writer threads (one while the model decodes on the CPU, see ``resolve_writers``), with at
+most ``WRITE_SLOTS`` decoded batches per writer waiting. Reading,
 preprocessing and writing overlap with the model. The workers live in a module of their
 own, reached through functions, so Dask pickles the tasks that use them by reference.
 
@@ -18,6 +19,7 @@ process keeps torch's thread count.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -28,9 +30,10 @@ from threadpoolctl import threadpool_limits
 
 from flows.allocator import tune_allocator
 
-WRITE_SLOTS = 2
+WRITE_SLOTS = 2  # decoded batches waiting per writer thread
+MAX_WRITERS = 8
 
-_WRITE_SLOTS = threading.BoundedSemaphore(WRITE_SLOTS)
+_WRITE_SLOTS: dict[int, threading.BoundedSemaphore] = {}
 _POOLS: dict[str, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 _MODEL_SLOTS: dict[int, threading.BoundedSemaphore] = {}
@@ -40,6 +43,23 @@ def resolve_lanes(requested: int = 0) -> int:
     """The number of model lanes for a ``generate.model_lanes`` setting; 0 means the
     default: two where torch has two or more CPU threads, else one."""
     return requested or (2 if torch.get_num_threads() >= 2 else 1)
+
+
+def resolve_writers(requested: int, device: torch.device) -> int:
+    """The number of writer threads for a ``generate.writers`` setting; 0 means the default.
+
+    The default is one writer while the model decodes on the CPU: writing then shares the
+    decoder's cores, and more writers would only take them from it. On a GPU it is one per
+    spare CPU core, up to ``MAX_WRITERS``: checksumming and writing a 64^3 volume costs a
+    core 1.5-4 ms (250-700 volumes/s, ``bench/generate_bench.py``), less than a GPU takes to
+    decode it. The writers release the GIL while hashing and writing, so they scale with cores.
+    """
+    if requested:
+        return requested
+    if torch.device(device).type == "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_WRITERS, cores - 1))
 
 
 def _start_lane(threads: int) -> None:
@@ -106,18 +126,20 @@ def model_map(fn: Callable, items: Iterable, lanes: int = 0) -> Iterator:
             future.cancel()
 
 
-def submit_write(fn, *args) -> Future:
-    """Run ``fn(*args)`` on the process's writer thread.
+def submit_write(fn, *args, writers: int = 1) -> Future:
+    """Run ``fn(*args)`` on one of the process's ``writers`` writer threads.
 
-    Blocks first while ``WRITE_SLOTS`` earlier writes are still pending, so a fast model
-    cannot pile decoded volumes up in memory ahead of the disk. The slot is released when
-    the write ends, whether or not it failed.
+    Blocks first while ``WRITE_SLOTS * writers`` earlier writes are still pending, so a fast
+    model cannot pile decoded volumes up in memory ahead of the disk. The slot is released
+    when the write ends, whether or not it failed.
     """
-    _WRITE_SLOTS.acquire()
+    with _POOLS_LOCK:
+        slots = _WRITE_SLOTS.setdefault(writers, threading.BoundedSemaphore(WRITE_SLOTS * writers))
+    slots.acquire()
     try:
-        future = _pool("writer").submit(fn, *args)
+        future = _pool(f"writer{writers}", writers).submit(fn, *args)
     except BaseException:
-        _WRITE_SLOTS.release()
+        slots.release()
         raise
-    future.add_done_callback(lambda _: _WRITE_SLOTS.release())
+    future.add_done_callback(lambda _: slots.release())
     return future

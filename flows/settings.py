@@ -91,6 +91,10 @@ class GenerateSettings(_Section):
         "0: two where torch has two or more threads, else one",
     )
     device: DeviceName = Field("auto", description=f"where generate and evaluate run the model: {DEVICE_HELP}")
+    writers: int = Field(
+        0, ge=0, le=64, description="threads checksumming and writing synthetic outputs per process; "
+        "0: one when the model runs on the CPU (writes share its cores), else one per spare core up to 8",
+    )
 
 
 class Settings(BaseSettings):

@@ -38,8 +38,9 @@ def test_synthetic_counts_affine_sidecars_determinism_and_rerun(trained, tmp_pat
     assert img.get_data_dtype() == np.int16 and 0 <= img.get_fdata().min() and img.get_fdata().max() <= 1
     np.testing.assert_allclose(np.sqrt((img.affine[:3, :3] ** 2).sum(0)), [6, 6, 6])
     assert not np.allclose(img.affine, np.eye(4))
-    # same seed, another folder: byte-identical volumes
-    again = run_generate(req, settings, str(tmp_path / "b"))
+    # same seed, another folder, written by two writer threads: byte-identical volumes
+    two_writers = settings.model_copy(update={"generate": settings.generate.model_copy(update={"writers": 2})})
+    again = run_generate(req, two_writers, str(tmp_path / "b"))
     assert [r.sha256 for r in again.outputs] == [r.sha256 for r in first.outputs]
     # a different seed differs
     other = run_generate(req.model_copy(update={"seed": 4}), settings, str(tmp_path / "c"))

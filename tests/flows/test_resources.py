@@ -58,19 +58,38 @@ def test_model_map_frees_its_slots_when_the_consumer_stops_or_a_call_fails():
     assert done.wait(10)
 
 
-def test_pending_writes_are_bounded_and_slots_come_back_after_failures():
+@pytest.mark.parametrize("writers", [1, 2])
+def test_pending_writes_are_bounded_and_slots_come_back_after_failures(writers):
+    slots = resources.WRITE_SLOTS * writers
     gate = threading.Event()
-    futures = [resources.submit_write(gate.wait, 10) for _ in range(resources.WRITE_SLOTS)]
-    blocked = threading.Thread(target=lambda: futures.append(resources.submit_write(lambda: "late")))
+    futures = [resources.submit_write(gate.wait, 10, writers=writers) for _ in range(slots)]
+    blocked = threading.Thread(target=lambda: futures.append(resources.submit_write(lambda: "late", writers=writers)))
     blocked.start()
     time.sleep(0.3)
     assert blocked.is_alive()  # every slot is taken: the producer waits instead of piling up
     gate.set()
     blocked.join(5)
     assert not blocked.is_alive() and futures[-1].result(5) == "late"
-    failing = resources.submit_write(lambda: 1 / 0)
+    failing = resources.submit_write(lambda: 1 / 0, writers=writers)
     with pytest.raises(ZeroDivisionError):
         failing.result(5)
     # all slots are free again: as many writes as slots are accepted at once
-    done = [resources.submit_write(lambda: None) for _ in range(resources.WRITE_SLOTS)]
+    done = [resources.submit_write(lambda: None, writers=writers) for _ in range(slots)]
     assert all(f.result(5) is None for f in done)
+
+
+def test_writes_run_on_as_many_threads_as_writers():
+    barrier = threading.Barrier(2, timeout=5)  # passes only if two writes run at the same time
+    futures = [resources.submit_write(lambda: (barrier.wait(), threading.current_thread().name)[1], writers=2)
+               for _ in range(2)]
+    names = {f.result(5) for f in futures}
+    assert len(names) == 2 and all(n.startswith("vae3d-writer2") for n in names)
+
+
+def test_one_writer_beside_a_cpu_decoder_more_beside_a_gpu(monkeypatch):
+    assert resources.resolve_writers(0, torch.device("cpu")) == 1
+    assert resources.resolve_writers(3, torch.device("cpu")) == 3  # a setting wins
+    monkeypatch.setattr(resources.os, "sched_getaffinity", lambda _: set(range(16)))
+    assert resources.resolve_writers(0, torch.device("cuda", 0)) == resources.MAX_WRITERS
+    monkeypatch.setattr(resources.os, "sched_getaffinity", lambda _: {0, 1})
+    assert resources.resolve_writers(0, torch.device("cuda")) == 1  # one core for the writer, one for the rest
