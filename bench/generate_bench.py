@@ -223,8 +223,8 @@ def run(n: int, mem_ns: list[int], repeats: int = 3) -> dict:
         row["volumes_per_s"] = n / row["flow_s"]
         row["per_volume_overhead_fraction"] = (row["flow_s"] - t_fixed) / row["decoder_s"] - 1.0
     # write path alone, one writer and one per core (the GPU default on a machine of this size)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    writes = {w: n / statistics.median(_write_path(root, n, w) for _ in range(repeats)) for w in sorted({1, cores})}
+    writes = {w: n / statistics.median(_write_path(root, n, w) for _ in range(repeats))
+              for w in sorted({1, resources.cpu_cores()})}
     runs = [[_memory(root, m, env) for _ in range(repeats)] for m in mem_ns]
     memory = [{**_median(rs, "peak_rss_mb"), "peak_rss_mb_runs": [r["peak_rss_mb"] for r in rs]} for rs in runs]
     shutil.rmtree(root, ignore_errors=True)

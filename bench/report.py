@@ -95,6 +95,18 @@ def _runs(r: dict) -> str:
     return f", the median of {len(runs)} runs: " + ", ".join(f"{x:+.0%}" for x in runs)
 
 
+def _write_floor(r: dict) -> list[str]:
+    """On a CPU the writer takes its core from the decoder: CPU time to write a volume over
+    CPU time to decode it (on every core) is the overhead before any orchestration."""
+    one = r.get("write_path_volumes_per_s", {}).get("1")
+    if not one or r.get("device", "cpu") != "cpu":
+        return []
+    floor = r["decoder_lanes_volumes_per_s"] / (one * r["machine"]["cores"])
+    return [f"- Writing alone: one core writes {one:.0f} volumes/s, so on this CPU writing a volume costs "
+            f"{floor:.0%} of the CPU time decoding it takes on all {r['machine']['cores']} cores: that share is "
+            "taken from the decoder whatever the scheduling, before any orchestration."]
+
+
 def generate_section(r: dict) -> list[str]:
     t = r["targets"]
     ok = r["overhead_fraction"] < t["overhead_fraction_max"]
@@ -132,6 +144,7 @@ def generate_section(r: dict) -> list[str]:
         + (f" The flow wrote with {r['writers']} writer thread{'s' if r['writers'] > 1 else ''} (`generate.writers`"
            " default for this device); the write-path rows are the most any decoder can be fed per process."
            if "writers" in r else ""),
+        *_write_floor(r),
         "",
         "| N | seconds | peak RSS MB |",
         "|---|---|---|",

@@ -51,15 +51,20 @@ def resolve_writers(requested: int, device: torch.device) -> int:
     The default is one writer while the model decodes on the CPU: writing then shares the
     decoder's cores, and more writers would only take them from it. On a GPU it is one per
     spare CPU core, up to ``MAX_WRITERS``: checksumming and writing a 64^3 volume costs a
-    core 1.5-4 ms (250-700 volumes/s, ``bench/generate_bench.py``), less than a GPU takes to
-    decode it. The writers release the GIL while hashing and writing, so they scale with cores.
+    core 1.2-3.5 ms (280-830 volumes/s, ``bench/generate_bench.py``), while the default
+    decoder's 2.3 GFLOP a volume take a GPU well under a millisecond. The writers release
+    the GIL while hashing and writing, so they scale with cores.
     """
     if requested:
         return requested
     if torch.device(device).type == "cpu":
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(MAX_WRITERS, cores - 1))
+    return max(1, min(MAX_WRITERS, cpu_cores() - 1))
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _start_lane(threads: int) -> None:
