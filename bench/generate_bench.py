@@ -95,13 +95,9 @@ def _decoder_only(root: Path, n: int, lanes: bool) -> float:
     else: in a plain loop on the calling thread (torch's default threads), or on the flow's
     model lanes."""
     from vae3d.generation import synthesize
-    from vae3d.model import VAE3D
-    from vae3d.training import load_checkpoint
+    from vae3d.training import load_model
 
-    state = load_checkpoint(root / "best.pt")
-    model = VAE3D(**state["hparams"])
-    model.load_state_dict(state["model"])
-    model.to(_device()).eval()
+    model = load_model(root / "best.pt").to(_device())
     groups = [list(range(s, min(n, s + 4))) for s in range(0, n, 4)]
     decode = functools.partial(synthesize, model, seed=0)
     if lanes:
@@ -125,14 +121,11 @@ def _write_path(root: Path, n: int, writers: int) -> float:
     from data_contracts.generation import GenerationRequest, ModelRef
     from flows.generate import _provenance
     from vae3d.generation import quantize, synthesize
-    from vae3d.model import VAE3D
     from vae3d.outputs import write_volume
     from vae3d.preprocessing import template_affine
-    from vae3d.training import load_checkpoint
+    from vae3d.training import load_model
 
-    state = load_checkpoint(root / "best.pt")
-    model = VAE3D(**state["hparams"]).eval()
-    model.load_state_dict(state["model"])
+    model = load_model(root / "best.pt")
     batches = [quantize(synthesize(model, range(i, i + 4), seed=0)) for i in range(0, 16, 4)]
     req = GenerationRequest(mode="synthetic", n=n, seed=0, batch_size=4)
     ref = ModelRef(uri="models:/vae3d@champion", name="vae3d", version="1", weights_sha256="0" * 64)

@@ -81,9 +81,10 @@ def _pool(name: str, workers: int = 1, openmp_threads: int | None = None) -> Thr
         return _POOLS[name]
 
 
-def _slots(lanes: int) -> threading.BoundedSemaphore:
+def _slots(table: dict[int, threading.BoundedSemaphore], workers: int, per_worker: int) -> threading.BoundedSemaphore:
+    """The process's semaphore for ``workers`` threads of one kind: ``per_worker`` calls each."""
     with _POOLS_LOCK:
-        return _MODEL_SLOTS.setdefault(lanes, threading.BoundedSemaphore(2 * lanes))
+        return table.setdefault(workers, threading.BoundedSemaphore(per_worker * workers))
 
 
 def _model_pool(requested: int) -> tuple[ThreadPoolExecutor, int]:
@@ -108,7 +109,7 @@ def model_map(fn: Callable, items: Iterable, lanes: int = 0) -> Iterator:
     waits for a slot only while holding none, so callers cannot deadlock each other.
     """
     pool, lanes = _model_pool(lanes)
-    slots = _slots(lanes)
+    slots = _slots(_MODEL_SLOTS, lanes, 2)
     pending: deque[Future] = deque()
 
     def oldest():
@@ -138,8 +139,7 @@ def submit_write(fn, *args, writers: int = 1) -> Future:
     model cannot pile decoded volumes up in memory ahead of the disk. The slot is released
     when the write ends, whether or not it failed.
     """
-    with _POOLS_LOCK:
-        slots = _WRITE_SLOTS.setdefault(writers, threading.BoundedSemaphore(WRITE_SLOTS * writers))
+    slots = _slots(_WRITE_SLOTS, writers, WRITE_SLOTS)
     slots.acquire()
     try:
         future = _pool(f"writer{writers}", writers).submit(fn, *args)
