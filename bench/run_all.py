@@ -1,10 +1,10 @@
-"""Run every benchmark, then write BENCHMARKS.md.  ``make bench`` (about 40 minutes on 2 cores)."""
+"""Run every benchmark, then write BENCHMARKS.md.  ``make bench`` (about 90 minutes on 2 cores)."""
 
 from __future__ import annotations
 
 import argparse
 
-from bench import generate_bench, preprocess_bench, quality, report, scaling, train_peers
+from bench import generate_bench, model_ablation, preprocess_bench, quality, report, scaling, train_peers
 from bench.common import write_result
 
 
@@ -17,7 +17,8 @@ def main() -> None:
     write_result("preprocess", preprocess_bench.run(2 if a.quick else 6))
     write_result("generate", generate_bench.run(8 if a.quick else 200, [4, 16] if a.quick else [10, 500], 1 if a.quick else 3))
     write_result("scaling", scaling.run([4, 16] if a.quick else [10, 100, 1000]))
-    write_result("quality", quality.run(12 if a.quick else 40, 0.3 if a.quick else 3.0))
+    write_result("model_ablation", model_ablation.run(10.0 if a.quick else 150.0, list(model_ablation.ROWS)[:2 if a.quick else None]))
+    write_result("quality", quality.run(12 if a.quick else 110, 0.3 if a.quick else 18.0, min_test=0 if a.quick else quality.MIN_TEST))
     write_result("train_peers", train_peers.run(budget, ["vae3d", "monai_varautoencoder", "monai_autoencoderkl"],
                                                 [False, True]))
     print(report.write())

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Mode = Literal["synthetic", "augment", "denoise", "anomaly", "embed"]
+Mode = Literal["synthetic", "augment", "denoise", "super-resolve", "anomaly", "embed"]
 
 
 class GenerationRequest(BaseModel):
@@ -26,7 +26,13 @@ class GenerationRequest(BaseModel):
     variants: int = Field(1, ge=1, le=1000, description="augment: variants per input")
     latent_scale: float = Field(0.5, ge=0, le=10, description="augment: latent perturbation in sigma units")
     artifacts: bool = Field(False, description="augment: add MONAI MRI-artifact augmentations")
-    inputs: tuple[str, ...] = Field((), description="input volumes (augment/denoise/anomaly/embed)")
+    inputs: tuple[str, ...] = Field((), description="input volumes (augment/denoise/super-resolve/anomaly/embed)")
+    factor: float | None = Field(
+        None, ge=1, le=8, description="super-resolve: output voxels are the input's divided by this, never finer "
+        "than the model's spacing; None: the model's spacing on every axis")
+    intensity: Literal["input", "unit"] = Field(
+        "input", description="denoise/super-resolve: 'input' inverts the preprocessing's percentile scaling "
+        "(the input's own intensity scale), 'unit' keeps the model's [0, 1]")
     label_column: str | None = None
     batch_size: int = Field(4, ge=1, le=256)
     dtype: Literal["int16", "float32"] = Field(

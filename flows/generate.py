@@ -27,13 +27,14 @@ from flows.workspace import Workspace
 from vae3d import inference, io
 from vae3d.generation import latent_variants, quantize, synthesize
 from vae3d.outputs import complete, write_sidecar, write_volume
-from vae3d.preprocessing import build_preprocess, preprocess_volume, to_original_space
+from vae3d.preprocessing import build_preprocess, to_original_space
+from vae3d.preprocessing.inputs import prepare_input, super_resolution_grid, to_input_scale
 from vae3d.preprocessing.augment import augment, build_augment
 
 # a synthetic task decodes 8 to 64 batches: each Prefect task run costs tens of ms of
 # orchestration, and about two tasks per worker still spread the work and bound a retry
 SYNTH_TASK_BATCHES = (8, 64)
-SUFFIX = {"augment": "aug", "denoise": "denoised", "anomaly": "anomaly"}
+SUFFIX = {"augment": "aug", "denoise": "denoised", "super-resolve": "superres", "anomaly": "anomaly"}
 
 
 def _stem(path: str) -> str:
@@ -49,15 +50,6 @@ def _provenance(req: GenerationRequest, ref: ModelRef, index: int, **extra) -> d
     params.update(extra.pop("parameters", {}))
     return {"mode": req.mode, "model": ref, "seed": req.seed, "index": index, "parameters": params,
             "package_version": code_version(), **extra}
-
-
-def _prepare(path: str, chain):
-    """(x (1,1,S,S,S), preprocessed affine, original affine, original shape, input sha256)."""
-    raw = io.read_raw(Path(path))
-    header = io.parse_header(raw)
-    image, affine = preprocess_volume(chain, Path(path))
-    shape = tuple(int(s) for s in header.get_data_shape()[:3])
-    return torch.from_numpy(image)[None], affine, header.get_best_affine(), shape, io.sha256_bytes(raw)
 
 
 @task(retries=2, retry_delay_seconds=2, task_run_name="synthetic-batch")
@@ -102,7 +94,7 @@ def _stored(req: GenerationRequest, image: bool = True) -> dict:
 @task(retries=2, retry_delay_seconds=2, task_run_name="{req.mode}-batch")
 def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: ModelRef, settings: Settings,
                 out_dir: str) -> tuple[list[OutputRecord], int]:
-    """augment / denoise / anomaly for a batch of (input index, path)."""
+    """augment / denoise / super-resolve / anomaly for a batch of (input index, path)."""
     k = req.variants if req.mode == "augment" else 1
     records, skipped, wrapper, chain, artifacts = [], 0, None, None, None
     for idx, path in items:
@@ -118,8 +110,9 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
             wrapper = model_loader.load(ref, settings)
             chain = build_preprocess(**wrapper.meta["preprocess"])
             artifacts = build_augment(prob=0.8) if req.artifacts else None
-        x, affine, orig_affine, orig_shape, sha = _prepare(path, chain)
-        base = dict(input_path=path, input_sha256=sha)
+        prep = prepare_input(Path(path), chain)
+        x, affine = prep.x, prep.affine
+        base = dict(input_path=path, input_sha256=prep.sha256)
         if req.mode == "augment":
             vols = resources.model_call(latent_variants, wrapper.model, x, [idx * k + v for v in range(k)],
                                         req.seed, req.latent_scale, lanes=settings.generate.model_lanes)
@@ -134,16 +127,22 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
                                             **_stored(req)))
             continue
         recon = resources.model_call(inference.reconstruct, wrapper.model, x, lanes=settings.generate.model_lanes)
-        if req.mode == "denoise":
-            result, extra = recon, {}
+        grid_affine, grid_shape = prep.original_affine, prep.original_shape
+        if req.mode in ("denoise", "super-resolve"):
+            result, extra = recon, {"parameters": {"intensity_range": list(prep.intensity_range)}}
+            if req.mode == "super-resolve":
+                grid_affine, grid_shape = super_resolution_grid(
+                    prep.original_affine, prep.original_shape, wrapper.meta["target_spacing"], req.factor)
         else:
             amap = inference.anomaly_map(x, recon)
             score = float(inference.anomaly_score(amap)[0])
             thresholds = wrapper.meta.get("anomaly", {})
             flagged = score > thresholds["score_threshold"] if "score_threshold" in thresholds else None
             result, extra = amap, {"parameters": {"score": score, "flagged": flagged, **thresholds}}
-        back = to_original_space(result[0].numpy(), affine, orig_affine, orig_shape)
-        records.append(write_volume(outs[0], back, orig_affine, _provenance(req, ref, idx, **base, **extra),
+        back = to_original_space(result[0].numpy(), affine, grid_affine, grid_shape)
+        if req.mode != "anomaly" and req.intensity == "input":
+            back = to_input_scale(back, prep.intensity_range)
+        records.append(write_volume(outs[0], back, grid_affine, _provenance(req, ref, idx, **base, **extra),
                                     **_stored(req, image=req.mode != "anomaly")))
     return records, skipped
 
@@ -154,9 +153,10 @@ def embed_batch(items: list[tuple[int, str]], ref: ModelRef, settings: Settings)
     chain = build_preprocess(**wrapper.meta["preprocess"])
     rows = []
     for idx, path in items:
-        x, _, _, _, sha = _prepare(path, chain)
-        z = resources.model_call(inference.embed, wrapper.model, x, lanes=settings.generate.model_lanes)[0].numpy()
-        rows.append({"index": idx, "id": sha[:16], "path": path, "sha256": sha, "latent": z.astype(np.float32)})
+        prep = prepare_input(Path(path), chain)
+        z = resources.model_call(inference.embed, wrapper.model, prep.x, lanes=settings.generate.model_lanes)[0].numpy()
+        rows.append({"index": idx, "id": prep.sha256[:16], "path": path, "sha256": prep.sha256,
+                     "latent": z.astype(np.float32)})
     return rows
 
 

@@ -85,6 +85,7 @@ def log_review(settings: Settings, index: DatasetIndex, run_id: str, outcome: di
     model = load_model(outcome["best_checkpoint"])
     val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")[:3]])
     log_figure(client, run_id, figures.reconstructions(model, val), "reconstructions.png")
+    log_figure(client, run_id, figures.restoration_examples(model, val, seed=settings.seed), "restoration.png")
     log_figure(client, run_id, figures.prior_samples(model, seed=settings.seed), "prior_samples.png")
     log_figure(client, run_id, figures.latent_traversal(model, val), "latent_traversal.png")
     log_figure(client, run_id, figures.loss_curves(outcome["history"]), "loss_curves.png")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vae3d.device import DeviceName
 
@@ -17,12 +17,48 @@ class ModelConfig(BaseModel):
     # measured on 2 CPU cores (BENCHMARKS.md): a 4x4x4 patchify stem with one residual
     # block per level learns more per wall-clock minute than two blocks, wider channels
     # (48, 96) or a 2x2x2 stem
-    channels: tuple[int, ...] = (32, 64)
+    channels: tuple[int, ...] = (64,)
     latent_channels: int = Field(8, ge=1)
-    num_res_blocks: int = Field(1, ge=1)
+    num_res_blocks: int = Field(2, ge=1)
     norm_num_groups: int = Field(8, ge=1)
     flat_latent: int | None = Field(None, ge=1)
     patch_size: int = Field(4, description="stride of the patchify stem: 4 (fast) or 2 (finer)")
+
+
+class RestorationConfig(BaseModel):
+    """Corruptions of the encoder's input during training (``vae3d.corruption``); the loss
+    compares with the clean volume. Strengths are fractions of the [0, 1] range."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prob: float = Field(0.6, ge=0, le=1, description="share of training inputs corrupted at all (0 disables)")
+    noise_prob: float = Field(0.8, ge=0, le=1)
+    noise_kind: Literal["rician", "gaussian"] = "rician"
+    noise_std: tuple[float, float] = Field((0.0, 0.15), description="range of the noise std, drawn uniformly")
+    bias_prob: float = Field(0.3, ge=0, le=1)
+    bias_max: float = Field(0.2, ge=0, le=1, description="largest bias-field polynomial coefficient")
+    gibbs_prob: float = Field(0.15, ge=0, le=1)
+    gibbs_max: float = Field(0.5, ge=0, le=1, description="largest k-space truncation (MONAI GibbsNoise alpha)")
+    lowres_prob: float = Field(0.3, ge=0, le=1)
+    lowres_factor: tuple[float, float] = Field((1.5, 3.0), description="range of the downsampling factor")
+    thick_slice_fraction: float = Field(0.5, ge=0, le=1, description="of low-resolution draws, share on one axis only")
+    coarse_prob: float = Field(0.2, ge=0, le=1)
+    coarse_std: float = Field(0.2, ge=0, le=1)
+    coarse_grid: int = Field(16, ge=2, le=64, description="lattice of the coarse noise (Kascenas et al. 2022)")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> RestorationConfig:
+        for name in ("noise_std", "lowres_factor"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"restoration.{name}={[lo, hi]}: give [low, high] with 0 <= low <= high")
+        if self.noise_std[1] > 1:
+            raise ValueError(f"restoration.noise_std={list(self.noise_std)}: a std above 1 (the whole range) "
+                             "leaves nothing to restore; use e.g. [0.0, 0.15]")
+        if self.lowres_factor[0] < 1:
+            raise ValueError(f"restoration.lowres_factor={list(self.lowres_factor)}: factors below 1 would "
+                             "upsample; use e.g. [1.5, 3.0]")
+        return self
 
 
 class TrainConfig(BaseModel):
@@ -34,7 +70,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(20, ge=1)
     grad_clip: float = Field(1.0, gt=0)
-    beta: float = Field(0.2, ge=0, description="KL weight (KL is divided by the voxel count)")
+    beta: float = Field(1e-3, ge=0, description="KL weight (KL is divided by the voxel count)")
     kl_schedule: Literal["constant", "linear", "cyclical"] = "linear"
     kl_warmup_steps: int = Field(200, ge=1)
     kl_cycle_steps: int = Field(400, ge=1)
@@ -52,6 +88,7 @@ class TrainConfig(BaseModel):
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     device: DeviceName = "auto"
     model: ModelConfig = ModelConfig()
+    restoration: RestorationConfig = RestorationConfig()
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")

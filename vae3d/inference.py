@@ -10,6 +10,7 @@ import torch
 from monai.transforms import GaussianSmooth
 
 from vae3d.model import VAE3D
+from vae3d.preprocessing.augment import plain
 
 
 @torch.no_grad()
@@ -35,7 +36,7 @@ def anomaly_map(
     """
     residual = (x.float() - recon.float()).abs()
     smooth = GaussianSmooth(sigma=sigma)
-    out = torch.stack([torch.as_tensor(smooth(r)) for r in residual])
+    out = torch.stack([plain(smooth(r)) for r in residual])
     mask = (x > mask_threshold) | (recon > mask_threshold)
     return out * mask
 

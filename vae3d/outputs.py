@@ -44,13 +44,15 @@ def write_volume(output: Path, array: np.ndarray, affine: np.ndarray, provenance
 
     ``dtype="int16"`` stores an image in [0, 1] as scaled int16 (``scl_slope`` 1/32767, the
     way scanners store MRI): half the bytes of float32, steps far below the model's error.
+    An image on a wider scale (an input's own intensities) gets the slope ``peak / 32767``.
     An int16 ``array`` is taken as already quantised (``io.quantize``, or
     ``vae3d.generation.quantize`` on the model's thread).
     Neither file is fsynced: ``complete`` checks the checksum on every re-run instead.
     """
     if dtype == "int16":
-        stored = array if array.dtype == np.int16 else io.quantize(array)
-        data = io.nifti_gzip_parts(stored, affine, np.int16, compresslevel, slope=io.INT16_STEP)
+        peak = 1.0 if array.dtype == np.int16 else max(1.0, float(np.abs(array).max()))
+        stored = array if array.dtype == np.int16 else io.quantize(array, scale=io.INT16_SCALE / peak)
+        data = io.nifti_gzip_parts(stored, affine, np.int16, compresslevel, slope=io.INT16_STEP * peak)
     elif dtype == "float32":
         data = io.nifti_gzip_parts(array, affine, np.float32, compresslevel)
     else:

@@ -11,6 +11,7 @@ from monai.transforms import GaussianSmooth, RandRicianNoise
 from skimage.restoration import denoise_nl_means
 
 from vae3d.metrics import psnr_ssim
+from vae3d.preprocessing.augment import plain
 
 
 def add_rician(volumes: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
@@ -19,7 +20,7 @@ def add_rician(volumes: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
     for i, v in enumerate(volumes):
         t = RandRicianNoise(prob=1.0, std=sigma, sample_std=False)
         t.set_random_state(seed=seed * 7919 + i)
-        out.append(torch.as_tensor(t(v)).float())
+        out.append(plain(t(v)).float())
     return torch.stack(out)
 
 
@@ -33,7 +34,7 @@ def scores(pred: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
 
 def gaussian(noisy: torch.Tensor, sigma: float) -> torch.Tensor:
     smooth = GaussianSmooth(sigma=sigma)
-    return torch.stack([torch.as_tensor(smooth(v)).float() for v in noisy])
+    return torch.stack([plain(smooth(v)).float() for v in noisy])
 
 
 def nl_means(noisy: torch.Tensor, h: float) -> torch.Tensor:

@@ -19,6 +19,13 @@ def markdown(results: dict) -> str:
     for level, rows in r["denoising"].items():
         for method, v in rows.items():
             lines.append(f"| {level} | {method} | {_f(v['psnr'], 2)} | {_f(v['ssim'])} | {v.get('param', '')} |")
+    lines += ["", "## Super-resolution (test volumes averaged down by the factor)", "",
+              "| factor | method | PSNR dB | SSIM |", "|---|---|---|---|"]
+    for factor, rows in r.get("superres", {}).items():
+        for method, v in rows.items():
+            lines.append(f"| {factor} | {method} | {_f(v['psnr'], 2)} | {_f(v['ssim'])} |")
+    lines += ["", "`restoration.png`: clean, corrupted, model, classical baseline and both residuals for the "
+              "first test volume at each noise level and resolution loss."]
     a = r["anomaly"]
     lines += ["", "## Anomaly detection (synthetic lesions in held-out anatomy)", "",
               "| method | voxel AUPRC | best Dice | volume AUROC |", "|---|---|---|---|"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from monai.transforms.utils_pytorch_numpy_unification import percentile
 from monai.transforms import (
     Compose,
     CropForegroundd,
@@ -29,6 +30,7 @@ from monai.transforms import (
 from vae3d import io
 
 KEY = "image"
+INTENSITY_RANGE = "intensity_range"  # meta key: the input intensities scaled to 0 and 1
 
 
 class AboveFraction:
@@ -68,6 +70,21 @@ class LoadVolumed(MapTransform):
         return d
 
 
+class PercentileScaled(ScaleIntensityRangePercentilesd):
+    """MONAI's percentile scaling, which also records the two percentiles in the image's meta
+    (``INTENSITY_RANGE``) so a result can be put back on the input's own scale."""
+
+    def __call__(self, data):
+        lower, upper = self.scaler.lower, self.scaler.upper
+        ranges = {k: (float(percentile(data[k], lower)), float(percentile(data[k], upper)))
+                  for k in self.key_iterator(dict(data))}
+        d = super().__call__(data)
+        for key, r in ranges.items():
+            if isinstance(d[key], MetaTensor):
+                d[key].meta[INTENSITY_RANGE] = r
+        return d
+
+
 def build_preprocess(
     target_shape: Sequence[int] = (64, 64, 64),
     target_spacing: Sequence[float] = (3.0, 3.0, 3.0),
@@ -90,7 +107,7 @@ def build_preprocess(
             margin=foreground_margin, allow_smaller=True,
         ),
         ResizeWithPadOrCropd(KEY, spatial_size=tuple(target_shape), mode="constant"),
-        ScaleIntensityRangePercentilesd(
+        PercentileScaled(
             KEY, lower=lower_percentile, upper=upper_percentile, b_min=0.0, b_max=1.0, clip=True
         ),
         EnsureTyped(KEY, dtype=torch.float32),

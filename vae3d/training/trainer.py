@@ -26,6 +26,7 @@ from vae3d.losses import VAELoss, kl_weight
 from vae3d.metrics import psnr_ssim
 from vae3d.model import VAE3D
 from vae3d.preprocessing.augment import augment, build_augment
+from vae3d.corruption import corrupt
 from vae3d.training.checkpoint import load_checkpoint, save_checkpoint
 from vae3d.config import TrainConfig
 
@@ -108,6 +109,17 @@ def _batch(train: torch.Tensor, idx: torch.Tensor, epoch: int, cfg: TrainConfig,
     )
 
 
+def training_pair(train: torch.Tensor, idx: torch.Tensor, epoch: int, cfg: TrainConfig,
+                  chain) -> tuple[torch.Tensor, torch.Tensor]:
+    """(encoder input, loss target) of one batch: the target is the clean (geometrically
+    augmented) volume; the input is a copy corrupted with each sample's own seeded draw."""
+    target = _batch(train, idx, epoch, cfg, chain)
+    if cfg.restoration.prob <= 0:
+        return target, target
+    seeds = [_sample_seed(cfg.seed + 7_919, epoch, int(i)) for i in idx.tolist()]
+    return torch.stack([corrupt(v, cfg.restoration, s) for v, s in zip(target, seeds)]), target
+
+
 def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -162,7 +174,7 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config.warmup_steps, config.epochs * steps_per_epoch))
     noise = torch.Generator(device=device).manual_seed(config.seed + 1 + rank)
     loss_fn = VAELoss(config.recon, config.ssim_weight, config.free_bits)
-    chain = build_augment(prob=config.augment_prob)
+    chain = build_augment(prob=config.augment_prob, artifacts=False)  # artifacts: restoration's job
     use_amp = config.amp and device.type == "cuda"
 
     start, step, history = 0, 0, []
@@ -195,10 +207,12 @@ def fit(
         for b in bar:
             chunk = order[b * global_batch : (b + 1) * global_batch]
             idx = chunk[rank::world] if len(chunk) >= world else chunk
-            x = _batch(train, idx, epoch, config, chain).to(device).contiguous(memory_format=fmt)
+            x_in, target = training_pair(train, idx, epoch, config, chain)
+            x_in = x_in.to(device).contiguous(memory_format=fmt)
+            x = target.to(device).contiguous(memory_format=fmt)
             w = kl_weight(step, config.beta, config.kl_schedule, config.kl_warmup_steps, config.kl_cycle_steps)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                recon, mu, logvar = net(x, generator=noise)
+                recon, mu, logvar = net(x_in, generator=noise)
             losses = loss_fn(recon.float(), x, mu, logvar, w)
             if not torch.isfinite(losses["loss"]):
                 raise NonFiniteLossError(

@@ -94,3 +94,29 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
 def test_empty_validation_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="validation"):
         fit(build_model(_config(), 16), _volumes(2), torch.empty(0, 1, 16, 16, 16), _config(), tmp_path)
+
+
+def test_corruption_reaches_the_encoder_input_only_and_the_target_stays_clean(tmp_path):
+    from vae3d.preprocessing import build_augment
+    from vae3d.training.trainer import training_pair
+
+    train = _volumes(4)
+    before = train.clone()
+    cfg = _config(augment_prob=0.0, restoration={"prob": 1.0, "noise_prob": 1.0, "noise_std": [0.1, 0.2]})
+    chain = build_augment(prob=0.0, artifacts=False)
+    idx = torch.tensor([2, 0])
+    x_in, target = training_pair(train, idx, 0, cfg, chain)
+    assert torch.equal(target, train[idx])  # the loss compares with the clean volumes
+    assert float((x_in - target).abs().mean()) > 0.05
+    again, _ = training_pair(train, idx, 0, cfg, chain)
+    other, _ = training_pair(train, idx, 1, cfg, chain)
+    assert torch.equal(again, x_in) and not torch.equal(other, x_in)  # seeded per (epoch, sample)
+    assert torch.equal(train, before)
+    # in fit, the model's forward sees exactly the corrupted input
+    model = build_model(cfg, 16)
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()) if m.training else None)
+    fit(model, train, _volumes(2, seed=10), cfg.model_copy(update={"epochs": 1}), tmp_path / "c", progress=False)
+    order = torch.randperm(4, generator=torch.Generator().manual_seed(cfg.seed * 100_003))
+    want, clean = training_pair(train, order[:2], 0, cfg, chain)
+    assert torch.equal(seen[0], want) and not torch.equal(seen[0], clean)

@@ -1,0 +1,125 @@
+"""Model and loss ablation: fidelity per CPU-minute, every row from scratch in one run.
+
+Each row trains ``vae3d.training.fit`` (the pipeline's own loop: seeded augmentation and
+restoration corruptions of the input only) for the same wall-clock budget on the same
+preprocessed sample volumes, each in its own process, then scores its best checkpoint on the
+validation split (never the test split: this is where defaults are chosen):
+
+- reconstruction SSIM / PSNR of clean inputs;
+- denoising PSNR at 5% and 10% Rician noise (against the noisy input);
+- super-resolution x2 PSNR (against cubic B-spline interpolation).
+
+    python -m bench.model_ablation --budget 150
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench.common import matmul_peak_gflops, peak_rss_mb, preprocessed_tensors, write_result
+
+N_TRAIN, N_VAL, SIZE = 64, 16, 64
+
+# (row name, TrainConfig overrides of the new defaults); "today" is main at b661c04's default
+ROWS: dict[str, dict] = {
+    "today: 8^3 x 8 latent, beta 0.2, no restoration": {
+        "beta": 0.2, "model": {"channels": [32, 64], "num_res_blocks": 1}, "restoration": {"prob": 0.0}},
+    "8^3 x 8 latent, beta 1e-3": {"model": {"channels": [32, 64], "num_res_blocks": 1}},
+    "16^3 x 8 latent, (64,) x 2 blocks, beta 1e-3": {},
+    "16^3 x 8, no restoration": {"restoration": {"prob": 0.0}},
+    "16^3 x 4 latent": {"model": {"latent_channels": 4}},
+    "16^3 x 16 latent": {"model": {"latent_channels": 16}},
+    "16^3 x 8, beta 1e-5": {"beta": 1e-5},
+    "16^3 x 8, + 0.3 (1 - SSIM)": {"ssim_weight": 0.3},
+    "16^3 x 8, (32,) narrow": {"model": {"channels": [32]}},
+    "16^3 x 8, 1 block": {"model": {"num_res_blocks": 1}},
+}
+
+
+def _merge(overrides: dict) -> dict:
+    from vae3d.config import TrainConfig
+
+    base = TrainConfig().model_dump(mode="json")
+    for k, v in overrides.items():
+        base[k] = {**base[k], **v} if isinstance(v, dict) else v
+    return base
+
+
+def _run(name: str, overrides: dict, budget: float, queue) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vae3d import inference
+    from vae3d.config import TrainConfig
+    from vae3d.evaluation import denoising, superres
+    from vae3d.training import build_model, fit, load_model
+
+    data = preprocessed_tensors(N_TRAIN + N_VAL + 16, SIZE)
+    train, val = data[:N_TRAIN], data[N_TRAIN:N_TRAIN + N_VAL]
+    cfg = TrainConfig(**{**_merge(overrides), "epochs": 10_000, "patience": 10_000, "max_time_s": budget})
+    model = build_model(cfg, SIZE)
+    x = train[: cfg.batch_size]
+    with FlopCounterMode(display=False) as counter:
+        r, mu, lv = model(x)
+        ((r - x).abs().mean() + 1e-9 * mu.sum() + 1e-9 * lv.sum()).backward()
+    model.zero_grad(set_to_none=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = fit(model, train, val, cfg, Path(tmp), progress=False)
+        best = load_model(result.best_checkpoint)
+    elapsed = time.perf_counter() - t0
+    steps = result.epochs_run * -(-N_TRAIN // cfg.batch_size)
+
+    def restore(v: torch.Tensor) -> torch.Tensor:
+        return torch.cat([inference.reconstruct(best, c) for c in v.split(4)])
+
+    row = {"row": name, "overrides": overrides, "params_m": sum(p.numel() for p in best.parameters()) / 1e6,
+           "latent_shape": list(best.latent_shape), "epochs": result.epochs_run,
+           "samples_per_s": steps * cfg.batch_size / elapsed,
+           "achieved_gflops": counter.get_total_flops() / 1e9 * steps / elapsed,
+           "recon": denoising.scores(restore(val), val)}
+    for label, sigma in (("5%", 0.05), ("10%", 0.10)):
+        noisy = denoising.add_rician(val, sigma, seed=11)
+        row[f"denoise_{label}"] = {"noisy": denoising.scores(noisy, val)["psnr"],
+                                   "model": denoising.scores(restore(noisy), val)["psnr"]}
+    low = superres.downsample(val, 2)
+    row["superres_x2"] = {"cubic": denoising.scores(superres.cubic_upsample(low, val.shape[2:]), val)["psnr"],
+                          "model": denoising.scores(restore(superres.trilinear_upsample(low, val.shape[2:])),
+                                                    val)["psnr"]}
+    row["peak_rss_mb"] = peak_rss_mb()
+    queue.put(row)
+
+
+def run(budget: float, names: list[str]) -> dict:
+    preprocessed_tensors(N_TRAIN + N_VAL + 16, SIZE)
+    peak = matmul_peak_gflops()
+    rows = []
+    ctx = mp.get_context("spawn")
+    for name in names:
+        q = ctx.Queue()
+        p = ctx.Process(target=_run, args=(name, ROWS[name], budget, q))
+        p.start()
+        row = q.get()
+        p.join()
+        row["fraction_of_matmul_peak"] = row["achieved_gflops"] / peak
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"budget_s": budget, "matmul_peak_gflops": peak, "n_train": N_TRAIN, "n_val": N_VAL, "rows": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budget", type=float, default=150.0, help="seconds of training per row")
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), help="row names (default: all)")
+    a = ap.parse_args()
+    print(write_result("model_ablation", run(a.budget, a.rows)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Super-resolution: clean volumes averaged down by a factor, then brought back to the model's
+grid by cubic B-spline interpolation (the classical baseline), or by the model from the
+trilinearly resampled low-resolution volume (what preprocessing makes of a low-resolution scan)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import zoom
+
+
+def downsample(volumes: torch.Tensor, factor: int) -> torch.Tensor:
+    """(B, 1, D, H, W) averaged over ``factor``^3 blocks: a low-resolution acquisition."""
+    return F.avg_pool3d(volumes.float(), kernel_size=factor, stride=factor)
+
+
+def cubic_upsample(low: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Cubic B-spline interpolation (scipy ``zoom``, order 3) of (B, 1, d, h, w) onto ``size``."""
+    out = []
+    for v in low:
+        arr = v[0].numpy().astype(np.float64)
+        factors = [s / d for s, d in zip(size, arr.shape)]
+        out.append(zoom(arr, factors, order=3, mode="nearest", grid_mode=True)[None])
+    return torch.from_numpy(np.stack(out).astype(np.float32)).clamp_(0, 1)
+
+
+def trilinear_upsample(low: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Trilinear interpolation of (B, 1, d, h, w) onto ``size``: the model's input."""
+    return F.interpolate(low.float(), size=tuple(size), mode="trilinear", align_corners=False)
