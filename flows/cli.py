@@ -140,6 +140,11 @@ def preprocess() -> None:
     )
 
 
+class InitWeights(str, Enum):
+    scratch = "scratch"
+    pretrained = "pretrained"
+
+
 @app.command()
 def train(
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default from settings: 20).")] = None,
@@ -147,8 +152,15 @@ def train(
         Optional[float], typer.Option(help="Stop after the epoch that passes this wall-clock budget.")
     ] = None,
     fresh: Annotated[bool, typer.Option(help="Ignore an interrupted run's checkpoint and start over.")] = False,
+    init: Annotated[Optional[InitWeights], typer.Option(
+        "--init", help="Starting weights: scratch (random, seeded) or pretrained (shipped with the package, "
+        "default architecture at 64^3). Default from settings: scratch.")] = None,
 ) -> None:
     """Train the VAE on the preprocessed dataset, tracked in MLflow, and register it.
+
+    The model learns to restore: each training input is corrupted (noise, bias field, Gibbs
+    ringing, lost resolution, coarse noise; train.restoration settings) and the loss compares
+    its output with the clean volume.
 
     Every epoch is checkpointed; re-running after a crash resumes where it stopped. The new
     model version gets the alias 'candidate' and becomes 'champion' only if its validation
@@ -156,7 +168,8 @@ def train(
     mlflow ui --backend-store-uri sqlite:///WORKSPACE/mlflow/mlflow.db
     """
     base = load_settings(state.config, workspace=state.workspace)
-    update = {k: v for k, v in {"epochs": epochs, "max_time_s": max_minutes and max_minutes * 60}.items() if v}
+    update = {k: v for k, v in {"epochs": epochs, "max_time_s": max_minutes and max_minutes * 60,
+                                "init": init and init.value}.items() if v}
     s = settings(train=base.train.model_copy(update=update).model_dump()) if update else settings()
     from flows.train import train_flow
 
@@ -365,6 +378,9 @@ def demo(
     n: Annotated[int, typer.Option("--n", "-n", min=6, help="Subjects in the sample cohort.")] = 30,
     seed: Annotated[int, typer.Option(help="Seed of the sample cohort and of generation.")] = 0,
     train_minutes: Annotated[float, typer.Option(help="Training budget in minutes (CPU).")] = 4.0,
+    init: Annotated[InitWeights, typer.Option(
+        "--init", help="Starting weights of the demo's training: the shipped pretrained ones (a usable model in "
+        "the demo's few CPU minutes) or scratch.")] = InitWeights.pretrained,
 ) -> None:
     """Run the whole pipeline end to end on the embedded sample data.
 
@@ -377,6 +393,8 @@ def demo(
     train_cfg = base.train
     if "max_time_s" not in train_cfg.model_fields_set:
         train_cfg = train_cfg.model_copy(update={"max_time_s": train_minutes * 60, "epochs": max(train_cfg.epochs, 200)})
+    if "init" not in train_cfg.model_fields_set:
+        train_cfg = train_cfg.model_copy(update={"init": init.value})
     s = settings(train=train_cfg.model_dump())
     ws = Workspace.at(s.workspace)
     data, patients = ws.root / "sample_data" / "cohort", ws.root / "sample_data" / "patients"

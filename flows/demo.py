@@ -15,6 +15,7 @@ from flows.preprocess import run_preprocess
 from flows.settings import Settings
 from flows.train import train_flow
 from flows.workspace import Workspace
+from vae3d.sample_data import thick_slice_copy
 
 
 @flow(name="demo")
@@ -27,20 +28,23 @@ def demo_flow(settings: Settings, data: str, patients: str) -> dict[str, str]:
     lesioned = tuple(str(p) for p in sorted(Path(patients).glob("sub-*_T1w.nii.gz")))
     labels = {r.header.sha256: r.split for r in manifest.rows}
     seed = settings.seed
+    thick = [str(thick_slice_copy(Path(p), ws.root / "sample_data" / "thick" / Path(p).name)) for p in test[:2]]
     outputs = {
         "synthetic": run_generate(GenerationRequest(mode="synthetic", n=8, seed=seed), settings),
         "augment": run_generate(GenerationRequest(mode="augment", inputs=tuple(test[:2]), variants=3, seed=seed), settings),
         "denoise": run_generate(GenerationRequest(mode="denoise", inputs=tuple(test)), settings),
+        "super-resolve": run_generate(GenerationRequest(mode="super-resolve", inputs=tuple(thick)), settings),
         "anomaly": run_generate(GenerationRequest(mode="anomaly", inputs=lesioned), settings),
         "embed": run_generate(GenerationRequest(mode="embed", inputs=tuple(r.header.path for r in manifest.rows)),
                               settings, labels=labels),
     }
     evaluation = evaluate_flow(settings)
     summary = {
-        "sample data": f"{data} (+ lesioned patients in {patients}, masks under derivatives/)",
+        "sample data": (f"{data} (+ lesioned patients in {patients}, masks under derivatives/; thick-slice "
+                        f"6 mm copies of {len(thick)} test scans in {ws.root / 'sample_data' / 'thick'})"),
         "manifest": f"{ws.manifest} ({len(manifest.rows)} accepted, {len(quarantine.records)} quarantined)",
         "dataset index": f"{ws.dataset_index} ({len(index.items)} volumes)",
-        "model": (f"vae3d v{trained['version']} ({trained['decision']}), val SSIM "
+        "model": (f"vae3d v{trained['version']} ({trained['decision']}; {settings.train.init} start), val SSIM "
                   f"{trained['best'].get('val_ssim', float('nan')):.3f}, MLflow run {trained['run_id']}"),
     }
     for mode, m in outputs.items():

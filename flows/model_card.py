@@ -5,14 +5,26 @@ from __future__ import annotations
 import json
 
 
+def _pretrain_seed() -> int:
+    from vae3d.pretrained import PRETRAIN_SEED
+
+    return PRETRAIN_SEED
+
+
 def model_card(name: str, run_id: str, counts: dict, manifest_sha: str, train_cfg: dict,
                preprocess: dict, best: dict, code_version: str) -> str:
     metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(best.items()) if isinstance(v, float))
+    init = train_cfg.get("init", "scratch")
+    start = ("**pretrained**: started from the shipped weights of `vae3d/pretrained` (built by "
+             "`python -m vae3d.pretrained.build` on a separate sample cohort, seed "
+             f"{_pretrain_seed()}), then trained on this data" if init == "pretrained"
+             else "**from scratch** (random initialisation, seeded)")
     return f"""# Model card: {name} (run `{run_id}`)
 
 ## Intended use
-A 3D convolutional VAE for T1-weighted brain MRI preprocessed by this pipeline. It produces
-synthetic volumes (prior samples), augmented variants, posterior-mean denoised volumes,
+A 3D convolutional VAE for T1-weighted brain MRI preprocessed by this pipeline, trained to
+restore corrupted inputs (noise, bias field, ringing, lost resolution) to clean ones. It produces
+synthetic volumes (prior samples), augmented variants, denoised and super-resolved volumes,
 voxel-wise anomaly maps (residual to the reconstruction) and latent embeddings for
 research and for training downstream models. **Not a medical device; not for diagnosis.**
 Anomaly maps reflect deviation from the training cohort, not pathology.
@@ -23,6 +35,8 @@ Anomaly maps reflect deviation from the training cohort, not pathology.
 - preprocessing: `{json.dumps(preprocess)}`
 
 ## Training settings
+Starting weights: {start}.
+
 ```json
 {json.dumps(train_cfg, indent=1)}
 ```

@@ -23,6 +23,7 @@ class ModelConfig(BaseModel):
     norm_num_groups: int = Field(8, ge=1)
     flat_latent: int | None = Field(None, ge=1)
     patch_size: int = Field(4, description="stride of the patchify stem: 4 (fast) or 2 (finer)")
+    logvar_init: float = Field(0.0, ge=-20, le=5, description="initial posterior log-variance bias")
 
 
 class RestorationConfig(BaseModel):
@@ -89,6 +90,9 @@ class TrainConfig(BaseModel):
     device: DeviceName = "auto"
     model: ModelConfig = ModelConfig()
     restoration: RestorationConfig = RestorationConfig()
+    init: Literal["scratch", "pretrained"] = Field(
+        "scratch", description="starting weights: random ('scratch') or the shipped pretrained ones "
+        "(vae3d/pretrained, default architecture at 64^3 only)")
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")

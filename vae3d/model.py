@@ -73,6 +73,7 @@ class VAE3D(nn.Module):
         norm_num_groups: GroupNorm groups; every entry of ``channels`` must be divisible by it.
         flat_latent: if set, the latent is a vector of this size instead of a grid.
         patch_size: stride (and kernel) of the stem: 4 or 2.
+        logvar_init: initial bias of the posterior's log-variance (0: sigma 1, the prior's).
 
     Shapes:
         x: (B, in_channels, S, S, S) with S = input_size
@@ -94,6 +95,7 @@ class VAE3D(nn.Module):
         flat_latent: int | None = None,
         norm_eps: float = 1e-6,
         patch_size: int = 4,
+        logvar_init: float = 0.0,
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -121,7 +123,7 @@ class VAE3D(nn.Module):
             "input_size": input_size, "in_channels": in_channels, "channels": list(channels),
             "latent_channels": latent_channels, "num_res_blocks": num_res_blocks,
             "norm_num_groups": norm_num_groups, "flat_latent": flat_latent, "norm_eps": norm_eps,
-            "patch_size": patch_size,
+            "patch_size": patch_size, "logvar_init": logvar_init,
         }
         self.input_size, self.in_channels, self.channels = input_size, in_channels, channels
         self.latent_channels, self.flat_latent = latent_channels, flat_latent
@@ -160,6 +162,13 @@ class VAE3D(nn.Module):
         if flat_latent is not None:
             self.to_flat = nn.Linear(2 * n_grid, 2 * flat_latent)
             self.from_flat = nn.Linear(flat_latent, n_grid)
+        # the posterior starts narrow (sigma = exp(logvar_init / 2)) instead of at the prior's
+        # sigma 1, whose noise on every latent blurs the first hundreds of steps
+        with torch.no_grad():
+            if flat_latent is None:
+                self.encoder[-1].conv.bias[latent_channels:].fill_(float(logvar_init))
+            else:
+                self.to_flat.bias[flat_latent:].fill_(float(logvar_init))
 
     @property
     def device(self) -> torch.device:

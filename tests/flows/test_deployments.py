@@ -70,7 +70,8 @@ def test_deploy_from_prefect_yaml_schedules_and_worker_run(server, tmp_path):
     _run([prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(ROOT / "prefect.yaml")], env)
 
     deployments = {d["name"]: d for d in _api(env, "/deployments/filter", {})}
-    assert {"nightly-ingest", "weekly-retrain", "nightly-synthetic", "denoise", "anomaly", "augment", "embed"} <= set(deployments)
+    assert {"nightly-ingest", "weekly-retrain", "nightly-synthetic", "denoise", "super-resolve", "anomaly", "augment",
+            "embed"} <= set(deployments)
     crons = {name: [s["schedule"]["cron"] for s in d["schedules"]] for name, d in deployments.items()}
     assert crons["nightly-ingest"] == ["0 2 * * *"] and crons["weekly-retrain"] == ["0 4 * * 0"]
     assert crons["denoise"] == []

@@ -128,6 +128,21 @@ def _reorient(image, mask, affine, codes: str):
     return np.asarray(out.dataobj), np.ascontiguousarray(out_mask), out.affine
 
 
+def thick_slice_copy(path: Path, out: Path, slice_mm: float = 6.0) -> Path:
+    """A thick-slice acquisition of a scan: its slices (last voxel axis) averaged into
+    ``slice_mm`` slabs, in-plane voxels unchanged; the demo's super-resolution input."""
+    img = nib.load(str(path))
+    data = np.asarray(img.get_fdata(dtype=np.float32))
+    zooms = nib.affines.voxel_sizes(img.affine)
+    k = max(1, int(round(slice_mm / zooms[2])))
+    n = data.shape[2] // k
+    slabs = data[:, :, : n * k].reshape(data.shape[0], data.shape[1], n, k).mean(3)
+    affine = img.affine.copy()
+    affine[:3, 2] *= k
+    affine[:3, 3] += img.affine[:3, 2] * (k - 1) / 2  # slab centres
+    return io.save_volume(Path(out), np.rint(slabs).astype(np.int16), affine, dtype=np.int16)
+
+
 def write_cohort(
     out: Path, spec: CohortSpec, progress: Callable[[int], None] | None = None
 ) -> list[Path]:
