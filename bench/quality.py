@@ -1,12 +1,14 @@
 """Quality: the whole pipeline from scratch on a sample cohort big enough to mean something,
 then `vae3d evaluate` on the test split.
 
-The cohort (default 110 subjects) gives a test split of at least 12 volumes; the run stops
+The cohort (default 120 subjects) gives a test split of at least 12 volumes; the run stops
 with an error if the content-hash split gives fewer. Training has a wall-clock budget on this
 machine's cores (default 18 minutes); with cohort writing, preprocessing and evaluation the
 whole benchmark stays within 30 CPU-minutes of a 2-core machine.
 
-    python -m bench.quality --n 110 --train-minutes 18
+    python -m bench.quality --n 120 --train-minutes 18
+
+The evaluation report and its figures are kept in bench/results/quality_figures/.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import write_result
+from bench.common import RESULTS, write_result
 
 MIN_TEST = 12
 
@@ -46,6 +48,9 @@ def run(n: int, minutes: float, seed: int = 0, min_test: int = MIN_TEST) -> dict
             raise SystemExit(f"the split gave {counts['test']} test volumes (< {min_test}); raise --n")
         trained = train_flow(settings)
         results = evaluate_flow(settings)
+        figures = RESULTS / "quality_figures"  # the report's pictures, to look at
+        shutil.rmtree(figures, ignore_errors=True)
+        shutil.copytree(next((root / "ws" / "evaluation").iterdir()), figures)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return {"n": n, "train_minutes": minutes, "counts": counts, "total_minutes": (time.perf_counter() - t0) / 60,
@@ -54,7 +59,7 @@ def run(n: int, minutes: float, seed: int = 0, min_test: int = MIN_TEST) -> dict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=110, help="subjects in the sample cohort")
+    ap.add_argument("--n", type=int, default=120, help="subjects in the sample cohort")
     ap.add_argument("--train-minutes", type=float, default=18.0, help="training budget (wall clock)")
     ap.add_argument("--min-test", type=int, default=MIN_TEST, help="fewest test volumes accepted")
     a = ap.parse_args()

@@ -198,9 +198,12 @@ def ablation_section(r: dict) -> list[str]:
             f"{x['fraction_of_matmul_peak']:.0%} | {x['epochs']} | {x['recon']['ssim']:.3f} | {x['recon']['psnr']:.2f} | "
             f"{d5['noisy']:.1f} -> {d5['model']:.1f} | {d10['noisy']:.1f} -> {d10['model']:.1f} | "
             f"{sr['cubic']:.1f} -> {sr['model']:.1f} |")
+    from bench.model_ablation import NOTES
+
     best = max(rows, key=lambda x: x["recon"]["ssim"])
-    lines += ["", f"- Best validation SSIM in this budget: {best['row']} ({best['recon']['ssim']:.3f}).", ""]
-    return lines + [line for line in r.get("notes", [])] + ([""] if r.get("notes") else [])
+    lines += ["", f"- Best validation SSIM in this budget: {best['row']} ({best['recon']['ssim']:.3f}).",
+              *([f"- {r['notes_rows']}."] if r.get("notes_rows") else []), *NOTES, ""]
+    return lines
 
 
 def _targets(e: dict) -> list[str]:

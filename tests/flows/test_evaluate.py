@@ -18,7 +18,7 @@ def test_evaluation_writes_every_table_and_logs_to_mlflow(trained):
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["n_test"] == results["n_test"] > 0
     md = (out / "report.md").read_text()
-    for heading in ("## Reconstruction", "## Denoising", "## Anomaly detection", "## Synthesis",
+    for heading in ("## Reconstruction", "## Denoising", "## Super-resolution", "## Anomaly detection", "## Synthesis",
                     "### Memorisation audit", "## Targets"):
         assert heading in md
     for level in ("3%", "5%", "10%"):
@@ -27,6 +27,10 @@ def test_evaluation_writes_every_table_and_logs_to_mlflow(trained):
         assert all(math.isfinite(r["psnr"]) and math.isfinite(r["ssim"]) for r in rows.values())
         # a stronger noise level makes the noisy input worse: the numbers are computed, not typed
     assert results["denoising"]["10%"]["noisy"]["psnr"] < results["denoising"]["3%"]["noisy"]["psnr"]
+    sr = results["superres"]["x2"]
+    assert set(sr) == {"trilinear", "cubic_bspline", "vae"}
+    assert all(math.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1 for r in sr.values())
+    assert "VAE super-resolution x2 beats cubic B-spline by >= 1.5 dB" in results["targets"]
     for method in ("vae", "atlas_deviation"):
         m = results["anomaly"][method]
         assert 0.0 <= m["voxel_auprc"] <= 1.0 and 0.0 <= m["volume_auroc"] <= 1.0 and 0.0 <= m["best_dice"] <= 1.0
@@ -34,7 +38,7 @@ def test_evaluation_writes_every_table_and_logs_to_mlflow(trained):
     assert syn["n"] == 4 and syn["histogram_wasserstein"] >= 0 and 0 < syn["diversity_ssim"] <= 1
     assert isinstance(syn["memorisation"]["n_flagged"], int)
     assert set(results["targets"]) and all(isinstance(v, bool) for v in results["targets"].values())
-    for png in ("anomaly_example.png", "synthetic_samples.png"):
+    for png in ("anomaly_example.png", "synthetic_samples.png", "restoration.png"):
         assert (out / png).stat().st_size > 1000
 
     uri = f"sqlite:///{settings.workspace / 'mlflow' / 'mlflow.db'}"
@@ -42,5 +46,6 @@ def test_evaluation_writes_every_table_and_logs_to_mlflow(trained):
     version = client.get_model_version("vae3d", "1")
     assert "eval_anomaly_vae_volume_auroc" in version.tags
     run = client.get_run(version.run_id)
-    assert "eval_denoise_10pct_vae_psnr" in run.data.metrics
+    assert {"eval_denoise_10pct_vae_psnr", "eval_denoise_10pct_vae_ssim", "eval_superres_x2_vae_psnr",
+            "eval_superres_x2_cubic_bspline_psnr"} <= set(run.data.metrics)
     assert {a.path for a in client.list_artifacts(version.run_id, "evaluation")} >= {"evaluation/report.md"}

@@ -43,7 +43,8 @@ def load_pretrained(model: VAE3D) -> VAE3D:
         PretrainedUnavailable: the file is missing, or ``model`` is another architecture.
     """
     info = describe()
-    if info["hparams"] != model.hparams():
+    arch = lambda h: {k: v for k, v in h.items() if k != "logvar_init"}  # noqa: E731 - an init, not the architecture
+    if arch(info["hparams"]) != arch(model.hparams()):
         raise PretrainedUnavailable(
             f"the shipped pretrained weights are for {info['hparams']}, not this model's {model.hparams()}; "
             "use the default train.model settings and a 64^3 preprocess.target_shape, or --init scratch")

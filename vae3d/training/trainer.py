@@ -75,11 +75,16 @@ def build_model(config: TrainConfig, input_size: int) -> VAE3D:
     return model
 
 
-def _lr_lambda(warmup: int, total: int):
+def _lr_lambda(warmup: int, total: int, budget_used=None):
+    """Linear warmup, then cosine decay to 5% over ``total`` steps, or over the time budget
+    when ``budget_used()`` (the fraction of ``max_time_s`` spent) gets there first: a
+    budgeted run ends at a low learning rate too, instead of being cut off at its peak."""
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if budget_used is not None:
+            progress = max(progress, min(1.0, budget_used()))
         return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return f
@@ -179,7 +184,12 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     global_batch = config.batch_size * world
     steps_per_epoch = math.ceil(len(train) / global_batch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config.warmup_steps, config.epochs * steps_per_epoch))
+    t0 = time.perf_counter()
+    # a time budget shapes the schedule on a single process; under DDP every rank must step
+    # the same learning rate, so there the schedule follows the step count alone
+    budget_used = (lambda: (time.perf_counter() - t0) / config.max_time_s) if config.max_time_s and world == 1 else None
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _lr_lambda(config.warmup_steps, config.epochs * steps_per_epoch, budget_used))
     noise = torch.Generator(device=device).manual_seed(config.seed + 1 + rank)
     loss_fn = VAELoss(config.recon, config.ssim_weight, config.free_bits)
     chain = build_augment(prob=config.augment_prob, artifacts=False)  # artifacts: restoration's job
@@ -205,7 +215,7 @@ def fit(
         best, bad_epochs = dict(state["best"]), state["bad_epochs"]
         log.info("resuming from %s after epoch %d", last_path, start)
     result = TrainResult(epochs_run=start, best_epoch=best["epoch"], best_metrics={}, history=history)
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # the budget counts from here (after any resume's loading)
     net.train()
     for epoch in range(start, config.epochs):
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
