@@ -3,10 +3,10 @@ then `vae3d evaluate` on the test split.
 
 The cohort (default 120 subjects) gives a test split of at least 12 volumes; the run stops
 with an error if the content-hash split gives fewer. Training has a wall-clock budget on this
-machine's cores (default 18 minutes); with cohort writing, preprocessing and evaluation the
+machine's cores (default 20 minutes); with cohort writing, preprocessing and evaluation the
 whole benchmark stays within 30 CPU-minutes of a 2-core machine.
 
-    python -m bench.quality --n 120 --train-minutes 18
+    python -m bench.quality --n 120 --train-minutes 20
 
 The evaluation report and its figures are kept in bench/results/quality_figures/.
 """
@@ -60,7 +60,7 @@ def run(n: int, minutes: float, seed: int = 0, min_test: int = MIN_TEST) -> dict
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=120, help="subjects in the sample cohort")
-    ap.add_argument("--train-minutes", type=float, default=18.0, help="training budget (wall clock)")
+    ap.add_argument("--train-minutes", type=float, default=20.0, help="training budget (wall clock)")
     ap.add_argument("--min-test", type=int, default=MIN_TEST, help="fewest test volumes accepted")
     a = ap.parse_args()
     print(write_result("quality", run(a.n, a.train_minutes, min_test=a.min_test)))
