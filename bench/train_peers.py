@@ -26,11 +26,12 @@ SIZE, BATCH = 64, 4
 def _build(name: str, channels_last: bool, vae3d_kwargs: dict | None = None):
     from monai.networks.nets import AutoencoderKL, VarAutoEncoder
 
+    from vae3d.config import ModelConfig
     from vae3d.model import VAE3D
 
     torch.manual_seed(0)
-    if name == "vae3d":
-        model = VAE3D(input_size=SIZE, **(vae3d_kwargs or {}))
+    if name == "vae3d":  # the pipeline's default architecture (train.model), with any overrides
+        model = VAE3D(input_size=SIZE, **{**ModelConfig().model_dump(), **(vae3d_kwargs or {})})
 
         def train_out(x):
             r, mu, lv = model(x)

@@ -30,6 +30,9 @@ class GenerationRequest(BaseModel):
     factor: float | None = Field(
         None, ge=1, le=8, description="super-resolve: output voxels are the input's divided by this, never finer "
         "than the model's spacing; None: the model's spacing on every axis")
+    fusion: bool = Field(
+        True, description="denoise: weigh the input against the model's restoration by their expected errors "
+        "(the input's estimated noise, the model's validation RMSE), so a clean scan is never blurred")
     intensity: Literal["input", "unit"] = Field(
         "input", description="denoise/super-resolve: 'input' inverts the preprocessing's percentile scaling "
         "(the input's own intensity scale), 'unit' keeps the model's [0, 1]")

@@ -318,14 +318,20 @@ def gen_augment(
 @generate_app.command("denoise")
 def gen_denoise(inputs: InputsArg, model: ModelOpt = "models:/vae3d@champion", out: OutOpt = None,
                 batch_size: BatchOpt = 4, dtype: DtypeOpt = StoredType.int16, compression: CompressionOpt = 0,
-                intensity: IntensityOpt = IntensityScale.input) -> None:
+                intensity: IntensityOpt = IntensityScale.input,
+                fusion: Annotated[bool, typer.Option(
+                    "--fusion/--no-fusion", help="Weigh the input against the model's restoration by their expected "
+                    "errors (the input's estimated noise, the model's validation RMSE); --no-fusion: the model "
+                    "alone.")] = True) -> None:
     """Restored (denoised, bias- and ringing-corrected) volumes on each input's own grid and intensity scale.
 
     The model was trained to map corrupted scans (noise, bias field, Gibbs ringing, lost
-    resolution) back to clean ones; the output has the input's shape and affine.
+    resolution) back to clean ones; the output has the input's shape and affine. By default
+    the output weighs the input and the model's restoration by their expected errors, so a
+    clean scan comes back nearly unchanged and a noisy one mostly restored.
     """
     _generate("denoise", out, inputs, model_uri=model, batch_size=batch_size, dtype=dtype.value,
-              compression=compression, intensity=intensity.value)
+              compression=compression, intensity=intensity.value, fusion=fusion)
 
 
 @generate_app.command("super-resolve")

@@ -52,19 +52,24 @@ def _case(label: str, clean, corrupted, restored, baseline, baseline_name: str) 
 
 
 @task(cache_policy=NO_CACHE)  # tensors and a model as inputs: nothing to hash
-def eval_denoising(model, val: torch.Tensor, test: torch.Tensor, seed: int) -> dict:
+def eval_denoising(model, val: torch.Tensor, test: torch.Tensor, seed: int, model_rmse: float) -> dict:
+    """Each noise level: Gaussian and NLM (tuned on val) against `generate denoise`'s output
+    (``vae``: the model fused with its input by their expected errors, ``model_rmse`` from val)
+    and the model's restoration alone (``vae_model_only``)."""
     rows, cases = {}, []
     tune_val = val[:3]
     for name, sigma in NOISE_LEVELS.items():
         nv, nt = denoising.add_rician(tune_val, sigma, seed), denoising.add_rician(test, sigma, seed + 1)
         g = denoising.tune(denoising.gaussian, nv, tune_val, [0.5, 0.75, 1.0, 1.5, 2.0])
         h = denoising.tune(denoising.nl_means, nv, tune_val, [f * sigma for f in (0.6, 0.9, 1.2, 1.6)])
-        nlm, restored = denoising.nl_means(nt, h), _restore(model, nt)
+        nlm, alone = denoising.nl_means(nt, h), _restore(model, nt)
+        restored = inference.fuse(nt, alone, model_rmse)
         rows[name] = {
             "noisy": denoising.scores(nt, test),
             "gaussian": {**denoising.scores(denoising.gaussian(nt, g), test), "param": f"sigma={g}"},
             "nl_means": {**denoising.scores(nlm, test), "param": f"h={h:.3f}"},
-            "vae": denoising.scores(restored, test),
+            "vae": {**denoising.scores(restored, test), "param": f"fused, model RMSE {model_rmse:.4f}"},
+            "vae_model_only": denoising.scores(alone, test),
         }
         cases.append(_case(f"Rician {name}", test, nt, restored, nlm, "non-local means"))
     return {"rows": rows, "_cases": cases}
@@ -126,13 +131,15 @@ def evaluate_flow(settings: Settings, model_uri: str = "models:/vae3d@champion",
     logger = get_run_logger()
     ws = Workspace.at(settings.workspace)
     ref = model_loader.resolve(model_uri, settings)
-    model = model_loader.load(ref, settings).model
+    loaded = model_loader.load(ref, settings)
+    model = loaded.model
     data = load_splits(settings)
+    model_rmse = loaded.meta.get("restoration", {}).get("model_rmse") or inference.restoration_error(model, data["val"])
     seed = settings.seed
     torch.manual_seed(seed)
     with torch.no_grad():
         recon = denoising.scores(_restore(model, data["test"]), data["test"])
-    den_out, sr_out = eval_denoising(model, data["val"], data["test"], seed), eval_superres(model, data["test"])
+    den_out, sr_out = eval_denoising(model, data["val"], data["test"], seed, model_rmse), eval_superres(model, data["test"])
     den, sr = den_out["rows"], sr_out["rows"]
     cases = den_out["_cases"] + sr_out["_cases"]
     ano = eval_anomaly(model, data["train"], data["test"], seed)

@@ -60,6 +60,9 @@ class VAE3DPyfunc(PythonModel):
                     outs.append(inference.embed(self.model, chunk))
                     continue
                 recon = inference.reconstruct(self.model, chunk)
+                rmse = self.meta.get("restoration", {}).get("model_rmse")
+                if mode == "denoise" and rmse is not None:  # as `vae3d generate denoise`
+                    recon = inference.fuse(chunk, recon, rmse)
                 outs.append(recon if mode != "anomaly" else inference.anomaly_map(chunk, recon))
         return torch.cat(outs).numpy()
 

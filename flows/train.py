@@ -116,7 +116,9 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
     best = outcome["best"]
     model = load_model(outcome["best_checkpoint"])
     val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")])
-    meta = {"anomaly": inference.calibrate_anomaly(model, val), "template_affine": index.template_affine, "target_shape": list(index.target_shape),
+    meta = {"anomaly": inference.calibrate_anomaly(model, val),
+            "restoration": {"model_rmse": inference.restoration_error(model, val)},
+            "template_affine": index.template_affine, "target_shape": list(index.target_shape),
             "target_spacing": list(index.target_spacing), "preprocess": index.settings, "run_id": run_id,
             "code_version": code_version()}
     tags = {"data.manifest_sha256": index.manifest_sha256, "git_commit": code_version(), "run_id": run_id,

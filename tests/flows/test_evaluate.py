@@ -23,7 +23,7 @@ def test_evaluation_writes_every_table_and_logs_to_mlflow(trained):
         assert heading in md
     for level in ("3%", "5%", "10%"):
         rows = results["denoising"][level]
-        assert set(rows) == {"noisy", "gaussian", "nl_means", "vae"}
+        assert set(rows) == {"noisy", "gaussian", "nl_means", "vae", "vae_model_only"}
         assert all(math.isfinite(r["psnr"]) and math.isfinite(r["ssim"]) for r in rows.values())
         # a stronger noise level makes the noisy input worse: the numbers are computed, not typed
     assert results["denoising"]["10%"]["noisy"]["psnr"] < results["denoising"]["3%"]["noisy"]["psnr"]
