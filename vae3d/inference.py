@@ -39,18 +39,28 @@ def noise_sigma(x: torch.Tensor, head_threshold: float = 0.15) -> torch.Tensor:
     return torch.stack(out)
 
 
-def fuse(x: torch.Tensor, restored: torch.Tensor, model_rmse: float) -> torch.Tensor:
-    """Combine the input and the model's restoration by their expected errors.
+def fuse(x: torch.Tensor, restored: torch.Tensor, model_rmse: float, head_threshold: float = 0.1) -> torch.Tensor:
+    """Combine the input and the model's restoration by their expected errors, inside the head.
 
-    The input's error is its noise (``noise_sigma``), the model's is its reconstruction error
-    measured on the validation split at registration (``model_rmse``); the weighted mean
-    ``w * restored + (1 - w) * x`` with ``w = s^2 / (s^2 + e^2)`` has the lower expected error
-    of the two (a Wiener-style fusion, as data consistency in MRI reconstruction). So a clean
-    scan comes back nearly unchanged, never blurred, and a noisy one mostly restored.
+    The input's error is its noise (``noise_sigma``), the model's is its in-head reconstruction
+    error on the validation split (``model_rmse``, stored at registration); inside the head
+    (where the restoration exceeds ``head_threshold``) the output is ``w * restored + (1 - w) * x``
+    with ``w = s^2 / (s^2 + e^2)``, the lower expected error of the two (a Wiener-style fusion,
+    as data consistency in MRI reconstruction). Outside it is the restoration: there Rician
+    noise is biased, not zero-mean, so the input carries nothing worth keeping
+    (``bench.denoise_fusion`` measures both choices). A clean scan comes back nearly
+    unchanged, never blurred; a noisy one mostly restored.
     """
     s2 = noise_sigma(x).pow(2).view(-1, *([1] * (x.dim() - 1)))
-    w = s2 / (s2 + float(model_rmse) ** 2)
+    w = (s2 / (s2 + float(model_rmse) ** 2)).expand_as(restored)
+    w = torch.where(restored > head_threshold, w, torch.ones_like(w))
     return (w * restored.float() + (1 - w) * x.float()).clamp_(0.0, 1.0)
+
+
+def fuse_whole_volume(x: torch.Tensor, restored: torch.Tensor, model_rmse: float) -> torch.Tensor:
+    """``fuse`` without the head mask (the background weighed like the head): the variant
+    ``bench.denoise_fusion`` measured against it."""
+    return fuse(x, restored, model_rmse, head_threshold=-1.0)
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -52,7 +53,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=120, help="training epochs (fixed, for reproducibility)")
     ap.add_argument("--out", type=Path, default=WEIGHTS)
     a = ap.parse_args()
-    print(json.dumps(build(a.n, a.epochs, a.out), indent=1))
+    sys.stdout.write(json.dumps(build(a.n, a.epochs, a.out), indent=1) + "\n")
 
 
 if __name__ == "__main__":
