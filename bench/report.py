@@ -236,10 +236,10 @@ def _targets(e: dict) -> list[str]:
     return ["| target | result |", "|---|---|", *[f"| {t} | {_ok(ok)} |" for t, ok in e["targets"].items()], ""]
 
 
-def quality_section(r: dict) -> list[str]:
+def quality_section(r: dict, heading: str = "## Quality (issues 8, 16)") -> list[str]:
     e = r["evaluation"]
     lines = [
-        "## Quality (issues 8, 16)",
+        heading,
         f"`python -m bench.quality --n {r['n']} --train-minutes {r['train_minutes']:g}` on {_machine(r)}: "
         f"the sample cohort ({r['counts']}), trained from scratch for {r['train_minutes']:g} minutes of wall "
         f"clock on 2 cores ({r['train']['epochs_run']} epochs; the whole benchmark took "
@@ -286,20 +286,25 @@ def quality_section(r: dict) -> list[str]:
     return lines
 
 
+def _quality_short(r: dict) -> list[str]:
+    return quality_section(r, "## Quality, a shorter training with today's denoising (issue 16)")
+
+
 _HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training against", "model_ablation": "## Model and loss", "denoise_fusion": "## Denoising output",
-             "generate": "## Generation", "scaling": "## Scaling", "quality": "## Quality"}
+             "generate": "## Generation", "scaling": "## Scaling", "quality": "## Quality (", "quality_short": "## Quality, a shorter"}
 SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), ("model_ablation", ablation_section),
             ("denoise_fusion", fusion_section), ("generate", generate_section), ("scaling", scaling_section),
-            ("quality", quality_section))
+            ("quality", quality_section), ("quality_short", _quality_short))
+
 
 
 def _kept_sections(text: str) -> dict[str, list[str]]:
-    """The sections of an existing BENCHMARKS.md by their '## ' heading's first words."""
+    """The sections of an existing BENCHMARKS.md by their '## ' heading line."""
     out: dict[str, list[str]] = {}
     key = None
     for line in text.splitlines():
         if line.startswith("## "):
-            key = line.split("(")[0].strip()
+            key = line.strip()
             out[key] = []
         if key:
             out[key].append(line)
