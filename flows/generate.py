@@ -132,8 +132,9 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
             result, extra = recon, {"parameters": {"intensity_range": list(prep.intensity_range)}}
             rmse = wrapper.meta.get("restoration", {}).get("model_rmse")
             if req.mode == "denoise" and req.fusion and rmse is not None:
-                result = inference.fuse(x, recon, rmse)
-                extra["parameters"].update(noise_sigma=float(inference.noise_sigma(x)[0]), model_rmse=rmse)
+                sigma = inference.noise_sigma(x)
+                result = inference.fuse(x, recon, rmse, sigma=sigma)
+                extra["parameters"].update(noise_sigma=float(sigma[0]), model_rmse=rmse)
             if req.mode == "super-resolve":
                 grid_affine, grid_shape = super_resolution_grid(
                     prep.original_affine, prep.original_shape, wrapper.meta["target_spacing"], req.factor)

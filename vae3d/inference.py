@@ -39,7 +39,8 @@ def noise_sigma(x: torch.Tensor, head_threshold: float = 0.15) -> torch.Tensor:
     return torch.stack(out)
 
 
-def fuse(x: torch.Tensor, restored: torch.Tensor, model_rmse: float, head_threshold: float = 0.1) -> torch.Tensor:
+def fuse(x: torch.Tensor, restored: torch.Tensor, model_rmse: float, head_threshold: float = 0.1,
+         sigma: torch.Tensor | None = None) -> torch.Tensor:
     """Combine the input and the model's restoration by their expected errors, inside the head.
 
     The input's error is its noise (``noise_sigma``), the model's is its in-head reconstruction
@@ -49,9 +50,10 @@ def fuse(x: torch.Tensor, restored: torch.Tensor, model_rmse: float, head_thresh
     as data consistency in MRI reconstruction). Outside it is the restoration: there Rician
     noise is biased, not zero-mean, so the input carries nothing worth keeping
     (``bench.denoise_fusion`` measures both choices). A clean scan comes back nearly
-    unchanged, never blurred; a noisy one mostly restored.
+    unchanged, never blurred; a noisy one mostly restored. ``sigma``: ``noise_sigma(x)``,
+    when the caller has it already.
     """
-    s2 = noise_sigma(x).pow(2).view(-1, *([1] * (x.dim() - 1)))
+    s2 = (noise_sigma(x) if sigma is None else sigma).pow(2).view(-1, *([1] * (x.dim() - 1)))
     w = (s2 / (s2 + float(model_rmse) ** 2)).expand_as(restored)
     w = torch.where(restored > head_threshold, w, torch.ones_like(w))
     return (w * restored.float() + (1 - w) * x.float()).clamp_(0.0, 1.0)
