@@ -73,6 +73,8 @@ def configure_environment(ws: Workspace) -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "false"),
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        # the temporary server's 20 s default fails about 1 run in 7 on a loaded 2-core machine
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         # bounded retries with backoff against a tracking server, then a clear error
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
