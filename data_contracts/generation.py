@@ -31,8 +31,10 @@ class GenerationRequest(BaseModel):
         None, ge=1, le=8, description="super-resolve: output voxels are the input's divided by this, never finer "
         "than the model's spacing; None: the model's spacing on every axis")
     fusion: bool = Field(
-        True, description="denoise: weigh the input against the model's restoration by their expected errors "
-        "(the input's estimated noise, the model's validation RMSE), so a clean scan is never blurred")
+        True, description="combine the model's result with what the input measured. denoise: weigh the input "
+        "against the model's restoration by their expected errors (the input's estimated noise, the model's "
+        "validation RMSE), so a clean scan is never blurred; super-resolve: back-project, so the output averaged "
+        "onto the input's voxels gives the input back")
     intensity: Literal["input", "unit"] = Field(
         "input", description="denoise/super-resolve: 'input' inverts the preprocessing's percentile scaling "
         "(the input's own intensity scale), 'unit' keeps the model's [0, 1]")

@@ -347,13 +347,19 @@ def gen_super_resolve(
     dtype: DtypeOpt = StoredType.int16,
     compression: CompressionOpt = 0,
     intensity: IntensityOpt = IntensityScale.input,
+    fusion: Annotated[bool, typer.Option(
+        "--fusion/--no-fusion", help="Back-project onto the input, so the output averaged over each input voxel "
+        "gives that voxel back (the model adds detail, the input keeps its content); --no-fusion: the model "
+        "alone.")] = True,
 ) -> None:
     """Low-resolution or thick-slice scans restored at finer voxels, with the input's field of view and orientation.
+
+    By default the model's output is made consistent with the input (iterative back-projection).
 
     Example:  vae3d generate super-resolve scans/thick/ --factor 2
     """
     _generate("super-resolve", out, inputs, factor=factor, model_uri=model, batch_size=batch_size,
-              dtype=dtype.value, compression=compression, intensity=intensity.value)
+              dtype=dtype.value, compression=compression, intensity=intensity.value, fusion=fusion)
 
 
 @generate_app.command("anomaly")

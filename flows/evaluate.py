@@ -77,15 +77,18 @@ def eval_denoising(model, val: torch.Tensor, test: torch.Tensor, seed: int, mode
 
 @task(cache_policy=NO_CACHE)  # tensors and a model as inputs: nothing to hash
 def eval_superres(model, test: torch.Tensor) -> dict:
-    """Each factor: test volumes averaged down, then cubic B-spline vs the model (from trilinear)."""
+    """Each factor: test volumes averaged down, then cubic B-spline vs the model (from trilinear),
+    alone and back-projected onto the low-resolution data (``inference.back_project``)."""
     rows, cases = {}, []
     size = tuple(test.shape[2:])
     for name, factor in SR_FACTORS.items():
         low = superres.downsample(test, factor)
         cubic, linear = superres.cubic_upsample(low, size), superres.trilinear_upsample(low, size)
-        restored = _restore(model, linear)
+        alone = _restore(model, linear)
+        restored = inference.back_project(alone, low)
         rows[name] = {"trilinear": denoising.scores(linear, test), "cubic_bspline": denoising.scores(cubic, test),
-                      "vae": denoising.scores(restored, test)}
+                      "vae": {**denoising.scores(restored, test), "param": "back-projected"},
+                      "vae_model_only": denoising.scores(alone, test)}
         cases.append(_case(f"low-res {name}", test, linear, restored, cubic, "cubic B-spline"))
     return {"rows": rows, "_cases": cases}
 

@@ -110,7 +110,7 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
             wrapper = model_loader.load(ref, settings)
             chain = build_preprocess(**wrapper.meta["preprocess"])
             artifacts = build_augment(prob=0.8) if req.artifacts else None
-        prep = prepare_input(Path(path), chain)
+        prep = prepare_input(Path(path), chain, keep_original=req.mode == "super-resolve" and req.fusion)
         x, affine = prep.x, prep.affine
         base = dict(input_path=path, input_sha256=prep.sha256)
         if req.mode == "augment":
@@ -145,6 +145,9 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
             flagged = score > thresholds["score_threshold"] if "score_threshold" in thresholds else None
             result, extra = amap, {"parameters": {"score": score, "flagged": flagged, **thresholds}}
         back = to_original_space(result[0].numpy(), affine, grid_affine, grid_shape)
+        if req.mode == "super-resolve" and req.fusion:  # agree with what the input measured
+            back = inference.back_project(torch.from_numpy(back)[None, None], prep.measured())[0, 0].numpy()
+            extra["parameters"]["back_projected"] = True
         if req.mode != "anomaly" and req.intensity == "input":
             back = to_input_scale(back, prep.intensity_range)
         records.append(write_volume(outs[0], back, grid_affine, _provenance(req, ref, idx, **base, **extra),
@@ -158,7 +161,7 @@ def embed_batch(items: list[tuple[int, str]], ref: ModelRef, settings: Settings)
     chain = build_preprocess(**wrapper.meta["preprocess"])
     rows = []
     for idx, path in items:
-        prep = prepare_input(Path(path), chain)
+        prep = prepare_input(Path(path), chain, keep_original=req.mode == "super-resolve" and req.fusion)
         z = resources.model_call(inference.embed, wrapper.model, prep.x, lanes=settings.generate.model_lanes)[0].numpy()
         rows.append({"index": idx, "id": prep.sha256[:16], "path": path, "sha256": prep.sha256,
                      "latent": z.astype(np.float32)})

@@ -93,7 +93,7 @@ def restoration_review(cases: Sequence[dict], residual_max: float = 0.2) -> plt.
 @torch.no_grad()
 def restoration_examples(model: VAE3D, x: torch.Tensor, seed: int = 0) -> plt.Figure:
     """The review figure of a trained model on ``x[0]``: 5% and 10% Rician noise against
-    Gaussian smoothing (sigma 1 voxel), and x2 resolution loss against cubic B-spline."""
+    Gaussian smoothing (sigma 1 voxel), and x2 resolution loss (back-projected) against cubic B-spline."""
     from vae3d import inference
     from vae3d.evaluation import denoising, superres
 
@@ -105,7 +105,8 @@ def restoration_examples(model: VAE3D, x: torch.Tensor, seed: int = 0) -> plt.Fi
                       "baseline": denoising.gaussian(noisy, 1.0), "baseline_name": "Gaussian, sigma 1"})
     low = superres.downsample(clean, 2)
     linear = superres.trilinear_upsample(low, clean.shape[2:])
-    cases.append({"label": "low-res x2", "corrupted": linear, "restored": inference.reconstruct(model, linear),
+    cases.append({"label": "low-res x2", "corrupted": linear,
+                  "restored": inference.back_project(inference.reconstruct(model, linear), low),
                   "baseline": superres.cubic_upsample(low, clean.shape[2:]), "baseline_name": "cubic B-spline"})
     for c in cases:
         c.update({k: c[k][0, 0].clamp(0, 1).numpy() for k in ("corrupted", "restored", "baseline")},

@@ -6,7 +6,9 @@ model's device and results come back on the CPU, so a caller never tracks device
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.transforms import GaussianSmooth
 
 from vae3d.model import VAE3D
@@ -63,6 +65,37 @@ def fuse_whole_volume(x: torch.Tensor, restored: torch.Tensor, model_rmse: float
     """``fuse`` without the head mask (the background weighed like the head): the variant
     ``bench.denoise_fusion`` measured against it."""
     return fuse(x, restored, model_rmse, head_threshold=-1.0)
+
+
+def cubic_resize(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Cubic B-spline interpolation (scipy ``zoom``, order 3, cell-centred grids) of
+    (B, 1, d, h, w) onto ``size``, unclipped (it also carries residuals)."""
+    from scipy.ndimage import zoom
+
+    out = []
+    for v in x.float():
+        arr = v[0].numpy().astype(np.float64)
+        factors = [s / d for s, d in zip(size, arr.shape)]
+        out.append(zoom(arr, factors, order=3, mode="nearest", grid_mode=True)[None])
+    return torch.from_numpy(np.stack(out).astype(np.float32))
+
+
+def back_project(estimate: torch.Tensor, low: torch.Tensor, steps: int = 3) -> torch.Tensor:
+    """Make a super-resolved ``estimate`` (B, 1, D, H, W) agree with the low-resolution data
+    it came from (B, 1, d, h, w): iterative back-projection (Irani & Peleg 1991), the data
+    consistency step of MRI reconstruction.
+
+    The acquisition is modelled as block averaging onto the low grid (adaptive average
+    pooling, which also fits non-integer ratios). Each step adds the cubic B-spline upsampled
+    disagreement, so the result keeps the model's fine detail where the data cannot see it
+    and the data's content where it can: with the default model it beat both the model alone
+    and cubic interpolation on the test split (``vae3d evaluate``'s super-resolution table).
+    """
+    x = estimate.float()
+    size = tuple(low.shape[2:])
+    for _ in range(steps):
+        x = x + cubic_resize(low.float() - F.adaptive_avg_pool3d(x, size), tuple(x.shape[2:]))
+    return x.clamp_(0.0, 1.0)
 
 
 @torch.no_grad()

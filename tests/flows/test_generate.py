@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from scipy.spatial.transform import Rotation
+import torch
+import torch.nn.functional as F
 
 from data_contracts.generation import GenerationRequest, Provenance, RunManifest
 from flows.generate import run_generate
@@ -156,3 +158,11 @@ def test_super_resolve_output_grid_and_intensity_scale(trained, tmp_path):
     assert hi > 100 and out.get_fdata().max() > 100  # the input's units
     unit = run_generate(req.model_copy(update={"intensity": "unit"}), settings, str(tmp_path / "unit"))
     assert nib.load(unit.outputs[0].path).get_fdata().max() <= 1.0 + 1e-6
+    # back-projected by default: averaged onto the input's voxels, the output gives the input back
+    assert prov.parameters["back_projected"] is True
+    alone = run_generate(req.model_copy(update={"fusion": False}), settings, str(tmp_path / "alone"))
+    assert "back_projected" not in json.loads(open(alone.outputs[0].sidecar).read())["parameters"]
+    measured = torch.from_numpy(image * 700).float().clip(lo, hi)[None, None]
+    gap = lambda p: float((F.adaptive_avg_pool3d(torch.from_numpy(nib.load(p).get_fdata()).float()[None, None],  # noqa: E731
+                                                 (24, 24, 16)) - measured).abs().mean())
+    assert gap(manifest.outputs[0].path) < 0.5 * gap(alone.outputs[0].path)

@@ -40,3 +40,23 @@ def test_fusion_keeps_a_clean_input_and_restores_a_noisy_one():
     noisy = add_rician(clean, rmse, seed=3)  # noise as large as the restoration's error
     mid = inference.fuse(noisy, blurred, rmse)
     assert err(mid) < min(err(noisy), err(blurred))
+
+
+def test_back_projection_agrees_with_the_low_resolution_data_and_keeps_the_estimates_detail():
+    """An estimate with the right fine detail but a wrong low-frequency shading: back-projection
+    removes the shading (the data sees it) and keeps the detail (the data cannot)."""
+    import torch.nn.functional as F
+
+    clean = _clean(size=32) * 0.8 + 0.1  # inside (0, 1): the clamp stays out of the way
+    low = F.avg_pool3d(clean, 2)
+    ramp = torch.linspace(-0.1, 0.1, 32).view(1, 1, 32, 1, 1)
+    estimate = clean + ramp
+    out = inference.back_project(estimate, low)
+    assert out.shape == clean.shape
+    assert float((F.avg_pool3d(out, 2) - low).abs().max()) < 0.01
+    err = lambda v: float((v - clean).pow(2).mean().sqrt())  # noqa: E731
+    assert err(out) < 0.3 * err(estimate)
+    cubic = inference.cubic_resize(low, (32, 32, 32))
+    assert err(out) < err(cubic), "the estimate's fine detail survives"
+    odd = inference.back_project(estimate[..., :30], F.adaptive_avg_pool3d(clean[..., :30], (16, 16, 12)))
+    assert odd.shape == (2, 1, 32, 32, 30)  # a non-integer ratio on one axis

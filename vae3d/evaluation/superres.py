@@ -4,10 +4,10 @@ trilinearly resampled low-resolution volume (what preprocessing makes of a low-r
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import zoom
+
+from vae3d.inference import cubic_resize
 
 
 def downsample(volumes: torch.Tensor, factor: int) -> torch.Tensor:
@@ -17,12 +17,7 @@ def downsample(volumes: torch.Tensor, factor: int) -> torch.Tensor:
 
 def cubic_upsample(low: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
     """Cubic B-spline interpolation (scipy ``zoom``, order 3) of (B, 1, d, h, w) onto ``size``."""
-    out = []
-    for v in low:
-        arr = v[0].numpy().astype(np.float64)
-        factors = [s / d for s, d in zip(size, arr.shape)]
-        out.append(zoom(arr, factors, order=3, mode="nearest", grid_mode=True)[None])
-    return torch.from_numpy(np.stack(out).astype(np.float32)).clamp_(0, 1)
+    return cubic_resize(low, size).clamp_(0, 1)
 
 
 def trilinear_upsample(low: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:

@@ -30,19 +30,32 @@ class PreparedInput:
     original_shape: tuple[int, int, int]
     sha256: str
     intensity_range: tuple[float, float]  # input intensities mapped to 0 and 1
+    original: np.ndarray | None = None  # (X, Y, Z) the input's own voxels in [0, 1], when asked for
+
+    def measured(self) -> torch.Tensor:
+        """The input's own voxels on the model's intensity scale, (1, 1, X, Y, Z): what a
+        super-resolved output must agree with (``inference.back_project``)."""
+        if self.original is None:
+            raise ValueError("prepare_input(..., keep_original=True) keeps the input's voxels")
+        return torch.from_numpy(self.original)[None, None]
 
 
-def prepare_input(path: Path, chain: Compose) -> PreparedInput:
-    """Read ``path`` once (for its sha256 and header) and preprocess it with ``chain``."""
+def prepare_input(path: Path, chain: Compose, keep_original: bool = False) -> PreparedInput:
+    """Read ``path`` once (for its sha256 and header) and preprocess it with ``chain``.
+    ``keep_original``: also keep the input's voxels, scaled like the model's input."""
     raw = io.read_raw(Path(path))
     header = io.parse_header(raw)
     out = chain({KEY: str(path)})[KEY]
     image = out.as_tensor().numpy().astype(np.float32, copy=False)
     lo, hi = out.meta.get(INTENSITY_RANGE, (0.0, 1.0))
+    original = None
+    if keep_original:
+        voxels = io.volume_from_image(io.image_from_bytes(raw, 2**40), path).array
+        original = np.clip((voxels - float(lo)) / max(float(hi) - float(lo), 1e-12), 0.0, 1.0).astype(np.float32)
     return PreparedInput(
         x=torch.from_numpy(image)[None], affine=out.affine.numpy().astype(np.float64),
         original_affine=header.get_best_affine(), original_shape=tuple(int(s) for s in header.get_data_shape()[:3]),
-        sha256=io.sha256_bytes(raw), intensity_range=(float(lo), float(hi)),
+        sha256=io.sha256_bytes(raw), intensity_range=(float(lo), float(hi)), original=original,
     )
 
 
