@@ -161,7 +161,7 @@ def embed_batch(items: list[tuple[int, str]], ref: ModelRef, settings: Settings)
     chain = build_preprocess(**wrapper.meta["preprocess"])
     rows = []
     for idx, path in items:
-        prep = prepare_input(Path(path), chain, keep_original=req.mode == "super-resolve" and req.fusion)
+        prep = prepare_input(Path(path), chain)
         z = resources.model_call(inference.embed, wrapper.model, prep.x, lanes=settings.generate.model_lanes)[0].numpy()
         rows.append({"index": idx, "id": prep.sha256[:16], "path": path, "sha256": prep.sha256,
                      "latent": z.astype(np.float32)})
