@@ -259,12 +259,14 @@ def quality_section(r: dict, heading: str = "## Quality (issues 8, 16)") -> list
         cell = lambda m: f"{rows[m]['psnr']:.2f} / {rows[m]['ssim']:.3f}" if m in rows else "–"  # noqa: E731
         lines.append(f"| {level} | {cell('noisy')} | {cell('gaussian')} | {cell('nl_means')} | "
                      f"{cell('vae_model_only')} | {cell('vae')} |")
-    lines += ["", "| super-resolution | trilinear | cubic B-spline | VAE | trilinear SSIM | cubic SSIM | VAE SSIM |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "Super-resolution, PSNR dB / SSIM. `VAE` is what `generate super-resolve` writes (the model's "
+              "output back-projected onto the low-resolution data, where the run has that row); `model alone` is "
+              "without back-projection.", "",
+              "| super-resolution | trilinear | cubic B-spline | VAE model alone | VAE |", "|---|---|---|---|---|"]
     for factor, rows in e.get("superres", {}).items():
-        t, c, v = rows["trilinear"], rows["cubic_bspline"], rows["vae"]
-        lines.append(f"| {factor} | {t['psnr']:.2f} | {c['psnr']:.2f} | {v['psnr']:.2f} | {t['ssim']:.3f} | "
-                     f"{c['ssim']:.3f} | {v['ssim']:.3f} |")
+        cell = lambda m: f"{rows[m]['psnr']:.2f} / {rows[m]['ssim']:.3f}" if m in rows else "–"  # noqa: E731
+        lines.append(f"| {factor} | {cell('trilinear')} | {cell('cubic_bspline')} | {cell('vae_model_only')} | "
+                     f"{cell('vae')} |")
     a = e["anomaly"]
     s = e["synthesis"]
     lines += [

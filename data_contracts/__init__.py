@@ -1,7 +1,7 @@
 """Pydantic schemas for everything that crosses a stage boundary."""
 
 from data_contracts.dataset import DatasetIndex, IndexItem
-from data_contracts.errors import ContractViolation, Reason
+from data_contracts.errors import ContractViolation, PipelineError, Reason
 from data_contracts.manifest import (
     Manifest,
     ManifestRow,
@@ -13,7 +13,7 @@ from data_contracts.manifest import (
 from data_contracts.nifti import VolumeHeader, VolumeLimits, inspect_volume
 
 __all__ = [
-    "DatasetIndex", "IndexItem", "ContractViolation", "Reason", "Manifest", "ManifestRow", "QuarantineRecord",
+    "DatasetIndex", "IndexItem", "ContractViolation", "PipelineError", "Reason", "Manifest", "ManifestRow", "QuarantineRecord",
     "QuarantineReport", "SplitFractions", "split_for", "VolumeHeader", "VolumeLimits",
     "inspect_volume",
 ]

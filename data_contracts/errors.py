@@ -71,3 +71,13 @@ class ContractViolation(Exception):
         self.reasons = list(reasons)
         lines = "\n  ".join(str(r) for r in self.reasons)
         super().__init__(f"{self.path}: rejected for {len(self.reasons)} reason(s):\n  {lines}")
+
+
+class PipelineError(Exception):
+    """A mistake a person can fix: what went wrong, the file or setting it concerns, and
+    the fix. The CLI prints it as one short paragraph and exits with ``exit_code``; a
+    Prefect task never retries it (the same call would fail the same way)."""
+
+    def __init__(self, what: str, fix: str, where: str | None = None, exit_code: int = 1):
+        self.what, self.fix, self.where, self.exit_code = what, fix, where, exit_code
+        super().__init__(f"{what}{f' ({where})' if where else ''}. Fix: {fix}")

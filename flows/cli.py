@@ -12,12 +12,19 @@ from typing import Annotated, Optional
 
 import click
 import typer
+import typer.core
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from flows.allocator import tune_allocator
-from flows.settings import Settings, load_settings
+from flows.cli_errors import debug_requested, explain, quiet_console_tracebacks
+from flows.settings import Settings, load_settings, unknown_env_settings
 from flows.workspace import Workspace, configure_environment, local_prefect_mode
+
+# Typer 0.29 shows a '<bool>' value type beside every on/off flag (--help included), though a flag takes no value
+_display_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _display_type(self, ctx)
 
 app = typer.Typer(
     name="vae3d",
@@ -28,18 +35,21 @@ app = typer.Typer(
         "reads and writes validated artifacts in the workspace folder (--workspace, default "
         "./workspace); settings come from flags, VAE3D_* variables or --config.\n\n"
         "Quick start:  vae3d demo   (sample data, then every stage end to end)\n\n"
-        "Schedules:    vae3d serve  (with a Prefect server; see README)"
+        "Schedules:    vae3d serve  (with a Prefect server; see README)\n\n"
+        "Settings:     vae3d settings  (every VAE3D_* variable, its default and current value)\n\n"
+        "Errors are one paragraph with the fix; --debug (or VAE3D_DEBUG=1) adds the traceback."
     ),
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # paths stay whole, as they can be pasted
 
 
 class _State:
     workspace: Optional[Path] = None
     config: Optional[Path] = None
+    warned: bool = False  # about unknown VAE3D_* variables, once per invocation
 
 
 state = _State()
@@ -54,18 +64,39 @@ def main(
     config: Annotated[
         Optional[Path], typer.Option("--config", "-c", help="TOML or YAML file with settings (see README).")
     ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors (or set VAE3D_DEBUG=1).")] = False,
 ) -> None:
     state.workspace, state.config = workspace, config
 
 
+def base_settings(**overrides) -> Settings:
+    """The settings from --config, VAE3D_* variables and ``overrides``; an error becomes one paragraph."""
+    import os
+
+    from pydantic import ValidationError
+
+    if not state.warned:
+        state.warned = True
+        for warning in unknown_env_settings(dict(os.environ)):
+            console.print("[yellow]warning:[/yellow] " + escape(warning), soft_wrap=True, highlight=False)
+    try:
+        return load_settings(state.config, workspace=state.workspace, **overrides)
+    except ValidationError as exc:
+        message, code = explain(exc)
+    except (ValueError, FileNotFoundError) as exc:  # the --config file itself
+        message, code = f"{exc}\n  fix: pass an existing .toml or .yaml file to --config", 2
+    console.print("[red]error:[/red] " + escape(message), soft_wrap=True, highlight=False)
+    raise typer.Exit(code)
+
+
 def settings(**overrides) -> Settings:
     """The settings for this invocation; also points Prefect/MLflow state into the workspace."""
-    try:
-        s = load_settings(state.config, workspace=state.workspace, **overrides)
-    except (ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]Invalid settings:[/red] {exc}")
-        raise typer.Exit(2) from None
-    configure_environment(Workspace.at(s.workspace))
+    import sys
+
+    s = base_settings(**overrides)
+    configure_environment(Workspace.at(s.workspace), startup_timeout_s=s.prefect.startup_timeout_s)
+    if not debug_requested(sys.argv):
+        quiet_console_tracebacks()
     tune_allocator()
     ctx = click.get_current_context(silent=True)
     if ctx is not None:  # until the command ends
@@ -88,6 +119,13 @@ def sample_data(
     Each subject gets a seeded random affine + elastic deformation, tissue contrast, bias
     field, Rician noise and scanner orientation; participants.tsv records every parameter.
     """
+    _write_sample(out, n, seed, spacing, lesion_fraction)
+    if n < 20:  # the content-hash split gives val and test about 15% each by default
+        console.print(f"[yellow]warning:[/yellow] {n} subjects give val and test about {0.15 * n:.0f} scans each "
+                      "with the default split (fewer than 3 make their numbers noise); use --n 30 or more")
+
+
+def _write_sample(out: Path, n: int, seed: int, spacing: float, lesion_fraction: float) -> None:
     from tqdm.auto import tqdm
 
     from vae3d.sample_data import CohortSpec, write_cohort
@@ -104,6 +142,9 @@ def ingest(
         list[Path], typer.Argument(help="Folders (scanned recursively for .nii/.nii.gz) or .csv/.json lists of paths.")
     ],
     strict: Annotated[bool, typer.Option(help="Exit non-zero if any file is quarantined.")] = False,
+    allow_shrink: Annotated[bool, typer.Option(
+        "--allow-shrink", help="Accept a manifest with fewer scans than the current one (scans removed on "
+        "purpose). Without it such an ingest fails and writes nothing.")] = False,
 ) -> None:
     """Validate every scan, write the manifest and the quarantine report.
 
@@ -114,14 +155,20 @@ def ingest(
     s = settings()
     from flows.ingest import run_ingest
 
-    manifest, quarantine = run_ingest([str(p) for p in sources], s)
+    manifest, quarantine = run_ingest([str(p) for p in sources], s, allow_shrink=allow_shrink)
     _print_ingest(manifest, quarantine, Workspace.at(s.workspace))
+    _warn_small_splits(s)
     if strict and quarantine.records:
+        console.print(f"[red]error:[/red] {len(quarantine.records)} file(s) quarantined (--strict)")
         raise typer.Exit(1)
 
 
 @app.command()
-def preprocess() -> None:
+def preprocess(
+    allow_shrink: Annotated[bool, typer.Option(
+        "--allow-shrink", help="Accept a dataset index with fewer volumes than the current one from the same "
+        "manifest (scans gone missing since ingest).")] = False,
+) -> None:
     """Reorient, resample, crop, scale and pad every accepted volume (MONAI transforms).
 
     Results are cached per (scan content, settings): a re-run reads the cache, a changed
@@ -131,7 +178,7 @@ def preprocess() -> None:
     s = settings()
     from flows.preprocess import run_preprocess
 
-    index = run_preprocess(s)
+    index = run_preprocess(s, allow_shrink=allow_shrink)
     counts = index.counts()
     console.print(
         f"preprocessed {len(index.items)} volumes to {index.target_shape} at {index.target_spacing} mm "
@@ -167,26 +214,52 @@ def train(
     SSIM beats the current champion's. Open the results with:
     mlflow ui --backend-store-uri sqlite:///WORKSPACE/mlflow/mlflow.db
     """
-    base = load_settings(state.config, workspace=state.workspace)
+    base = base_settings()
     update = {k: v for k, v in {"epochs": epochs, "max_time_s": max_minutes and max_minutes * 60,
                                 "init": init and init.value}.items() if v}
     s = settings(train=base.train.model_copy(update=update).model_dump()) if update else settings()
     from flows.train import train_flow
 
-    result = train_flow(s)
+    Workspace.at(s.workspace).require_index()  # before the flow: "ingest first" is one paragraph
+    _warn_small_splits(s)
+    result = train_flow(s, fresh=fresh)
     best = result["best"]
     console.print(
         f"trained {result['epochs_run']} epochs: val SSIM {best.get('val_ssim', float('nan')):.3f}, "
         f"PSNR {best.get('val_psnr', float('nan')):.1f} dB\n"
         f"model version {result['version']}: {result['decision']} ({result['reason']})\n"
-        f"MLflow run {result['run_id']}; open: {mlflow_ui_command(s)}"
+        f"MLflow run {result['run_id']}; open the UI with:"
     )
+    console.print(mlflow_ui_command(s), soft_wrap=True, highlight=False, markup=False)
 
 
 def mlflow_ui_command(s: Settings) -> str:
+    """The command that opens this workspace's MLflow UI, as it can be pasted: the mlflow
+    of this environment (a venv's bin is not on PATH after ``make demo``), quoted."""
+    import shlex
+    import shutil
+    import sys
+
     ws = Workspace.at(s.workspace)
     uri = s.mlflow.tracking_uri or f"sqlite:///{ws.mlflow_dir / 'mlflow.db'}"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1"
+    local = Path(sys.executable).parent / "mlflow"
+    exe = "mlflow" if shutil.which("mlflow") == str(local) or not local.exists() else str(local)
+    return f"{shlex.quote(exe)} ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1"
+
+
+def _warn_small_splits(s: Settings) -> None:
+    """Fewer than 3 scans in val or test make its numbers (and the champion choice) noise."""
+    ws = Workspace.at(s.workspace)
+    if not ws.dataset_index.exists() and not ws.manifest.exists():
+        return
+    from data_contracts import DatasetIndex, Manifest
+
+    counts = (DatasetIndex.read(ws.dataset_index) if ws.dataset_index.exists() else Manifest.read(ws.manifest)).counts()
+    small = [f"{split} has {counts[split]}" for split in ("val", "test") if counts[split] < 3]
+    if small:
+        console.print(f"[yellow]warning:[/yellow] {' and '.join(small)} scan(s) (< 3): validation decides the "
+                      "champion and test the reported quality, so their numbers are noise; ingest more scans "
+                      "(30 give about 4 each with the default split)", soft_wrap=True, highlight=False)
 
 
 generate_app = typer.Typer(
@@ -401,7 +474,7 @@ def demo(
     preprocess -> train (a few minutes on CPU) -> register -> every generate mode, in one
     process with one local Prefect server.
     """
-    base = load_settings(state.config, workspace=state.workspace)
+    base = base_settings()
     train_cfg = base.train
     if "max_time_s" not in train_cfg.model_fields_set:
         train_cfg = train_cfg.model_copy(update={"max_time_s": train_minutes * 60, "epochs": max(train_cfg.epochs, 200)})
@@ -411,9 +484,9 @@ def demo(
     ws = Workspace.at(s.workspace)
     data, patients = ws.root / "sample_data" / "cohort", ws.root / "sample_data" / "patients"
     if not (data / "participants.tsv").exists():
-        sample_data(data, n=n, seed=seed, spacing=2.0, lesion_fraction=0.0)
+        _write_sample(data, n=n, seed=seed, spacing=2.0, lesion_fraction=0.0)
     if not (patients / "participants.tsv").exists():
-        sample_data(patients, n=4, seed=seed + 1000, spacing=2.0, lesion_fraction=1.0)
+        _write_sample(patients, n=4, seed=seed + 1000, spacing=2.0, lesion_fraction=1.0)
     from flows.demo import run_demo
 
     run_demo(s, data, patients, console, mlflow_ui_command(s))
@@ -432,8 +505,9 @@ def evaluate(
     audit. Writes WORKSPACE/evaluation/NAME-vVERSION/report.md and logs it to MLflow.
     """
     s = settings()
-    from flows.evaluate import evaluate_flow
+    from flows.evaluate import evaluate_flow, require_held_out
 
+    require_held_out(s)  # before the flow: "ingest more scans" is one paragraph
     results = evaluate_flow(s, model, n_synthetic)
     ws = Workspace.at(s.workspace)
     m = results["model"]
@@ -486,5 +560,80 @@ def _print_ingest(manifest, quarantine, ws: Workspace) -> None:
     console.print(f"manifest: {ws.manifest}\nquarantine: {ws.quarantine}")
 
 
+@app.command("settings")
+def show_settings() -> None:
+    """Every setting as its VAE3D_* variable with the current value (from flags, variables and
+    --config), then its default and meaning; '*' marks a value that differs from the default.
+
+    Nested settings use '__': VAE3D_TRAIN__EPOCHS=50, VAE3D_PREPROCESS__TARGET_SHAPE='[96,96,96]'.
+    A config file (--config settings.toml) holds the same names in sections: [train] epochs = 50.
+    """
+    import json
+
+    from flows.settings import setting_names
+
+    current, default = base_settings().model_dump(mode="json"), Settings.model_construct().model_dump(mode="json")
+
+    def lookup(tree: dict, env: str):
+        for part in env.removeprefix("VAE3D_").lower().split("__"):
+            tree = tree[part]
+        return tree
+
+    def shell(value) -> str:  # as it can be pasted into a shell
+        text = json.dumps(value, separators=(",", ":"))
+        return f"'{text}'" if isinstance(value, (list, dict)) else text
+
+    for env, field in setting_names().items():
+        now, was = lookup(current, env), lookup(default, env)
+        if isinstance(now, dict):
+            continue  # a section: its fields follow
+        meaning = f"; {field.description}" if field.description else ""
+        typer.echo(f"{env}={shell(now)}{' *' if now != was else ''}  # default {shell(was)}{meaning}")
+
+
+def _hoist_global_options(argv: list[str]) -> list[str]:
+    """--workspace/-w, --config/-c and --debug also work after the subcommand: move them first."""
+    takes_value = {"--workspace", "-w", "--config", "-c"}
+    front, rest, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if arg in takes_value and i + 1 < len(argv):
+            front += argv[i : i + 2]
+            i += 2
+            continue
+        if arg == "--debug" or arg.split("=", 1)[0] in ("--workspace", "--config"):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+def run(argv: list[str] | None = None) -> None:
+    """The ``vae3d`` entry point: the Typer app, with errors reported as one paragraph
+    (``flows.cli_errors``) and the traceback only with --debug or VAE3D_DEBUG=1."""
+    import sys
+
+    args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    try:
+        code = app(args=args, prog_name="vae3d", standalone_mode=False)  # an Exit comes back as its code
+    except click.exceptions.Abort:
+        console.print("[red]aborted[/red]")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (Exception, KeyboardInterrupt) as exc:
+        if debug_requested(args):
+            raise
+        message, code = explain(exc)
+        console.print("[red]error:[/red] " + escape(message), soft_wrap=True, highlight=False)
+        sys.exit(code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    run()

@@ -28,17 +28,21 @@ def demo_flow(settings: Settings, data: str, patients: str) -> dict[str, str]:
     lesioned = tuple(str(p) for p in sorted(Path(patients).glob("sub-*_T1w.nii.gz")))
     labels = {r.header.sha256: r.split for r in manifest.rows}
     seed = settings.seed
+    # what this run trained, champion or not (a version below the quality floor stays candidate)
+    model = {"model_uri": f"models:/{settings.mlflow.registered_model}/{trained['version']}"}
     thick = [str(thick_slice_copy(Path(p), ws.root / "sample_data" / "thick" / Path(p).name)) for p in test[:2]]
     outputs = {
-        "synthetic": run_generate(GenerationRequest(mode="synthetic", n=8, seed=seed), settings),
-        "augment": run_generate(GenerationRequest(mode="augment", inputs=tuple(test[:2]), variants=3, seed=seed), settings),
-        "denoise": run_generate(GenerationRequest(mode="denoise", inputs=tuple(test)), settings),
-        "super-resolve": run_generate(GenerationRequest(mode="super-resolve", inputs=tuple(thick)), settings),
-        "anomaly": run_generate(GenerationRequest(mode="anomaly", inputs=lesioned), settings),
-        "embed": run_generate(GenerationRequest(mode="embed", inputs=tuple(r.header.path for r in manifest.rows)),
+        "synthetic": run_generate(GenerationRequest(mode="synthetic", n=8, seed=seed, **model), settings),
+        "augment": run_generate(GenerationRequest(mode="augment", inputs=tuple(test[:2]), variants=3, seed=seed,
+                                                      **model), settings),
+        "denoise": run_generate(GenerationRequest(mode="denoise", inputs=tuple(test), **model), settings),
+        "super-resolve": run_generate(GenerationRequest(mode="super-resolve", inputs=tuple(thick), **model), settings),
+        "anomaly": run_generate(GenerationRequest(mode="anomaly", inputs=lesioned, **model), settings),
+        "embed": run_generate(GenerationRequest(mode="embed", inputs=tuple(r.header.path for r in manifest.rows),
+                                                    **model),
                               settings, labels=labels),
     }
-    evaluation = evaluate_flow(settings)
+    evaluation = evaluate_flow(settings, model["model_uri"])
     summary = {
         "sample data": (f"{data} (+ lesioned patients in {patients}, masks under derivatives/; thick-slice "
                         f"6 mm copies of {len(thick)} test scans in {ws.root / 'sample_data' / 'thick'})"),
@@ -62,6 +66,7 @@ def run_demo(settings: Settings, data: Path, patients: Path, console: Console, u
     console.rule("demo finished")
     for name, where in summary.items():
         console.print(f"[bold]{name}[/bold]: {where}")
-    console.print(f"\nOpen the MLflow UI (runs, figures, registered model):\n  {ui}")
+    console.print("\nOpen the MLflow UI (runs, figures, registered model):")
+    console.print(ui, soft_wrap=True, highlight=False, markup=False)  # one line, as it can be pasted
 
 

@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact
 
-from data_contracts import DatasetIndex
+from data_contracts import DatasetIndex, PipelineError
 from flows import model_loader
 from flows.settings import Settings
 from flows.tracking import init_store
@@ -33,11 +33,21 @@ def _batched(fn, x: torch.Tensor, size: int = 4) -> torch.Tensor:
 
 @task(cache_policy=NO_CACHE)
 def load_splits(settings: Settings) -> dict[str, torch.Tensor]:
-    index = DatasetIndex.read(Workspace.at(settings.workspace).dataset_index)
-    out = {s: load_volumes([(i.cache_path, i.cache_digest) for i in index.split(s)]) for s in ("train", "val", "test")}
-    if len(out["test"]) == 0 or len(out["val"]) == 0:
-        raise ValueError(f"evaluation needs val and test volumes, got {index.counts()}; ingest more scans")
-    return out
+    index = require_held_out(settings)
+    return {s: load_volumes([(i.cache_path, i.cache_digest) for i in index.split(s)]) for s in ("train", "val", "test")}
+
+
+def require_held_out(settings: Settings) -> DatasetIndex:
+    """The dataset index, or an error if val or test is empty (nothing to evaluate on)."""
+    path = Workspace.at(settings.workspace).require_index()
+    index = DatasetIndex.read(path)
+    counts = index.counts()
+    if not counts["val"] or not counts["test"]:
+        raise PipelineError(
+            f"evaluation needs scans in the val and test splits; the dataset has {counts}", where=str(path),
+            fix="ingest more scans (with the default 70/15/15 split, 30 give about 4 val and 4 test), "
+                "then vae3d preprocess and vae3d train")
+    return index
 
 
 def _restore(model, x: torch.Tensor) -> torch.Tensor:
@@ -133,6 +143,7 @@ def evaluate_flow(settings: Settings, model_uri: str = "models:/vae3d@champion",
     """Evaluate a registered model; write report + tables; log them to MLflow on its version."""
     logger = get_run_logger()
     ws = Workspace.at(settings.workspace)
+    require_held_out(settings)  # before any model is loaded
     ref = model_loader.resolve(model_uri, settings)
     loaded = model_loader.load(ref, settings)
     model = loaded.model

@@ -17,11 +17,12 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
+from data_contracts import PipelineError, QuarantineRecord
 from data_contracts.generation import GenerationRequest, ModelRef, OutputRecord, RunManifest
 from flows import model_loader, resources
 from flows.locks import exclusive
 from flows.registry import code_version
-from flows.runners import chunks, task_runner
+from flows.runners import chunks, retry_unless_user_error, task_runner
 from flows.settings import PrefectSettings, Settings
 from flows.workspace import Workspace
 from vae3d import inference, io
@@ -52,7 +53,7 @@ def _provenance(req: GenerationRequest, ref: ModelRef, index: int, **extra) -> d
             "package_version": code_version(), **extra}
 
 
-@task(retries=2, retry_delay_seconds=2, task_run_name="synthetic-batch")
+@task(retries=2, retry_condition_fn=retry_unless_user_error, retry_delay_seconds=2, task_run_name="synthetic-batch")
 def synthetic_batch(indices: list[int], req: GenerationRequest, ref: ModelRef, settings: Settings,
                     out_dir: str) -> tuple[list[OutputRecord], int]:
     """Decode ``indices`` in sub-batches of ``req.batch_size`` on the model lanes; the
@@ -91,7 +92,7 @@ def _stored(req: GenerationRequest, image: bool = True) -> dict:
     return {"dtype": req.dtype if image else "float32", "compresslevel": req.compression}
 
 
-@task(retries=2, retry_delay_seconds=2, task_run_name="{req.mode}-batch")
+@task(retries=2, retry_condition_fn=retry_unless_user_error, retry_delay_seconds=2, task_run_name="{req.mode}-batch")
 def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: ModelRef, settings: Settings,
                 out_dir: str) -> tuple[list[OutputRecord], int]:
     """augment / denoise / super-resolve / anomaly for a batch of (input index, path)."""
@@ -155,7 +156,7 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
     return records, skipped
 
 
-@task(retries=2, retry_delay_seconds=2, task_run_name="embed-batch")
+@task(retries=2, retry_condition_fn=retry_unless_user_error, retry_delay_seconds=2, task_run_name="embed-batch")
 def embed_batch(items: list[tuple[int, str]], ref: ModelRef, settings: Settings) -> list[dict]:
     wrapper = model_loader.load(ref, settings)
     chain = build_preprocess(**wrapper.meta["preprocess"])
@@ -271,6 +272,23 @@ def _run(req: GenerationRequest, ref: ModelRef, settings: Settings, out_dir: Pat
     return records, skipped
 
 
+def check_inputs(paths: tuple[str, ...], settings: Settings) -> None:
+    """Every input through ingest's NIfTI contract, before any model is loaded: a file that can
+    never work fails the request at once, with ingest's reason codes and their fixes."""
+    from vae3d.ingest import inspect_file
+
+    limits = settings.ingest.limits()
+    rejected = [r for r in (inspect_file(p, limits) for p in paths) if isinstance(r, QuarantineRecord)]
+    if rejected:
+        lines = [f"{r.path}: {r.reasons[0]}" for r in rejected[:5]]
+        more = f" (and {len(rejected) - 5} more)" if len(rejected) > 5 else ""
+        raise PipelineError(f"{len(rejected)} of {len(paths)} inputs break the NIfTI contract{more}:\n  "
+                            + "\n  ".join(lines), fix="fix or leave out these files; nothing was generated",
+                            exit_code=2)
+
+
 def run_generate(request: GenerationRequest, settings: Settings, out: str | None = None,
                  labels: dict[str, str] | None = None) -> RunManifest:
+    check_inputs(request.inputs, settings)
+    model_loader.resolve(request.model_uri, settings)  # a missing model fails here, before the flow starts
     return generate_flow.with_options(task_runner=task_runner(_prefect(request, settings)))(request, settings, out, labels)

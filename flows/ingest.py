@@ -9,16 +9,16 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
-from data_contracts import Manifest, QuarantineRecord, QuarantineReport, VolumeHeader, VolumeLimits
+from data_contracts import Manifest, PipelineError, QuarantineRecord, QuarantineReport, VolumeHeader, VolumeLimits
 from flows.locks import exclusive
-from flows.runners import chunks, task_runner
+from flows.runners import chunks, retry_unless_user_error, task_runner
 from flows.settings import Settings
 from flows.workspace import Workspace
 from vae3d import ingest as lib
 from vae3d.io import atomic_write_text, remove_stale_temporaries
 
 
-@task(retries=2, retry_delay_seconds=1, task_run_name="inspect-batch")
+@task(retries=2, retry_condition_fn=retry_unless_user_error, retry_delay_seconds=1, task_run_name="inspect-batch")
 def inspect_batch(paths: list[str], limits: VolumeLimits) -> list[VolumeHeader | QuarantineRecord]:
     """Validate a batch of files (one task per batch keeps the API chatter small)."""
     return [lib.inspect_file(p, limits) for p in paths]
@@ -49,19 +49,30 @@ def publish_summary(manifest: Manifest, quarantine: QuarantineReport, reused: in
 
 
 @flow(name="ingest", log_prints=False)
-def ingest_flow(sources: list[str], settings: Settings) -> tuple[Manifest, QuarantineReport]:
-    """Validate every NIfTI file under ``sources``; write ``manifest.json`` and ``quarantine.json``."""
+def ingest_flow(sources: list[str], settings: Settings, allow_shrink: bool = False) -> tuple[Manifest, QuarantineReport]:
+    """Validate every NIfTI file under ``sources``; write ``manifest.json`` and ``quarantine.json``.
+
+    A source with no volumes at all is an error, and so is a manifest with fewer rows than
+    the one it would replace (a missing mount must not empty the dataset), unless
+    ``allow_shrink``; then nothing is written.
+    """
     ws = Workspace.at(settings.workspace).ensure()
     with exclusive(ws.locks / "ingest.lock", f"workspace {ws.root} (another ingest)"):
         remove_stale_temporaries(ws.root)
-        return _ingest(sources, settings, ws)
+        return _ingest(sources, settings, ws, allow_shrink)
 
 
-def _ingest(sources: list[str], settings: Settings, ws: Workspace) -> tuple[Manifest, QuarantineReport]:
+def _ingest(sources: list[str], settings: Settings, ws: Workspace,
+            allow_shrink: bool) -> tuple[Manifest, QuarantineReport]:
     logger = get_run_logger()
     cfg = settings.ingest
     limits = cfg.limits()
     paths, escapes = lib.discover([Path(s) for s in sources], cfg.exclude, [ws.root, *settings.allowed_roots])
+    if not paths and not escapes:
+        raise PipelineError(
+            f"found no NIfTI volumes (.nii/.nii.gz) in {', '.join(sources)}", where="ingest sources",
+            fix="check the path (is the folder mounted?) and that it holds .nii/.nii.gz files or a .csv/.json "
+                "list of them; the manifest was left as it was")
     previous = lib.load_previous(ws.manifest, ws.quarantine)
     results, todo = [lib.escape_record(p, why) for p, why in escapes], []
     for path in paths:
@@ -80,6 +91,13 @@ def _ingest(sources: list[str], settings: Settings, ws: Workspace) -> tuple[Mani
             results.extend(batch)
             bar.update(len(batch))
     manifest, quarantine = lib.assemble(results, [str(Path(s).resolve()) for s in sources], limits, cfg.fractions)
+    before = len(Manifest.read(ws.manifest).rows) if ws.manifest.exists() else 0
+    if len(manifest.rows) < before and not allow_shrink:
+        raise PipelineError(
+            f"this ingest would shrink the dataset from {before} to {len(manifest.rows)} accepted scans "
+            f"({len(quarantine.records)} quarantined)", where=str(ws.manifest),
+            fix="check that every source is given and mounted; if scans were removed on purpose, re-run with "
+                "--allow-shrink. Nothing was written")
     atomic_write_text(ws.manifest, manifest.model_dump_json(indent=1))
     atomic_write_text(ws.quarantine, quarantine.model_dump_json(indent=1))
     publish_summary(manifest, quarantine, reused)
@@ -87,6 +105,6 @@ def _ingest(sources: list[str], settings: Settings, ws: Workspace) -> tuple[Mani
     return manifest, quarantine
 
 
-def run_ingest(sources: list[str], settings: Settings) -> tuple[Manifest, QuarantineReport]:
+def run_ingest(sources: list[str], settings: Settings, allow_shrink: bool = False) -> tuple[Manifest, QuarantineReport]:
     """Run the flow with the task runner the settings ask for."""
-    return ingest_flow.with_options(task_runner=task_runner(settings.prefect))(sources, settings)
+    return ingest_flow.with_options(task_runner=task_runner(settings.prefect))(sources, settings, allow_shrink)

@@ -6,7 +6,9 @@ import functools
 import re
 
 import mlflow
+from mlflow.exceptions import MlflowException
 
+from data_contracts import PipelineError
 from data_contracts.generation import ModelRef
 from flows.settings import Settings
 from flows.tracking import init_store
@@ -21,14 +23,35 @@ def resolve(uri: str, settings: Settings) -> ModelRef:
     client, _ = init_store(Workspace.at(settings.workspace), settings.mlflow)
     m = _URI.match(uri)
     if not m:
-        raise ValueError(f"model {uri!r}: use models:/NAME@ALIAS or models:/NAME/VERSION")
+        raise PipelineError(f"model {uri!r} is not a registry URI", where="--model",
+                            fix="use models:/NAME@ALIAS or models:/NAME/VERSION, e.g. models:/vae3d@champion", exit_code=2)
     name = m["name"]
-    mv = (client.get_model_version_by_alias(name, m["alias"]) if m["alias"]
-          else client.get_model_version(name, m["version"]))
+    try:
+        mv = (client.get_model_version_by_alias(name, m["alias"]) if m["alias"]
+              else client.get_model_version(name, m["version"]))
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST" and "not found" not in str(exc).lower():
+            raise  # e.g. an unreachable tracking server: not a missing model
+        raise _missing(client, name, uri) from None
     return ModelRef(
         uri=uri, name=name, version=str(mv.version), alias=m["alias"], run_id=mv.run_id,
         weights_sha256=mv.tags.get("weights_sha256", ""),
     )
+
+
+def _missing(client, name: str, uri: str) -> PipelineError:
+    """What a missing model URI should say: train one, or the aliases and versions that exist."""
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return PipelineError(f"no model named {name!r} is registered yet", where=client.tracking_uri,
+                             fix="train one first: vae3d train (or vae3d demo, the whole pipeline on sample data)")
+    aliases = ", ".join(f"@{a} (v{v})" for a, v in sorted(model.aliases.items())) or "none"
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    return PipelineError(
+        f"{uri} does not exist", where=client.tracking_uri,
+        fix=f"use an alias or version that exists: aliases {aliases}; versions {', '.join(map(str, versions))} "
+            f"(e.g. --model models:/{name}@champion or models:/{name}/{versions[-1] if versions else 1})")
 
 
 @functools.lru_cache(maxsize=4)

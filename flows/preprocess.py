@@ -10,9 +10,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
-from data_contracts import DatasetIndex, IndexItem, Manifest, ManifestRow, QuarantineRecord, QuarantineReport, Reason
+from data_contracts import (
+    DatasetIndex, IndexItem, Manifest, ManifestRow, PipelineError, QuarantineRecord, QuarantineReport, Reason,
+)
 from data_contracts.paths import PathEscape, confine
-from flows.runners import chunks, task_runner
+from flows.runners import chunks, retry_unless_user_error, task_runner
 from flows.settings import PreprocessSettings, Settings
 from flows.workspace import Workspace
 from vae3d.io import atomic_write_text, sha256_file
@@ -20,7 +22,7 @@ from vae3d.preprocessing import PreprocessCache, build_preprocess, template_affi
 from vae3d.preprocessing.stage import montage, preprocess_row
 
 
-@task(retries=1, retry_delay_seconds=1, task_run_name="preprocess-batch")
+@task(retries=1, retry_condition_fn=retry_unless_user_error, retry_delay_seconds=1, task_run_name="preprocess-batch")
 def preprocess_batch(
     rows: list[ManifestRow], cfg: PreprocessSettings, cache_root: str
 ) -> list[tuple[IndexItem | QuarantineRecord, bool]]:
@@ -47,13 +49,15 @@ def publish(index: DatasetIndex, rejected: list[QuarantineRecord], hits: int, pn
 
 
 @flow(name="preprocess")
-def preprocess_flow(settings: Settings) -> DatasetIndex:
-    """Turn every manifest row into a cached (1, D, H, W) tensor; write ``dataset_index.json``."""
+def preprocess_flow(settings: Settings, allow_shrink: bool = False) -> DatasetIndex:
+    """Turn every manifest row into a cached (1, D, H, W) tensor; write ``dataset_index.json``.
+
+    An index with fewer volumes than the one it replaces, from a manifest that did not
+    shrink (scans gone missing since ingest), is an error unless ``allow_shrink``.
+    """
     logger = get_run_logger()
     ws = Workspace.at(settings.workspace)
-    if not ws.manifest.exists():
-        raise FileNotFoundError(f"{ws.manifest} not found: run 'vae3d ingest SOURCE' first")
-    manifest = Manifest.read(ws.manifest)
+    manifest = Manifest.read(ws.require_manifest())
     cfg = settings.preprocess
     cache_root = ws.preprocess_cache(cfg.key())
     roots = [Path(p) if Path(p).is_dir() else Path(p).parent for p in manifest.sources]
@@ -76,6 +80,14 @@ def preprocess_flow(settings: Settings) -> DatasetIndex:
                 hits += hit
             bar.update(len(future.result()))
     items.sort(key=lambda i: i.source_path)
+    before = len(DatasetIndex.read(ws.dataset_index).items) if ws.dataset_index.exists() else 0
+    if len(items) < min(before, len(manifest.rows)) and not allow_shrink:
+        raise PipelineError(
+            f"this preprocess would shrink the dataset index from {before} to {len(items)} volumes "
+            f"({len(rejected)} rejected{', e.g. ' + rejected[0].path + ': ' + str(rejected[0].reasons[0]) if rejected else ''})",
+            where=str(ws.dataset_index),
+            fix="check that the ingested scans are still readable where the manifest says (a missing mount?); "
+                "to drop them on purpose, re-run with --allow-shrink. Nothing was written")
     index = DatasetIndex(
         manifest_sha256=sha256_file(ws.manifest), settings_key=cfg.key(),
         settings=cfg.model_dump(mode="json"), target_shape=cfg.target_shape,
@@ -100,5 +112,5 @@ def preprocess_flow(settings: Settings) -> DatasetIndex:
     return index
 
 
-def run_preprocess(settings: Settings) -> DatasetIndex:
-    return preprocess_flow.with_options(task_runner=task_runner(settings.prefect))(settings)
+def run_preprocess(settings: Settings, allow_shrink: bool = False) -> DatasetIndex:
+    return preprocess_flow.with_options(task_runner=task_runner(settings.prefect))(settings, allow_shrink)

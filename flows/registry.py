@@ -86,15 +86,22 @@ def log_and_register(
     return str(mv.version)
 
 
-def promote_if_better(client: MlflowClient, name: str, version: str, metric: str) -> dict[str, str]:
-    """Move ``champion`` to ``version`` only if its ``metric`` beats the current champion's."""
+def promote_if_better(client: MlflowClient, name: str, version: str, metric: str,
+                      min_val_ssim: float = 0.0) -> dict[str, str]:
+    """Move ``champion`` to ``version`` only if its validation SSIM reaches the quality floor
+    ``min_val_ssim`` and its ``metric`` beats the current champion's."""
     new = client.get_model_version(name, version)
     new_value = float(new.tags[metric])
     try:
         champ = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champ = None
-    if champ is None:
+    val_ssim = float(new.tags.get("val_ssim", "nan"))
+    if not val_ssim >= min_val_ssim:
+        promoted = False
+        reason = (f"v{version} val_ssim={val_ssim:.4f} is below the quality floor registry.min_val_ssim="
+                  f"{min_val_ssim:g}; train longer or on more scans (VAE3D_REGISTRY__MIN_VAL_SSIM sets the floor)")
+    elif champ is None:
         promoted, reason = True, f"no champion yet; v{version} {metric}={new_value:.4f}"
     else:
         old_value = float(champ.tags.get(metric, "-inf"))

@@ -23,3 +23,14 @@ def task_runner(settings: PrefectSettings):
 
 def chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def retry_unless_user_error(task, task_run, state) -> bool:
+    """A task's ``retry_condition_fn``: retry what may pass next time (a busy server, a
+    full disk being freed), never a mistake in the input or the settings, which fails the
+    same way on every try."""
+    from pydantic import ValidationError
+
+    from data_contracts import ContractViolation, PipelineError
+
+    return not isinstance(state.data, (PipelineError, ContractViolation, ValidationError))

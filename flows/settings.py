@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -79,8 +79,17 @@ class MlflowSettings(_Section):
     promotion_metric: str = "val_ssim"
 
 
+class RegistrySettings(_Section):
+    min_val_ssim: float = Field(
+        0.5, ge=0, le=1, description="quality floor: a model version below this validation SSIM stays "
+        "'candidate' and never becomes 'champion', even when there is no champion yet")
+
+
 class PrefectSettings(_Section):
     task_runner: Literal["threads", "dask"] = "threads"
+    startup_timeout_s: int = Field(
+        180, ge=1, description="seconds Prefect's temporary local server may take to start (its own default, "
+        "20 s, fails on a busy machine); PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS wins if set")
     max_workers: int = Field(4, ge=1)
     dask_address: str | None = Field(None, description="tcp://host:8786 of a running Dask scheduler")
 
@@ -113,8 +122,27 @@ class Settings(BaseSettings):
     preprocess: PreprocessSettings = PreprocessSettings()
     train: TrainConfig = TrainConfig()
     mlflow: MlflowSettings = MlflowSettings()
+    registry: RegistrySettings = RegistrySettings()
     prefect: PrefectSettings = PrefectSettings()
     generate: GenerateSettings = GenerateSettings()
+
+    @model_validator(mode="after")
+    def _fits_together(self) -> "Settings":
+        """Constraints between sections, checked before any stage runs."""
+        shape, m = self.preprocess.target_shape, self.train.model
+        factor = m.patch_size * 2 ** (len(m.channels) - 1)
+        if len(set(shape)) != 1 or shape[0] % factor:
+            side = max(factor, round(max(shape) / factor) * factor)
+            raise ValueError(
+                f"preprocess.target_shape={list(shape)} does not fit the model: it must be a cube whose side is "
+                f"divisible by {factor} (train.model.patch_size {m.patch_size} x 2^(levels-1), levels "
+                f"{len(m.channels)}); use e.g. VAE3D_PREPROCESS__TARGET_SHAPE='[{side},{side},{side}]'")
+        arch = lambda c: c.model_dump(exclude={"logvar_init"})  # noqa: E731 - an init, not the architecture
+        if self.train.init == "pretrained" and (shape != (64, 64, 64) or arch(m) != arch(type(m)())):
+            raise ValueError(
+                "train.init='pretrained' needs the default train.model settings and preprocess.target_shape "
+                f"[64,64,64] (got {list(shape)}); use train.init='scratch' for other models")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -153,3 +181,31 @@ def load_settings(config: Path | None = None, **overrides) -> Settings:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     finally:
         _CONFIG_FILE.reset(token)
+
+
+def setting_names(model: type[BaseModel] = None, prefix: str = "VAE3D_") -> dict[str, object]:
+    """Every setting's environment variable name, sections included, mapped to its field."""
+    model = model or Settings
+    names = {}
+    for name, field in model.model_fields.items():
+        env = f"{prefix}{name.upper()}"
+        names[env] = field
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            names.update(setting_names(sub, env + "__"))
+    return names
+
+
+def unknown_env_settings(environ: dict[str, str]) -> list[str]:
+    """``VAE3D_*`` variables that name no setting (pydantic-settings ignores them silently),
+    each with the closest valid name."""
+    import difflib
+
+    valid = set(setting_names()) | {"VAE3D_DEBUG"}
+    out = []
+    for key in sorted(k.upper() for k in environ if k.upper().startswith("VAE3D_")):
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.8)
+            out.append(f"{key} is not a setting and is ignored" + (f"; did you mean {close[0]}?" if close else
+                                                                   "; 'vae3d settings' lists them all"))
+    return out

@@ -17,6 +17,7 @@ from data_contracts import DatasetIndex
 from flows.locks import exclusive
 from flows.model_card import model_card
 from flows.registry import code_version, log_and_register, promote_if_better
+from flows.runners import retry_unless_user_error
 from flows.settings import Settings
 from flows.tracking import MlflowCallback, flatten, init_store, log_figure, tracking_uri
 from flows.workspace import Workspace
@@ -32,7 +33,7 @@ def run_key(index: DatasetIndex, settings: Settings) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-@task(retries=2, retry_delay_seconds=[2, 10])
+@task(retries=2, retry_condition_fn=retry_unless_user_error, retry_delay_seconds=[2, 10])
 def start_run(settings: Settings, index: DatasetIndex, key: str) -> str:
     """Reuse the MLflow run of an interrupted training with the same key, else start one."""
     ws = Workspace.at(settings.workspace)
@@ -97,7 +98,7 @@ def log_review(settings: Settings, index: DatasetIndex, run_id: str, outcome: di
     return card
 
 
-@task(retries=2, retry_delay_seconds=[2, 10])
+@task(retries=2, retry_condition_fn=retry_unless_user_error, retry_delay_seconds=[2, 10])
 def register(settings: Settings, index: DatasetIndex, run_id: str, outcome: dict, card: str) -> dict:
     decision = register_model(settings, index, run_id, outcome, card)
     create_markdown_artifact(
@@ -126,7 +127,8 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
     version = log_and_register(client, run_id, cfg.registered_model, outcome["best_checkpoint"],
                                meta, tags, index.target_shape[0])
     client.update_model_version(cfg.registered_model, version, description=card)
-    decision = promote_if_better(client, cfg.registered_model, version, cfg.promotion_metric)
+    decision = promote_if_better(client, cfg.registered_model, version, cfg.promotion_metric,
+                                 settings.registry.min_val_ssim)
     client.set_terminated(run_id, "FINISHED")
     marker = ws.checkpoints / run_key(index, settings) / "mlflow_run.json"
     atomic_write_text(marker, json.dumps({"run_id": run_id, "registered_version": version}))
@@ -138,9 +140,7 @@ def train_flow(settings: Settings, fresh: bool = False) -> dict:
     """Train, track, register as ``candidate``, promote to ``champion`` if better."""
     logger = get_run_logger()
     ws = Workspace.at(settings.workspace)
-    if not ws.dataset_index.exists():
-        raise FileNotFoundError(f"{ws.dataset_index} not found: run 'vae3d preprocess' first")
-    index = DatasetIndex.read(ws.dataset_index)
+    index = DatasetIndex.read(ws.require_index())
     key = run_key(index, settings)
     uri = tracking_uri(ws, settings.mlflow)
     try:

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_contracts import PipelineError
+
 
 @dataclass(frozen=True)
 class Workspace:
@@ -60,13 +62,29 @@ class Workspace:
     def prefect_home(self) -> Path:
         return self.root / "prefect"
 
+    def require_manifest(self) -> Path:
+        """The manifest, or an error that names the first step: ingest."""
+        if not self.manifest.exists():
+            raise PipelineError(f"workspace {self.root} holds no dataset yet", where=str(self.manifest),
+                                fix="ingest your scans first: vae3d ingest FOLDER (or vae3d demo for sample data)")
+        return self.manifest
+
+    def require_index(self) -> Path:
+        """The dataset index, or an error that names the missing step (ingest or preprocess)."""
+        self.require_manifest()
+        if not self.dataset_index.exists():
+            raise PipelineError(f"workspace {self.root} has ingested scans but no preprocessed dataset",
+                                where=str(self.dataset_index), fix="run vae3d preprocess, then this command again")
+        return self.dataset_index
+
     def ensure(self) -> "Workspace":
         self.root.mkdir(parents=True, exist_ok=True)
         return self
 
 
-def configure_environment(ws: Workspace) -> None:
-    """Keep Prefect and MLflow state inside the workspace, offline. User-set values win."""
+def configure_environment(ws: Workspace, startup_timeout_s: int = 180) -> None:
+    """Keep Prefect and MLflow state inside the workspace, offline. User-set values win.
+    ``startup_timeout_s``: how long Prefect's temporary server may take to start."""
     ws.ensure()
     defaults = {
         "PREFECT_HOME": str(ws.prefect_home),
@@ -74,7 +92,7 @@ def configure_environment(ws: Workspace) -> None:
         "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "false"),
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         # the temporary server's 20 s default fails about 1 run in 7 on a loaded 2-core machine
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": str(int(startup_timeout_s)),
         "MLFLOW_DISABLE_TELEMETRY": "true",
         # bounded retries with backoff against a tracking server, then a clear error
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",

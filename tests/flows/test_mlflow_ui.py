@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from flows.cli import mlflow_ui_command
 from net import free_port
 
 
@@ -21,10 +22,12 @@ def _get(url: str) -> dict:
 def test_mlflow_ui_serves_the_workspace_store(trained):
     settings, _ = trained
     port = free_port()
-    uri = f"sqlite:///{settings.workspace / 'mlflow' / 'mlflow.db'}"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", uri,
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+    # the command the CLI prints, as a user pastes it into a shell without the venv on PATH
+    printed = mlflow_ui_command(settings)
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
+    env = {**os.environ, "PATH": path}
+    proc = subprocess.Popen(f"exec {printed} --port {port} --workers 1", shell=True,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -8,6 +8,7 @@ import sys
 
 import mlflow
 import numpy as np
+import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.train import train_flow
@@ -46,6 +47,21 @@ def test_train_registers_champion_then_worse_run_stays_candidate(preprocessed):
     v2 = client.get_model_version("vae3d", "2")
     assert v2.tags["promotion"].startswith("kept as candidate")
     assert len(v2.tags["weights_sha256"]) == 64 and "git_commit" in v2.tags
+
+
+def test_a_first_model_below_the_quality_floor_is_not_promoted(preprocessed):
+    """With no champion yet, a model below registry.min_val_ssim still stays a candidate."""
+    from mlflow.exceptions import MlflowException
+
+    settings = preprocessed.model_copy(update={"registry": preprocessed.registry.model_copy(
+        update={"min_val_ssim": 0.99})})
+    result = train_flow(settings)
+    assert result["decision"] == "kept as candidate", result
+    assert "below the quality floor registry.min_val_ssim=0.99" in result["reason"]
+    client = _client(settings)
+    assert str(client.get_model_version_by_alias("vae3d", "candidate").version) == result["version"]
+    with pytest.raises(MlflowException):  # no version is champion
+        client.get_model_version_by_alias("vae3d", "champion")
 
 
 def test_champion_loads_in_a_fresh_process_with_plain_mlflow(preprocessed, tmp_path):
