@@ -54,9 +54,19 @@ class GenerationRequest(BaseModel):
             raise ValueError(f"{self.mode} needs at least one input volume")
         return self
 
-    def key(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json", exclude={"batch_size", "compression"}), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    def parameters(self) -> dict:
+        """The fields that change what is generated, besides mode, seed, inputs and model
+        (``batch_size`` and ``compression`` change how, not what)."""
+        return self.model_dump(mode="json", exclude={"inputs", "model_uri", "mode", "seed", "batch_size",
+                                                     "compression"})
+
+    def key(self, model: "ModelRef | None" = None) -> str:
+        """A short hash of the request. With the pinned ``model``, its version and weights
+        stand in for the URI, so the same alias after a retrain is another request."""
+        doc = self.model_dump(mode="json", exclude={"batch_size", "compression"})
+        if model is not None:
+            doc["model_uri"] = f"{model.name}/{model.version}/{model.weights_sha256}"
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
 class ModelRef(BaseModel):
@@ -105,6 +115,10 @@ class RunManifest(BaseModel):
     model: ModelRef
     outputs: tuple[OutputRecord, ...]
     skipped_existing: int = 0
+    regenerated: int = Field(0, description="outputs on disk that did not answer this request (another input, "
+                             "model version or parameters, or damaged), made again")
+    disambiguated: tuple[str, ...] = Field((), description="inputs whose file name another input shares: their "
+                                           "outputs carry a src-<hash of the input path> entity")
     created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
     @classmethod

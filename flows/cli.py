@@ -323,7 +323,9 @@ def _generate(mode: str, out: Optional[Path], inputs: list[Path] | None = None, 
     manifest = run_generate(request, s, str(out) if out else None, labels)
     where = Path(manifest.outputs[0].path).parent if manifest.outputs else out
     console.print(
-        f"{mode}: {len(manifest.outputs)} outputs ({manifest.skipped_existing} already complete) "
+        f"{mode}: {len(manifest.outputs)} outputs ({manifest.skipped_existing} already complete"
+        f"{f', {manifest.regenerated} made again: they answered another request' if manifest.regenerated else ''}"
+        f"{f', {len(manifest.disambiguated)} named with a src- entity: same file name' if manifest.disambiguated else ''}) "
         f"from {manifest.model.name} v{manifest.model.version}\n"
         f"folder: {where}\nrun manifest: {where}/run_manifest.json"
     )

@@ -8,6 +8,9 @@ request with its checksum.
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,16 +56,44 @@ def _provenance(req: GenerationRequest, ref: ModelRef, index: int, **extra) -> d
             "package_version": code_version(), **extra}
 
 
+def _expect(req: GenerationRequest, ref: ModelRef, index: int | None = None, input_sha256: str | None = None) -> dict:
+    """What the sidecar of an output of ``req`` must record for the output to be reused."""
+    out = {"mode": req.mode, "seed": req.seed, "parameters": req.parameters(),
+           "model": {"version": ref.version, "weights_sha256": ref.weights_sha256}}
+    if index is not None:
+        out["index"] = index
+    if input_sha256 is not None:
+        out["input_sha256"] = input_sha256
+    return out
+
+
+def output_stems(paths: Sequence[str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Each input's output file stem: its own name, or, where another input has the same
+    name (sub-001_T1w from two sites), the name with a ``src-<hash of the input path>``
+    entity. Returns (stem by path, the inputs that got the entity)."""
+    counts = Counter(_stem(p) for p in paths)
+    stems, renamed = {}, []
+    for p in paths:
+        stem = _stem(p)
+        if counts[stem] > 1:
+            tag = hashlib.sha256(str(Path(p).resolve()).encode()).hexdigest()[:8]
+            stem = f"{stem}_src-{tag}"
+            renamed.append(p)
+        stems[p] = stem
+    return stems, tuple(renamed)
+
+
 @task(retries=2, retry_condition_fn=retry_unless_user_error, retry_delay_seconds=2, task_run_name="synthetic-batch")
 def synthetic_batch(indices: list[int], req: GenerationRequest, ref: ModelRef, settings: Settings,
-                    out_dir: str) -> tuple[list[OutputRecord], int]:
+                    out_dir: str) -> tuple[list[OutputRecord], int, int]:
     """Decode ``indices`` in sub-batches of ``req.batch_size`` on the model lanes; the
     process's writer threads write each sub-batch while the next ones decode
-    (``flows.resources``)."""
+    (``flows.resources``). Returns (records, reused, regenerated)."""
     paths = {i: Path(out_dir) / f"synthetic_seed{req.seed}_{i:06d}.nii.gz" for i in indices}
-    done = {i: complete(p) for i, p in paths.items()}
+    done = {i: complete(p, _expect(req, ref, i)) for i, p in paths.items()}
+    stale = sum(done[i] is None and p.exists() for i, p in paths.items())
     if all(done.values()):
-        return list(done.values()), len(done)
+        return list(done.values()), len(done), 0
     wrapper = model_loader.load(ref, settings)
     affine = np.asarray(wrapper.meta["template_affine"])
 
@@ -79,7 +110,7 @@ def synthetic_batch(indices: list[int], req: GenerationRequest, ref: ModelRef, s
     writes = [resources.submit_write(write, group, vols, writers=writers) for group, vols in zip(todo, decoded)]
     records = [r for w in writes for r in w.result()]
     records += [done[i] for g in groups if all(done[i] for i in g) for i in g]
-    return records, sum(d is not None for d in done.values())
+    return records, sum(d is not None for d in done.values()), stale
 
 
 def _decode(model, group: list[int], req: GenerationRequest) -> torch.Tensor:
@@ -94,15 +125,20 @@ def _stored(req: GenerationRequest, image: bool = True) -> dict:
 
 @task(retries=2, retry_condition_fn=retry_unless_user_error, retry_delay_seconds=2, task_run_name="{req.mode}-batch")
 def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: ModelRef, settings: Settings,
-                out_dir: str) -> tuple[list[OutputRecord], int]:
-    """augment / denoise / super-resolve / anomaly for a batch of (input index, path)."""
+                out_dir: str, stems: dict[str, str]) -> tuple[list[OutputRecord], int, int]:
+    """augment / denoise / super-resolve / anomaly for a batch of (input index, path), each
+    written as ``stems[path]`` plus the mode's suffix. Returns (records, reused, regenerated)."""
     k = req.variants if req.mode == "augment" else 1
-    records, skipped, wrapper, chain, artifacts = [], 0, None, None, None
+    records, skipped, stale, wrapper, chain, artifacts = [], 0, 0, None, None, None
     for idx, path in items:
-        names = ([f"{_stem(path)}_{SUFFIX['augment']}{v:03d}.nii.gz" for v in range(k)]
-                 if req.mode == "augment" else [f"{_stem(path)}_{SUFFIX[req.mode]}.nii.gz"])
+        stem = stems[path]
+        names = ([f"{stem}_{SUFFIX['augment']}{v:03d}.nii.gz" for v in range(k)]
+                 if req.mode == "augment" else [f"{stem}_{SUFFIX[req.mode]}.nii.gz"])
         outs = [Path(out_dir) / n for n in names]
-        done = [complete(o) for o in outs]
+        input_sha = io.sha256_file(Path(path))
+        done = [complete(o, _expect(req, ref, idx * k + v if req.mode == "augment" else None, input_sha))
+                for v, o in enumerate(outs)]
+        stale += sum(d is None and o.exists() for d, o in zip(done, outs))
         if all(done):
             records += done
             skipped += len(done)
@@ -153,7 +189,7 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
             back = to_input_scale(back, prep.intensity_range)
         records.append(write_volume(outs[0], back, grid_affine, _provenance(req, ref, idx, **base, **extra),
                                     **_stored(req, image=req.mode != "anomaly")))
-    return records, skipped
+    return records, skipped, stale
 
 
 @task(retries=2, retry_condition_fn=retry_unless_user_error, retry_delay_seconds=2, task_run_name="embed-batch")
@@ -207,17 +243,24 @@ def generate_flow(request: GenerationRequest, settings: Settings, out: str | Non
     """Generate the outputs of ``request``; re-running the same request completes it."""
     logger = get_run_logger()
     ws = Workspace.at(settings.workspace)
-    out_dir = Path(out) if out else ws.outputs / request.mode / request.key()
-    out_dir.mkdir(parents=True, exist_ok=True)
     ref = model_loader.resolve(request.model_uri, settings)
+    out_dir = Path(out) if out else ws.outputs / request.mode / request.key(ref)
+    out_dir.mkdir(parents=True, exist_ok=True)
     logger.info("%s with %s (v%s) -> %s", request.mode, request.model_uri, ref.version, out_dir)
     with exclusive(out_dir / ".vae3d.lock", f"output folder {out_dir}"):
         stale = io.remove_stale_temporaries(out_dir)
         if stale:
             logger.info("removed %d partial files left by an interrupted run", len(stale))
-        records, skipped = _run(request, ref, settings, out_dir, labels or {})
-        manifest = RunManifest(request=request, request_key=request.key(), model=ref,
-                               outputs=tuple(records), skipped_existing=skipped)
+        stems, renamed = output_stems(request.inputs)
+        if renamed:
+            logger.warning("%d inputs share a file name with another input; their outputs carry a src- entity: %s",
+                           len(renamed), ", ".join(renamed))
+        records, skipped, stale = _run(request, ref, settings, out_dir, labels or {}, stems)
+        if stale:
+            logger.info("%d outputs on disk did not answer this request (another input, model or parameters): "
+                        "made again", stale)
+        manifest = RunManifest(request=request, request_key=request.key(ref), model=ref, outputs=tuple(records),
+                               skipped_existing=skipped, regenerated=stale, disambiguated=renamed)
         io.atomic_write_text(out_dir / "run_manifest.json", manifest.model_dump_json(indent=1))
     logger.info("%d outputs (%d already complete) -> %s", len(records), skipped, out_dir / "run_manifest.json")
     return manifest
@@ -241,7 +284,8 @@ def _task_batches(req: GenerationRequest, settings: Settings) -> int:
     return max(lo, min(hi, per_task))
 
 
-def _run(req: GenerationRequest, ref: ModelRef, settings: Settings, out_dir: Path, labels: dict):
+def _run(req: GenerationRequest, ref: ModelRef, settings: Settings, out_dir: Path, labels: dict,
+         stems: dict[str, str]):
     items = list(enumerate(req.inputs))
     if req.mode == "synthetic":
         # tasks start on multiples of batch_size so the decode batches are the same in any run
@@ -252,24 +296,26 @@ def _run(req: GenerationRequest, ref: ModelRef, settings: Settings, out_dir: Pat
         futures = embed_batch.map(batches, unmapped(ref), unmapped(settings))
     else:
         batches = chunks(items, req.batch_size)
-        futures = input_batch.map(batches, unmapped(req), unmapped(ref), unmapped(settings), unmapped(str(out_dir)))
+        futures = input_batch.map(batches, unmapped(req), unmapped(ref), unmapped(settings), unmapped(str(out_dir)),
+                                  unmapped(stems))
     progress = create_progress_artifact(progress=0.0, key=f"generate-{req.mode}",
-                                        description=f"{req.mode} {req.key()}")
-    records, skipped, rows = [], 0, []
+                                        description=f"{req.mode} {req.key(ref)}")
+    records, skipped, stale, rows = [], 0, 0, []
     with tqdm(total=len(batches), desc=req.mode, unit="batch", disable=None) as bar:
         for n, future in enumerate(as_completed(futures), 1):
             if req.mode == "embed":
                 rows += future.result()
             else:
-                recs, sk = future.result()
+                recs, sk, st = future.result()
                 records += recs
                 skipped += sk
+                stale += st
             bar.update(1)
             update_progress_artifact(progress, progress=100.0 * n / len(batches))
     if req.mode == "embed":
         records = _write_embeddings(rows, labels, req, ref, out_dir)
     records.sort(key=lambda r: r.path)
-    return records, skipped
+    return records, skipped, stale
 
 
 def check_inputs(paths: tuple[str, ...], settings: Settings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,29 @@ def sidecar_path(output: Path) -> Path:
     return output.with_name(name + ".json")
 
 
-def complete(output: Path) -> OutputRecord | None:
-    """The record of an output that exists with a sidecar whose checksum matches, else None.
+def answers(prov: Provenance, expect: Mapping) -> bool:
+    """Whether a sidecar records the request that ``expect`` describes. Its keys are
+    provenance fields (``mode``, ``seed``, ``index``, ``input_sha256``); ``model`` compares
+    the pinned version and weights sha256; ``parameters`` compares each given parameter."""
+    for key, want in expect.items():
+        if key == "model":
+            if (prov.model.version, prov.model.weights_sha256) != (want["version"], want["weights_sha256"]):
+                return False
+        elif key == "parameters":
+            if any(prov.parameters.get(k) != v for k, v in want.items()):
+                return False
+        elif getattr(prov, key) != want:
+            return False
+    return True
 
-    A volume without a sidecar (a crash between the two writes) or with a mismatching
-    checksum is incomplete and will be generated again.
+
+def complete(output: Path, expect: Mapping | None = None) -> OutputRecord | None:
+    """The record of an output that exists with a sidecar whose checksum matches and that
+    answers the request ``expect`` describes (``answers``), else None.
+
+    A volume without a sidecar (a crash between the two writes), with a mismatching
+    checksum, or made for another request (another input, model version or parameters)
+    is not complete and will be generated again.
     """
     side = sidecar_path(output)
     if not output.exists() or not side.exists():
@@ -30,6 +49,8 @@ def complete(output: Path) -> OutputRecord | None:
     try:
         prov = Provenance.model_validate_json(side.read_text())
     except ValueError:
+        return None
+    if expect is not None and not answers(prov, expect):
         return None
     digest = io.sha256_file(output)
     if digest != prov.output_sha256:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from data_contracts.generation import GenerationRequest, Provenance, RunManifest
 from flows.generate import run_generate
 from vae3d import io
+from nifti_factory import good
 from vae3d.sample_data import insert_lesions, phantom
 
 
@@ -168,3 +170,50 @@ def test_super_resolve_output_grid_and_intensity_scale(trained, tmp_path):
     gap = lambda p: float((F.adaptive_avg_pool3d(torch.from_numpy(nib.load(p).get_fdata()).float()[None, None],  # noqa: E731
                                                  (24, 24, 16)) - measured).abs().mean())
     assert gap(manifest.outputs[0].path) < 0.5 * gap(alone.outputs[0].path)
+
+
+def test_outputs_are_reused_only_for_the_same_request(trained, tmp_path):
+    """An output on disk counts as done only if its sidecar records this request: the same
+    input, pinned model version and parameters. Same-named inputs get distinct outputs."""
+    from mlflow.tracking import MlflowClient
+
+    settings, src = trained
+    # two sites, one file name, different scans: two outputs, neither lost
+    for site, seed in (("siteA", 1), ("siteB", 2)):
+        good(tmp_path / site / "sub-001_T1w.nii.gz", seed=seed, shape=(32, 32, 32))
+    inputs = tuple(str(tmp_path / s / "sub-001_T1w.nii.gz") for s in ("siteA", "siteB"))
+    req = GenerationRequest(mode="denoise", inputs=inputs)
+    both = run_generate(req, settings, str(tmp_path / "den"))
+    assert len(both.outputs) == 2 and len({r.input_sha256 for r in both.outputs}) == 2
+    assert {Path(r.path).name for r in both.outputs} == {
+        f"sub-001_T1w_src-{hashlib.sha256(str(Path(p).resolve()).encode()).hexdigest()[:8]}_denoised.nii.gz"
+        for p in inputs}
+    assert set(both.disambiguated) == set(inputs)
+
+    # changed parameters into the same folder: made again, and the sidecars say so
+    syn = GenerationRequest(mode="synthetic", n=2, seed=0)
+    run_generate(syn, settings, str(tmp_path / "syn"))
+    hot = run_generate(syn.model_copy(update={"temperature": 3.0, "dtype": "float32"}), settings, str(tmp_path / "syn"))
+    assert hot.skipped_existing == 0 and hot.regenerated == 2
+    for r in hot.outputs:
+        prov = Provenance.model_validate_json(open(r.sidecar).read())
+        assert prov.parameters["temperature"] == 3.0 and nib.load(r.path).get_data_dtype() == np.float32
+    assert run_generate(syn.model_copy(update={"temperature": 3.0, "dtype": "float32"}), settings,
+                        str(tmp_path / "syn")).skipped_existing == 2
+
+    # the champion moves to a new version: the same command makes the outputs again
+    uri = f"sqlite:///{settings.workspace / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(uri, uri)
+    v1 = client.get_model_version_by_alias("vae3d", "champion")
+    v2 = client.create_model_version("vae3d", v1.source, run_id=v1.run_id, tags=v1.tags)
+    try:
+        client.set_registered_model_alias("vae3d", "champion", v2.version)
+        moved = run_generate(syn, settings, str(tmp_path / "syn"))
+        assert moved.model.version == str(v2.version) and moved.regenerated == 2
+        assert all(Provenance.model_validate_json(open(r.sidecar).read()).model.version == str(v2.version)
+                   for r in moved.outputs)
+        assert moved.request_key != run_generate(syn.model_copy(update={"model_uri": "models:/vae3d/1"}), settings,
+                                                 str(tmp_path / "v1")).request_key
+    finally:
+        client.set_registered_model_alias("vae3d", "champion", v1.version)
+        client.delete_model_version("vae3d", v2.version)
