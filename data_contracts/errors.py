@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 ReasonCode = Literal[
     "empty_file",
     "unreadable",
+    "not_regular_file",
     "not_nifti",
     "truncated",
     "too_large",
@@ -27,7 +28,8 @@ ReasonCode = Literal[
 #: What a person can do about each reason; shown beside the reason in reports.
 FIXES: dict[str, str] = {
     "empty_file": "re-export or re-copy the scan; the file has no bytes",
-    "unreadable": "the gzip stream is damaged: re-copy the file from its source",
+    "unreadable": "the file cannot be read (permissions, a damaged gzip stream): fix its permissions or re-copy it",
+    "not_regular_file": "ingest regular files only: a FIFO, socket or device cannot hold a scan",
     "not_nifti": "convert the file to single-file NIfTI (.nii/.nii.gz), e.g. with dcm2niix",
     "truncated": "the file ends before its data does: re-copy it, the transfer was cut short",
     "too_large": "raise VAE3D_INGEST__MAX_DECOMPRESSED_MB if the scan is genuine, or downsample it",

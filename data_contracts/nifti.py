@@ -163,14 +163,19 @@ def inspect_volume(path: Path, limits: VolumeLimits = VolumeLimits()) -> VolumeH
         ContractViolation: listing every rule the file breaks.
     """
     path = Path(path)
-    stat = os.stat(path)
-    if stat.st_size > limits.max_file_mb * 2**20:
-        raise ContractViolation(
-            path,
-            [Reason.of("file_too_large", f"file is {stat.st_size / 2**20:.1f} MiB on disk, limit "
-                       f"{limits.max_file_mb:g} MiB", "size")],
-        )
-    raw = io.read_raw(path)
+    try:
+        stat = os.stat(path)
+        if stat.st_size > limits.max_file_mb * 2**20:
+            raise ContractViolation(
+                path,
+                [Reason.of("file_too_large", f"file is {stat.st_size / 2**20:.1f} MiB on disk, limit "
+                           f"{limits.max_file_mb:g} MiB", "size")],
+            )
+        raw = io.read_raw(path)
+    except io.NiftiReadError as exc:
+        raise ContractViolation(path, [Reason.of(exc.code, str(exc))]) from None
+    except OSError as exc:  # every per-file OS error is a reason; the other files go on
+        raise ContractViolation(path, [Reason.of("unreadable", f"cannot read the file: {exc.strerror or exc}")]) from None
     sha = io.sha256_bytes(raw)
     try:
         header = io.parse_header(raw)

@@ -40,7 +40,11 @@ class SourceFile:
 
     @classmethod
     def stat(cls, path: Path) -> "SourceFile":
-        st = os.stat(path)
+        """Size and mtime; a file that cannot even be stat'ed (gone, a broken link) has -1 for both."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return cls(str(path), -1, -1)
         return cls(str(path), st.st_size, st.st_mtime_ns)
 
 

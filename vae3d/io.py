@@ -14,6 +14,7 @@ import functools
 import hashlib
 import io
 import os
+import stat
 import struct
 import tempfile
 import zlib
@@ -142,9 +143,27 @@ def declared_nbytes(header) -> int:
 
 
 def read_raw(path: Path) -> bytes:
-    """The file's bytes, read once (hash them and parse them from the same buffer)."""
-    with open(path, "rb") as fh:  # read-only: sources are never modified
-        return fh.read()
+    """The file's bytes, read once (hash them and parse them from the same buffer).
+
+    Only a regular file is read: it is opened non-blocking (a FIFO would otherwise block
+    ``open`` until a writer comes), then checked with ``fstat``.
+
+    Raises:
+        NiftiReadError: ``not_regular_file`` for a FIFO, device or socket.
+        OSError: the file cannot be opened (permissions, a broken symlink).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # read-only: sources are never modified
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device or folder"
+            raise NiftiReadError("not_regular_file", f"{path} is {kind}, not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def parse_header(raw: bytes):
