@@ -85,8 +85,12 @@ def base_settings(**overrides) -> Settings:
         message, code = explain(exc)
     except (ValueError, FileNotFoundError) as exc:  # the --config file itself
         message, code = f"{exc}\n  fix: pass an existing .toml or .yaml file to --config", 2
-    console.print("[red]error:[/red] " + escape(message), soft_wrap=True, highlight=False)
+    _print_error(message)
     raise typer.Exit(code)
+
+
+def _print_error(message: str) -> None:
+    console.print("[red]error:[/red] " + escape(message), highlight=False)
 
 
 def settings(**overrides) -> Settings:
@@ -632,7 +636,7 @@ def run(argv: list[str] | None = None) -> None:
         if debug_requested(args):
             raise
         message, code = explain(exc)
-        console.print("[red]error:[/red] " + escape(message), soft_wrap=True, highlight=False)
+        _print_error(message)
         sys.exit(code)
     sys.exit(code if isinstance(code, int) else 0)
 

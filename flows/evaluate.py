@@ -143,11 +143,10 @@ def evaluate_flow(settings: Settings, model_uri: str = "models:/vae3d@champion",
     """Evaluate a registered model; write report + tables; log them to MLflow on its version."""
     logger = get_run_logger()
     ws = Workspace.at(settings.workspace)
-    require_held_out(settings)  # before any model is loaded
+    data = load_splits(settings)  # before any model is loaded: no val or test split is an error
     ref = model_loader.resolve(model_uri, settings)
     loaded = model_loader.load(ref, settings)
     model = loaded.model
-    data = load_splits(settings)
     model_rmse = loaded.meta.get("restoration", {}).get("model_rmse") or inference.restoration_error(model, data["val"])
     seed = settings.seed
     torch.manual_seed(seed)

@@ -255,12 +255,12 @@ def generate_flow(request: GenerationRequest, settings: Settings, out: str | Non
         if renamed:
             logger.warning("%d inputs share a file name with another input; their outputs carry a src- entity: %s",
                            len(renamed), ", ".join(renamed))
-        records, skipped, stale = _run(request, ref, settings, out_dir, labels or {}, stems)
-        if stale:
+        records, skipped, regenerated = _run(request, ref, settings, out_dir, labels or {}, stems)
+        if regenerated:
             logger.info("%d outputs on disk did not answer this request (another input, model or parameters): "
-                        "made again", stale)
+                        "made again", regenerated)
         manifest = RunManifest(request=request, request_key=request.key(ref), model=ref, outputs=tuple(records),
-                               skipped_existing=skipped, regenerated=stale, disambiguated=renamed)
+                               skipped_existing=skipped, regenerated=regenerated, disambiguated=renamed)
         io.atomic_write_text(out_dir / "run_manifest.json", manifest.model_dump_json(indent=1))
     logger.info("%d outputs (%d already complete) -> %s", len(records), skipped, out_dir / "run_manifest.json")
     return manifest
