@@ -180,7 +180,7 @@ def scaling_section(r: dict) -> list[str]:
     return lines
 
 
-def ablation_section(r: dict) -> list[str]:
+def ablation_section(r: dict, notes: list[str] | None = None) -> list[str]:
     rows = r["rows"]
     lines = [
         "## Model and loss ablation (issue 16)",
@@ -206,7 +206,7 @@ def ablation_section(r: dict) -> list[str]:
 
     best = max(rows, key=lambda x: x["recon"]["ssim"])
     lines += ["", f"- Best validation SSIM in this budget: {best['row']} ({best['recon']['ssim']:.3f}).",
-              *([f"- {r['notes_rows']}."] if r.get("notes_rows") else []), *NOTES, ""]
+              *([f"- {r['notes_rows']}."] if r.get("notes_rows") else []), *(NOTES if notes is None else notes), ""]
     return lines
 
 
@@ -288,13 +288,30 @@ def quality_section(r: dict, heading: str = "## Quality (issues 8, 16)") -> list
     return lines
 
 
+def _ablation_named(name: str, heading: str):
+    def section(r: dict) -> list[str]:
+        from bench.model_ablation import LATER_NOTES
+
+        lines = ablation_section(r, LATER_NOTES.get(name, []))
+        lines[0] = heading
+        lines[1] = lines[1].replace("--budget", f"--result {name} --budget")
+        return lines
+    return section
+
+
+_ablation_long = _ablation_named("model_ablation_long", "## Model ablation, a longer budget per row (issue 16)")
+
+
 def _quality_short(r: dict) -> list[str]:
     return quality_section(r, "## Quality, a shorter training with today's denoising (issue 16)")
 
 
-_HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training against", "model_ablation": "## Model and loss", "denoise_fusion": "## Denoising output",
+_HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training against", "model_ablation": "## Model and loss",
+             "model_ablation_long": "## Model ablation, a longer",
+             "denoise_fusion": "## Denoising output",
              "generate": "## Generation", "scaling": "## Scaling", "quality": "## Quality (", "quality_short": "## Quality, a shorter"}
 SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), ("model_ablation", ablation_section),
+            ("model_ablation_long", _ablation_long),
             ("denoise_fusion", fusion_section), ("generate", generate_section), ("scaling", scaling_section),
             ("quality", quality_section), ("quality_short", _quality_short))
 

@@ -36,7 +36,7 @@ def run(ns: list[int]) -> dict:
         image, affine, _ = phantom((32, 32, 32), spacing=6.0, seed=i)
         io.save_volume(src / f"sub-{i:05d}.nii.gz", image, affine)
     _setup(root / "model", size=32)
-    model_settings = load_settings(workspace=root / "model")
+    model_settings = load_settings(workspace=root / "model", allowed_roots=[root])
     run_generate(GenerationRequest(mode="synthetic", n=2, seed=0), model_settings, str(root / "warm"))
     rows = []
     for n in ns:
@@ -45,7 +45,7 @@ def run(ns: list[int]) -> dict:
         for p in sorted(src.iterdir())[:n]:
             os.link(p, subset / p.name)
         t = time.perf_counter()
-        manifest, _ = run_ingest([str(subset)], load_settings(workspace=root / f"ws{n}"))
+        manifest, _ = run_ingest([str(subset)], load_settings(workspace=root / f"ws{n}", allowed_roots=[root]))
         t_ingest = time.perf_counter() - t
         assert len(manifest.rows) == n
         t = time.perf_counter()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from data_contracts.base import Contract
 from data_contracts.manifest import SCHEMA_VERSION, Split
 
 
@@ -21,8 +22,8 @@ class IndexItem(BaseModel):
     cache_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-class DatasetIndex(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class DatasetIndex(Contract):
+    rebuilt_by: ClassVar[str] = "'vae3d preprocess'"
 
     schema_version: int = SCHEMA_VERSION
     created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
@@ -40,6 +41,3 @@ class DatasetIndex(BaseModel):
     def counts(self) -> dict[str, int]:
         return {s: len(self.split(s)) for s in ("train", "val", "test")}
 
-    @classmethod
-    def read(cls, path: Path) -> "DatasetIndex":
-        return cls.model_validate_json(Path(path).read_text())

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from data_contracts.base import Contract
 
 Mode = Literal["synthetic", "augment", "denoise", "super-resolve", "anomaly", "embed"]
 
@@ -107,8 +108,8 @@ class OutputRecord(BaseModel):
     input_sha256: str | None = None
 
 
-class RunManifest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RunManifest(Contract):
+    rebuilt_by: ClassVar[str] = "the same 'vae3d generate' command"
 
     request: GenerationRequest
     request_key: str
@@ -119,8 +120,7 @@ class RunManifest(BaseModel):
                              "model version or parameters, or damaged), made again")
     disambiguated: tuple[str, ...] = Field((), description="inputs whose file name another input shares: their "
                                            "outputs carry a src-<hash of the input path> entity")
+    interrupted: bool = Field(False, description="the run was stopped (Ctrl-C, SIGTERM): ``outputs`` lists what "
+                              "was finished; the same command completes the request")
     created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
-    @classmethod
-    def read(cls, path: Path) -> "RunManifest":
-        return cls.model_validate_json(Path(path).read_text())

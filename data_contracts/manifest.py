@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from data_contracts.base import Contract
 from data_contracts.errors import Reason
 from data_contracts.nifti import VolumeHeader, VolumeLimits
 
@@ -64,8 +65,8 @@ class ManifestRow(BaseModel):
     duplicates: tuple[DuplicateFile, ...] = ()
 
 
-class Manifest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Manifest(Contract):
+    rebuilt_by: ClassVar[str] = "'vae3d ingest SOURCES'"
 
     schema_version: int = SCHEMA_VERSION
     created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
@@ -76,9 +77,14 @@ class Manifest(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> "Manifest":
-        shas = [r.header.sha256 for r in self.rows]
-        if len(shas) != len(set(shas)):
-            raise ValueError("manifest lists the same content (sha256) twice")
+        for what, values in (("content (sha256)", [r.header.sha256 for r in self.rows]),
+                             ("id", [r.id for r in self.rows]), ("path", [r.header.path for r in self.rows])):
+            twice = sorted(v for v, n in Counter(values).items() if n > 1)
+            if twice:
+                raise ValueError(f"manifest lists the same {what} twice: {twice[:3]}")
+        bad = [r.id for r in self.rows if r.id != r.header.sha256[:16]]
+        if bad:
+            raise ValueError(f"row ids {bad[:3]} are not the first 16 hex digits of their sha256")
         return self
 
     def split(self, name: Split) -> list[ManifestRow]:
@@ -86,10 +92,6 @@ class Manifest(BaseModel):
 
     def counts(self) -> dict[str, int]:
         return {s: len(self.split(s)) for s in ("train", "val", "test")}
-
-    @classmethod
-    def read(cls, path: Path) -> "Manifest":
-        return cls.model_validate_json(Path(path).read_text())
 
 
 class QuarantineRecord(BaseModel):
@@ -105,8 +107,8 @@ class QuarantineRecord(BaseModel):
     reasons: tuple[Reason, ...] = Field(min_length=1)
 
 
-class QuarantineReport(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class QuarantineReport(Contract):
+    rebuilt_by: ClassVar[str] = "'vae3d ingest SOURCES'"
 
     schema_version: int = SCHEMA_VERSION
     created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
@@ -119,6 +121,3 @@ class QuarantineReport(BaseModel):
                 counts[reason.code] = counts.get(reason.code, 0) + 1
         return dict(sorted(counts.items()))
 
-    @classmethod
-    def read(cls, path: Path) -> "QuarantineReport":
-        return cls.model_validate_json(Path(path).read_text())

@@ -99,6 +99,9 @@ def settings(**overrides) -> Settings:
 
     s = base_settings(**overrides)
     configure_environment(Workspace.at(s.workspace), startup_timeout_s=s.prefect.startup_timeout_s)
+    from flows.interrupts import detach_temporary_server
+
+    detach_temporary_server()  # a Ctrl-C reaches this process, not the server first
     if not debug_requested(sys.argv):
         quiet_console_tracebacks()
     tune_allocator()
@@ -312,10 +315,12 @@ def _generate(mode: str, out: Optional[Path], inputs: list[Path] | None = None, 
     from flows.generate import run_generate
     from vae3d.ingest import discover
 
-    found, escapes = discover(inputs, s.ingest.exclude, [Workspace.at(s.workspace).root, *s.allowed_roots]) if inputs else ([], [])
-    if escapes:
-        for path, why in escapes:
-            console.print(f"[red]refused[/red] {why}")
+    for source in inputs or ():
+        s.confine(source, what="generate input")
+    found, refused = discover(inputs, s.ingest.exclude, s.roots()) if inputs else ([], [])
+    if refused:
+        for _, code, why in refused:
+            console.print(f"[red]refused[/red] {code}: {why}")
         raise typer.Exit(2)
     paths = tuple(str(p) for p in found)
     labels = _labels(inputs or [], label_column) if label_column else _split_labels(s)
@@ -624,20 +629,31 @@ def run(argv: list[str] | None = None) -> None:
     import sys
 
     args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    from flows import interrupts
+
+    interrupts.install()
     try:
         code = app(args=args, prog_name="vae3d", standalone_mode=False)  # an Exit comes back as its code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click turns a KeyboardInterrupt into Abort
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and not debug_requested(args):
+            message, code = explain(cause)
+            _print_error(message)
+            sys.exit(code)
         console.print("[red]aborted[/red]")
-        sys.exit(130)
+        sys.exit(interrupts.exit_code(cause) if cause is not None else 130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (Exception, KeyboardInterrupt) as exc:
+    except (Exception, *interrupts.signals()) as exc:
         if debug_requested(args):
             raise
         message, code = explain(exc)
         _print_error(message)
         sys.exit(code)
+    if code == 130:  # Typer turns an interrupt into Exit(130): say so, and tell SIGTERM (143) apart
+        message, code = explain(KeyboardInterrupt())
+        _print_error(message)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -26,8 +26,11 @@ def explain(exc: BaseException) -> tuple[str, int]:
 
     from data_contracts import ContractViolation, PipelineError
 
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted; re-run the same command to finish the job (complete outputs are kept)", 130
+    from flows import interrupts
+
+    if isinstance(exc, interrupts.signals()):
+        return ("interrupted; re-run the same command to finish the job (complete outputs are kept, and a "
+                "generate run's run_manifest.json lists them)"), interrupts.exit_code(exc)
     if isinstance(exc, PipelineError):
         where = f"\n  where: {exc.where}" if exc.where else ""
         return f"{exc.what}{where}\n  fix: {exc.fix}", exc.exit_code

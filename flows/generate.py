@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from data_contracts import PipelineError, QuarantineRecord
 from data_contracts.generation import GenerationRequest, ModelRef, OutputRecord, RunManifest
-from flows import model_loader, resources
+from flows import interrupts, model_loader, resources
 from flows.locks import exclusive
 from flows.registry import code_version
 from flows.runners import chunks, retry_unless_user_error, task_runner
@@ -97,7 +97,9 @@ def synthetic_batch(indices: list[int], req: GenerationRequest, ref: ModelRef, s
     wrapper = model_loader.load(ref, settings)
     affine = np.asarray(wrapper.meta["template_affine"])
 
-    def write(group: list[int], vols: torch.Tensor) -> list[OutputRecord]:
+    def write(group: list[int], vols: torch.Tensor | None) -> list[OutputRecord]:
+        if vols is None:  # interrupted before this sub-batch was decoded
+            return [done[i] for i in group if done[i]]
         return [done[i] or write_volume(paths[i], v[0].numpy(), affine, _provenance(req, ref, i), **_stored(req))
                 for i, v in zip(group, vols)]
 
@@ -105,7 +107,8 @@ def synthetic_batch(indices: list[int], req: GenerationRequest, ref: ModelRef, s
     # a whole sub-batch is regenerated, so its composition (and so its floating-point
     # result) never depends on what an interrupted run left behind
     todo = [g for g in groups if not all(done[i] for i in g)]
-    decoded = resources.model_map(lambda g: _decode(wrapper.model, g, req), todo, settings.generate.model_lanes)
+    decoded = resources.model_map(lambda g: None if interrupts.stop_requested() else _decode(wrapper.model, g, req),
+                                  todo, settings.generate.model_lanes)
     writers = resources.resolve_writers(settings.generate.writers, wrapper.model.device)
     writes = [resources.submit_write(write, group, vols, writers=writers) for group, vols in zip(todo, decoded)]
     records = [r for w in writes for r in w.result()]
@@ -131,6 +134,8 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
     k = req.variants if req.mode == "augment" else 1
     records, skipped, stale, wrapper, chain, artifacts = [], 0, 0, None, None, None
     for idx, path in items:
+        if interrupts.stop_requested():
+            break
         stem = stems[path]
         names = ([f"{stem}_{SUFFIX['augment']}{v:03d}.nii.gz" for v in range(k)]
                  if req.mode == "augment" else [f"{stem}_{SUFFIX[req.mode]}.nii.gz"])
@@ -242,6 +247,7 @@ def generate_flow(request: GenerationRequest, settings: Settings, out: str | Non
                   labels: dict[str, str] | None = None) -> RunManifest:
     """Generate the outputs of ``request``; re-running the same request completes it."""
     logger = get_run_logger()
+    interrupts.clear()
     ws = Workspace.at(settings.workspace)
     ref = model_loader.resolve(request.model_uri, settings)
     out_dir = Path(out) if out else ws.outputs / request.mode / request.key(ref)
@@ -255,13 +261,18 @@ def generate_flow(request: GenerationRequest, settings: Settings, out: str | Non
         if renamed:
             logger.warning("%d inputs share a file name with another input; their outputs carry a src- entity: %s",
                            len(renamed), ", ".join(renamed))
-        records, skipped, regenerated = _run(request, ref, settings, out_dir, labels or {}, stems)
+        records, skipped, regenerated, interrupted = _run(request, ref, settings, out_dir, labels or {}, stems)
         if regenerated:
             logger.info("%d outputs on disk did not answer this request (another input, model or parameters): "
                         "made again", regenerated)
         manifest = RunManifest(request=request, request_key=request.key(ref), model=ref, outputs=tuple(records),
-                               skipped_existing=skipped, regenerated=regenerated, disambiguated=renamed)
+                               skipped_existing=skipped, regenerated=regenerated, disambiguated=renamed,
+                               interrupted=interrupted is not None)
         io.atomic_write_text(out_dir / "run_manifest.json", manifest.model_dump_json(indent=1))
+    if interrupted is not None:
+        logger.warning("interrupted after %d outputs; the run manifest lists them, the same command finishes the job",
+                       len(records))
+        raise interrupted
     logger.info("%d outputs (%d already complete) -> %s", len(records), skipped, out_dir / "run_manifest.json")
     return manifest
 
@@ -300,22 +311,26 @@ def _run(req: GenerationRequest, ref: ModelRef, settings: Settings, out_dir: Pat
                                   unmapped(stems))
     progress = create_progress_artifact(progress=0.0, key=f"generate-{req.mode}",
                                         description=f"{req.mode} {req.key(ref)}")
-    records, skipped, stale, rows = [], 0, 0, []
-    with tqdm(total=len(batches), desc=req.mode, unit="batch", disable=None) as bar:
-        for n, future in enumerate(as_completed(futures), 1):
-            if req.mode == "embed":
-                rows += future.result()
-            else:
-                recs, sk, st = future.result()
-                records += recs
-                skipped += sk
-                stale += st
-            bar.update(1)
-            update_progress_artifact(progress, progress=100.0 * n / len(batches))
+    interrupted = None
+    try:
+        with tqdm(total=len(batches), desc=req.mode, unit="batch", disable=None) as bar:
+            for n, future in enumerate(as_completed(futures), 1):
+                future.wait()
+                bar.update(1)
+                update_progress_artifact(progress, progress=100.0 * n / len(batches))
+    except interrupts.signals() as exc:  # tasks stop between volumes; what they finished is collected below
+        interrupts.request_stop()
+        interrupts.note(exc)
+        interrupted = exc
+        for future in futures:
+            future.wait()
+    results = [f.result() for f in futures]
     if req.mode == "embed":
-        records = _write_embeddings(rows, labels, req, ref, out_dir)
-    records.sort(key=lambda r: r.path)
-    return records, skipped, stale
+        records = [] if interrupted is not None else _write_embeddings([r for rows in results for r in rows], labels, req, ref,
+                                                           out_dir)
+        return records, 0, 0, interrupted
+    records = sorted((r for recs, _, _ in results for r in recs), key=lambda r: r.path)
+    return records, sum(r[1] for r in results), sum(r[2] for r in results), interrupted
 
 
 def check_inputs(paths: tuple[str, ...], settings: Settings) -> None:
@@ -335,6 +350,12 @@ def check_inputs(paths: tuple[str, ...], settings: Settings) -> None:
 
 def run_generate(request: GenerationRequest, settings: Settings, out: str | None = None,
                  labels: dict[str, str] | None = None) -> RunManifest:
+    """Every entry point (CLI, deployments, scheduled runs) comes through here: inputs and ``out``
+    are confined to the settings' roots before anything is read or written."""
+    for path in request.inputs:
+        settings.confine(path, what="generate input")
+    if out is not None:
+        out = str(settings.confine(out, what="generate --out"))
     check_inputs(request.inputs, settings)
     model_loader.resolve(request.model_uri, settings)  # a missing model fails here, before the flow starts
     return generate_flow.with_options(task_runner=task_runner(_prefect(request, settings)))(request, settings, out, labels)

@@ -67,14 +67,16 @@ def _ingest(sources: list[str], settings: Settings, ws: Workspace,
     logger = get_run_logger()
     cfg = settings.ingest
     limits = cfg.limits()
-    paths, escapes = lib.discover([Path(s) for s in sources], cfg.exclude, [ws.root, *settings.allowed_roots])
-    if not paths and not escapes:
+    for source in sources:  # before anything is read: preprocess will only read inside these roots
+        settings.confine(source, what="ingest source")
+    paths, refused = lib.discover([Path(s) for s in sources], cfg.exclude, settings.roots())
+    if not paths and not refused:
         raise PipelineError(
             f"found no NIfTI volumes (.nii/.nii.gz) in {', '.join(sources)}", where="ingest sources",
             fix="check the path (is the folder mounted?) and that it holds .nii/.nii.gz files or a .csv/.json "
                 "list of them; the manifest was left as it was")
     previous = lib.load_previous(ws.manifest, ws.quarantine)
-    results, todo = [lib.escape_record(p, why) for p, why in escapes], []
+    results, todo = [lib.refused_record(*r) for r in refused], []
     for path in paths:
         src = lib.SourceFile.stat(path)
         prior = previous.get(src.path)
@@ -82,7 +84,7 @@ def _ingest(sources: list[str], settings: Settings, ws: Workspace,
             results.append(prior)
         else:
             todo.append(src.path)
-    reused = len(results) - len(escapes)
+    reused = len(results) - len(refused)
     logger.info("found %d files: %d unchanged since the last run, %d to validate", len(paths), reused, len(todo))
     futures = inspect_batch.map(chunks(todo, cfg.batch_size), unmapped(limits)) if todo else []
     with tqdm(total=len(todo), desc="validating", unit="file", disable=None) as bar:
@@ -91,7 +93,8 @@ def _ingest(sources: list[str], settings: Settings, ws: Workspace,
             results.extend(batch)
             bar.update(len(batch))
     manifest, quarantine = lib.assemble(results, [str(Path(s).resolve()) for s in sources], limits, cfg.fractions)
-    before = len(Manifest.read(ws.manifest).rows) if ws.manifest.exists() else 0
+    old = lib.readable(Manifest, ws.manifest)
+    before = len(old.rows) if old is not None else 0
     if len(manifest.rows) < before and not allow_shrink:
         raise PipelineError(
             f"this ingest would shrink the dataset from {before} to {len(manifest.rows)} accepted scans "

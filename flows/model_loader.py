@@ -68,7 +68,19 @@ def load(ref: ModelRef, settings: Settings):
     placed on ``settings.generate.device``."""
     client, _ = init_store(Workspace.at(settings.workspace), settings.mlflow)
     device = str(resolve_device(settings.generate.device))
-    wrapper = _load(f"models:/{ref.name}/{ref.version}", client.tracking_uri, device)
+    pinned = f"models:/{ref.name}/{ref.version}"
+    try:
+        wrapper = _load(pinned, client.tracking_uri, device)
+    except (MlflowException, OSError) as exc:
+        try:
+            source = client.get_model_version(ref.name, ref.version).source
+        except MlflowException:
+            source = "?"
+        raise PipelineError(
+            f"{ref.name} v{ref.version} is registered but its files cannot be loaded "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] or 'no detail'})", where=f"{pinned} at {source}",
+            fix="its artifacts were deleted or moved: restore them, pick another version (--model "
+                f"models:/{ref.name}/N), or train and register a new one (vae3d train --fresh)") from None
     if ref.weights_sha256 and wrapper.meta["weights_sha256"] != ref.weights_sha256:
         raise RuntimeError(
             f"{ref.name} v{ref.version}: weights sha256 {wrapper.meta['weights_sha256']} differ from "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from pathlib import Path
+import hashlib
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -14,10 +14,11 @@ from data_contracts import (
     DatasetIndex, IndexItem, Manifest, ManifestRow, PipelineError, QuarantineRecord, QuarantineReport, Reason,
 )
 from data_contracts.paths import PathEscape, confine
+from flows.locks import exclusive
 from flows.runners import chunks, retry_unless_user_error, task_runner
 from flows.settings import PreprocessSettings, Settings
 from flows.workspace import Workspace
-from vae3d.io import atomic_write_text, sha256_file
+from vae3d.io import atomic_write_text, remove_stale_temporaries
 from vae3d.preprocessing import PreprocessCache, build_preprocess, template_affine
 from vae3d.preprocessing.stage import montage, preprocess_row
 
@@ -55,17 +56,32 @@ def preprocess_flow(settings: Settings, allow_shrink: bool = False) -> DatasetIn
     An index with fewer volumes than the one it replaces, from a manifest that did not
     shrink (scans gone missing since ingest), is an error unless ``allow_shrink``.
     """
-    logger = get_run_logger()
     ws = Workspace.at(settings.workspace)
-    manifest = Manifest.read(ws.require_manifest())
+    with exclusive(ws.locks / "preprocess.lock", f"workspace {ws.root} (another preprocess)"):
+        return _preprocess(settings, ws, allow_shrink)
+
+
+def read_manifest(ws: Workspace) -> tuple[Manifest, str]:
+    """The manifest and the sha256 of the very bytes parsed, read under the ingest lock: the
+    index then names the manifest it was built from, even while an ingest runs."""
+    path = ws.require_manifest()
+    with exclusive(ws.locks / "ingest.lock", f"workspace {ws.root} (an ingest is writing the manifest)"):
+        raw = path.read_bytes()
+    return Manifest.parse(raw, path), hashlib.sha256(raw).hexdigest()
+
+
+def _preprocess(settings: Settings, ws: Workspace, allow_shrink: bool) -> DatasetIndex:
+    logger = get_run_logger()
+    manifest, manifest_sha256 = read_manifest(ws)
     cfg = settings.preprocess
     cache_root = ws.preprocess_cache(cfg.key())
-    roots = [Path(p) if Path(p).is_dir() else Path(p).parent for p in manifest.sources]
-    roots += [ws.root, *settings.allowed_roots]
+    stale = remove_stale_temporaries(cache_root)  # a killed preprocess's partial files (we hold the lock)
+    if stale:
+        logger.info("removed %d partial cache files left by an interrupted preprocess", len(stale))
     rows, rejected = [], []
-    for row in manifest.rows:  # a hand-edited manifest must not point anywhere it likes
+    for row in manifest.rows:  # the roots come from settings: an edited manifest cannot widen them
         try:
-            confine(row.header.path, roots, what="manifest path")
+            confine(row.header.path, settings.roots(), what="manifest path")
             rows.append(row)
         except PathEscape as exc:
             rejected.append(QuarantineRecord(
@@ -89,7 +105,7 @@ def preprocess_flow(settings: Settings, allow_shrink: bool = False) -> DatasetIn
             fix="check that the ingested scans are still readable where the manifest says (a missing mount?); "
                 "to drop them on purpose, re-run with --allow-shrink. Nothing was written")
     index = DatasetIndex(
-        manifest_sha256=sha256_file(ws.manifest), settings_key=cfg.key(),
+        manifest_sha256=manifest_sha256, settings_key=cfg.key(),
         settings=cfg.model_dump(mode="json"), target_shape=cfg.target_shape,
         target_spacing=cfg.target_spacing,
         template_affine=template_affine(cfg.target_shape, cfg.target_spacing).tolist(),

@@ -86,6 +86,17 @@ def log_and_register(
     return str(mv.version)
 
 
+def find_version(client: MlflowClient, name: str, run_id: str, weights_sha256: str) -> str | None:
+    """The version of ``name`` already registered from ``run_id`` with these weights, if any:
+    registration is find-or-register, so a re-run after a kill adds no second version."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except MlflowException:  # no registered model of that name yet
+        return None
+    same = [int(v.version) for v in versions if v.tags.get("weights_sha256") == weights_sha256]
+    return str(min(same)) if same else None
+
+
 def promote_if_better(client: MlflowClient, name: str, version: str, metric: str,
                       min_val_ssim: float = 0.0) -> dict[str, str]:
     """Move ``champion`` to ``version`` only if its validation SSIM reaches the quality floor
@@ -97,6 +108,9 @@ def promote_if_better(client: MlflowClient, name: str, version: str, metric: str
     except MlflowException:
         champ = None
     val_ssim = float(new.tags.get("val_ssim", "nan"))
+    if champ is not None and str(champ.version) == str(version):  # a re-run of the registration
+        return {"version": version, "decision": "already champion", "reason": f"v{version} is the champion",
+                "champion": version}
     if not val_ssim >= min_val_ssim:
         promoted = False
         reason = (f"v{version} val_ssim={val_ssim:.4f} is below the quality floor registry.min_val_ssim="

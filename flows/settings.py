@@ -23,6 +23,8 @@ from pydantic_settings import (
 )
 
 from data_contracts import SplitFractions, VolumeLimits
+from data_contracts.errors import PipelineError
+from data_contracts.paths import PathEscape, confine
 from vae3d.config import TrainConfig
 from vae3d.device import DEVICE_HELP, DeviceName
 
@@ -116,7 +118,8 @@ class Settings(BaseSettings):
     workspace: Path = Field(Path("workspace"), description="everything the pipeline writes")
     seed: int = 0
     allowed_roots: tuple[Path, ...] = Field(
-        (), description="extra folders that paths read from lists, manifests and requests may point into"
+        (), description="folders besides the workspace that the pipeline may read scans from and write "
+        "outputs to (ingest sources, generate inputs and --out); the only way to widen where it reaches"
     )
     ingest: IngestSettings = IngestSettings()
     preprocess: PreprocessSettings = PreprocessSettings()
@@ -143,6 +146,22 @@ class Settings(BaseSettings):
                 "train.init='pretrained' needs the default train.model settings and preprocess.target_shape "
                 f"[64,64,64] (got {list(shape)}); use train.init='scratch' for other models")
         return self
+
+    def roots(self) -> tuple[Path, ...]:
+        """Where the pipeline may read and write: the workspace and ``allowed_roots``. They come
+        from these settings only, never from a file the pipeline reads (a manifest, a list)."""
+        return (Path(self.workspace), *self.allowed_roots)
+
+    def confine(self, path: Path | str, what: str) -> Path:
+        """``path`` resolved inside ``roots()``, or a one-paragraph error (exit 2) naming the fix."""
+        try:
+            return confine(path, self.roots(), what=what)
+        except PathEscape as exc:
+            raise PipelineError(
+                str(exc).split(";")[0], where=str(path), exit_code=2,
+                fix=f"the pipeline reads and writes only inside the workspace and allowed_roots; add the folder, "
+                    f"e.g. VAE3D_ALLOWED_ROOTS='[\"{Path(path).expanduser().resolve().parent}\"]' or allowed_roots "
+                    "in the --config file, or move the files inside one of them") from None
 
     @classmethod
     def settings_customise_sources(

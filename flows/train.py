@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+from pathlib import Path
 
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.entities import DatasetInput, InputTag, Param, RunTag
 from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
@@ -16,14 +18,14 @@ from prefect.artifacts import create_markdown_artifact
 from data_contracts import DatasetIndex
 from flows.locks import exclusive
 from flows.model_card import model_card
-from flows.registry import code_version, log_and_register, promote_if_better
+from flows.registry import CANDIDATE, code_version, find_version, log_and_register, promote_if_better
 from flows.runners import retry_unless_user_error
 from flows.settings import Settings
 from flows.tracking import MlflowCallback, flatten, init_store, log_figure, tracking_uri
 from flows.workspace import Workspace
 from vae3d import figures, inference
 from vae3d.data import load_volumes
-from vae3d.io import atomic_write_text
+from vae3d.io import atomic_write_text, sha256_file
 from vae3d.training import build_model, fit, load_model
 
 
@@ -39,10 +41,16 @@ def start_run(settings: Settings, index: DatasetIndex, key: str) -> str:
     ws = Workspace.at(settings.workspace)
     client, exp_id = init_store(ws, settings.mlflow)
     marker = ws.checkpoints / key / "mlflow_run.json"
-    if marker.exists():
-        previous = json.loads(marker.read_text())
-        if previous.get("registered_version") is None:  # interrupted before registration
-            return previous["run_id"]
+    with exclusive(ws.locks / f"run-{key}.lock", f"the MLflow run of training {key}"):
+        if marker.exists():
+            previous = json.loads(marker.read_text())
+            if previous.get("registered_version") is None:  # interrupted before registration
+                return previous["run_id"]
+        return _create_run(client, exp_id, settings, index, key, ws, marker)
+
+
+def _create_run(client, exp_id: str, settings: Settings, index: DatasetIndex, key: str, ws: Workspace,
+                marker: Path) -> str:
     run = client.create_run(exp_id, tags={"vae3d.code_version": code_version(), "vae3d.run_key": key})
     run_id = run.info.run_id
     params = flatten("train", settings.train.to_dict()) | flatten("preprocess", index.settings)
@@ -124,15 +132,53 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
             "code_version": code_version()}
     tags = {"data.manifest_sha256": index.manifest_sha256, "git_commit": code_version(), "run_id": run_id,
             **{k: f"{v:.6f}" for k, v in best.items() if isinstance(v, float)}}
-    version = log_and_register(client, run_id, cfg.registered_model, outcome["best_checkpoint"],
-                               meta, tags, index.target_shape[0])
-    client.update_model_version(cfg.registered_model, version, description=card)
-    decision = promote_if_better(client, cfg.registered_model, version, cfg.promotion_metric,
-                                 settings.registry.min_val_ssim)
+    with exclusive(ws.locks / "register.lock", f"registered model {cfg.registered_model}"):
+        version = find_version(client, cfg.registered_model, run_id, sha256_file(outcome["best_checkpoint"]))
+        if version is None:
+            version = log_and_register(client, run_id, cfg.registered_model, outcome["best_checkpoint"],
+                                       meta, tags, index.target_shape[0])
+        else:  # registered before a kill could mark it: the same version, not a second one
+            get_run_logger().info("run %s is already registered as v%s: not registered again", run_id, version)
+            client.set_registered_model_alias(cfg.registered_model, CANDIDATE, version)
+        client.update_model_version(cfg.registered_model, version, description=card)
+        decision = promote_if_better(client, cfg.registered_model, version, cfg.promotion_metric,
+                                     settings.registry.min_val_ssim)
     client.set_terminated(run_id, "FINISHED")
     marker = ws.checkpoints / run_key(index, settings) / "mlflow_run.json"
     atomic_write_text(marker, json.dumps({"run_id": run_id, "registered_version": version}))
     return decision
+
+
+def already_registered(settings: Settings, ws: Workspace, key: str) -> dict | None:
+    """The outcome of a finished training with this data and these settings, if its version is
+    still registered: a re-run (a weekly schedule on unchanged data) registers nothing new."""
+    marker = ws.checkpoints / key / "mlflow_run.json"
+    previous = json.loads(marker.read_text()) if marker.exists() else {}
+    version, run_id = previous.get("registered_version"), previous.get("run_id")
+    if version is None:
+        return None
+    client, _ = init_store(ws, settings.mlflow)
+    name = settings.mlflow.registered_model
+    try:
+        mv = client.get_model_version(name, version)
+    except MlflowException:  # deleted since: register again
+        return None
+    if mv.run_id != run_id:
+        return None
+    best = {k: float(v) for k, v in mv.tags.items() if k.startswith("val_") and _is_number(v)}
+    history = client.get_metric_history(run_id, "val_ssim") if run_id else []
+    return {"run_id": run_id, "version": str(version), "decision": "unchanged",
+            "reason": f"the data and training settings are unchanged since run {run_id}, registered as "
+                      f"v{version}: nothing new was trained or registered ('vae3d train --fresh' trains again)",
+            "champion": "", "best": best, "epochs_run": max((m.step for m in history), default=0)}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 @flow(name="train")
@@ -143,6 +189,10 @@ def train_flow(settings: Settings, fresh: bool = False) -> dict:
     index = DatasetIndex.read(ws.require_index())
     key = run_key(index, settings)
     uri = tracking_uri(ws, settings.mlflow)
+    done = None if fresh else already_registered(settings, ws, key)
+    if done is not None:
+        logger.info("%s", done["reason"])
+        return done
     try:
         run_id = start_run(settings, index, key)
     except Exception as exc:

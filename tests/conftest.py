@@ -29,6 +29,15 @@ def prefect_server(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _allow_pytest_tmp(tmp_path_factory):
+    """Tests keep their scans beside the workspace, under pytest's temporary folder: it is an
+    allowed root (a test about confinement passes its own, narrower ``allowed_roots``)."""
+    import json
+
+    os.environ["VAE3D_ALLOWED_ROOTS"] = json.dumps([str(tmp_path_factory.getbasetemp())])
+
+
 @pytest.fixture(autouse=True)
 def _restore_environ():
     """CLI commands set PREFECT_/MLFLOW_ defaults in os.environ; keep tests independent."""

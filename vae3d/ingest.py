@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import fnmatch
 import json
+import logging
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from data_contracts import (
     ContractViolation,
     Manifest,
     ManifestRow,
+    PipelineError,
     QuarantineRecord,
     QuarantineReport,
     Reason,
@@ -30,6 +33,8 @@ from data_contracts import (
 from data_contracts.manifest import DuplicateFile
 from data_contracts.paths import PathEscape, confine
 from vae3d.io import is_nifti_path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,60 +78,106 @@ def _read_list(path: Path) -> list[Path]:
 
 def discover(
     sources: Iterable[Path], exclude: Sequence[str] = (), allowed_roots: Sequence[Path] = ()
-) -> tuple[list[Path], list[tuple[Path, str]]]:
+) -> tuple[list[Path], list[tuple[Path, str, str]]]:
     """Every NIfTI file under the given folders or listed in CSV/JSON files, sorted, unique.
 
     Each found path is resolved (symlinks followed) and must stay inside its source folder
-    (for a list file: the list's folder) or one of ``allowed_roots``; the others come back
-    as (path, reason) escapes, never read. Hidden files (names starting with '.') are
-    skipped: they are editors' and our own temporary files.
+    (for a list file: the list's folder) or one of ``allowed_roots``. What is refused comes
+    back as (path, reason code, message), never read:
+
+    - ``path_escape``: a path that leaves the roots (``..``, a symlink out);
+    - ``not_regular_file``: a NIfTI name on a FIFO, socket or device, or a broken symlink;
+    - ``unreadable``: a folder of the scan that cannot be listed.
+
+    Hidden files (names starting with '.') are skipped: editors' and our own temporary files.
 
     Returns:
-        (files to ingest, escapes)
+        (files to ingest, refused)
 
     Raises:
         FileNotFoundError: a source does not exist.
     """
     found: set[Path] = set()
-    escapes: dict[Path, str] = {}
+    refused: dict[Path, tuple[str, str]] = {}
 
     def keep(path: Path, root: Path) -> None:
         try:
             found.add(confine(path, [root, *allowed_roots], what="file"))
         except PathEscape as exc:
-            escapes[Path(os.path.abspath(path))] = str(exc)
+            refused[Path(os.path.abspath(path))] = ("path_escape", str(exc))
 
     for source in sources:
         source = Path(source).expanduser()
         if not source.exists():
             raise FileNotFoundError(f"source {source} does not exist (expected a folder or a .csv/.json list)")
         if source.is_dir():
-            for path in source.rglob("*"):
-                rel = path.relative_to(source).as_posix()
-                if path.name.startswith(".") or not is_nifti_path(path) or not path.is_file():
-                    continue
-                if not _excluded(rel, exclude):
-                    keep(path, source)
+            for path, odd in _scan(source, refused):
+                if not _excluded(path.relative_to(source).as_posix(), exclude):
+                    if odd:
+                        refused[path] = odd
+                    else:
+                        keep(path, source)
         elif source.suffix.lower() in (".csv", ".json"):
             for path in _read_list(source):
                 keep(path, source.parent)
         else:
             keep(source, source.parent)
-    return sorted(found), sorted(escapes.items())
+    return sorted(found), sorted((p, code, why) for p, (code, why) in refused.items())
+
+
+def _scan(folder: Path, refused: dict) -> Iterable[tuple[Path, tuple[str, str] | None]]:
+    """(path, None) for each NIfTI-named regular file under ``folder`` (symlinks followed),
+    (path, (code, message)) for a NIfTI name that is no regular file; a folder that cannot
+    be listed goes into ``refused`` as ``unreadable``."""
+    def unlisted(err: OSError) -> None:
+        refused[Path(err.filename)] = ("unreadable", f"folder {err.filename} cannot be listed: {err.strerror}")
+
+    for top, dirs, files in os.walk(folder, onerror=unlisted, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files + [d for d in dirs if is_nifti_path(Path(d))]:
+            path = Path(top) / name
+            if name.startswith(".") or not is_nifti_path(path):
+                continue
+            if path.is_file():
+                yield path, None
+            elif path.is_symlink() and not path.exists():
+                yield path, ("not_regular_file", f"{path} is a broken symlink (its target {os.readlink(path)} is gone)")
+            else:
+                yield path, ("not_regular_file", f"{path} is a {_kind(path)}, not a regular file")
+
+
+def _kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    return next((k for test, k in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"),
+                                   (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")) if test(mode)),
+                "special file")
+
+
+def readable(contract, path: Path):
+    """``contract.read(path)``, or None when the file is missing or damaged (a truncated
+    manifest): ingest then rebuilds it from the sources instead of failing on it."""
+    if not Path(path).exists():
+        return None
+    try:
+        return contract.read(path)
+    except PipelineError as exc:
+        log.warning("%s; ingest writes it again from the sources", exc.what)
+        return None
 
 
 def load_previous(manifest_path: Path, quarantine_path: Path) -> dict[str, VolumeHeader | QuarantineRecord]:
     """Earlier results keyed by path, for incremental re-runs (missing files: empty)."""
     previous: dict[str, VolumeHeader | QuarantineRecord] = {}
-    if manifest_path.exists():
-        for row in Manifest.read(manifest_path).rows:
+    manifest, quarantine = readable(Manifest, manifest_path), readable(QuarantineReport, quarantine_path)
+    if manifest is not None:
+        for row in manifest.rows:
             previous[row.header.path] = row.header
             for dup in row.duplicates:
                 previous[dup.path] = row.header.model_copy(
                     update={"path": dup.path, "size_bytes": dup.size_bytes, "mtime_ns": dup.mtime_ns}
                 )
-    if quarantine_path.exists():
-        for record in QuarantineReport.read(quarantine_path).records:
+    if quarantine is not None:
+        for record in quarantine.records:
             if record.stage == "ingest":
                 previous[record.path] = record
     return previous
@@ -136,11 +187,15 @@ def unchanged(result: VolumeHeader | QuarantineRecord, source: SourceFile) -> bo
     return result.size_bytes == source.size_bytes and result.mtime_ns == source.mtime_ns
 
 
-def escape_record(path: Path, message: str) -> QuarantineRecord:
-    """Quarantine a path that points outside the allowed roots (it is never opened)."""
-    st = os.lstat(path)
-    return QuarantineRecord(path=str(path), sha256=None, size_bytes=st.st_size, mtime_ns=st.st_mtime_ns,
-                            reasons=(Reason.of("path_escape", message),))
+def refused_record(path: Path, code: str, message: str) -> QuarantineRecord:
+    """Quarantine what discovery refused (it is never opened)."""
+    try:
+        st = os.lstat(path)
+        size, mtime = st.st_size, st.st_mtime_ns
+    except OSError:  # a list entry that names nothing
+        size, mtime = 0, 0
+    return QuarantineRecord(path=str(path), sha256=None, size_bytes=size, mtime_ns=mtime,
+                            reasons=(Reason.of(code, message),))
 
 
 def inspect_file(path: str, limits: VolumeLimits) -> VolumeHeader | QuarantineRecord:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_contracts import PipelineError
 from data_contracts.generation import OutputRecord, Provenance
 from vae3d import io
 
@@ -44,7 +45,7 @@ def complete(output: Path, expect: Mapping | None = None) -> OutputRecord | None
     is not complete and will be generated again.
     """
     side = sidecar_path(output)
-    if not output.exists() or not side.exists():
+    if not output.is_file() or not side.is_file():  # missing, or a folder in the way (write_volume says so)
         return None
     try:
         prov = Provenance.model_validate_json(side.read_text())
@@ -70,6 +71,7 @@ def write_volume(output: Path, array: np.ndarray, affine: np.ndarray, provenance
     ``vae3d.generation.quantize`` on the model's thread).
     Neither file is fsynced: ``complete`` checks the checksum on every re-run instead.
     """
+    _room_for(output)
     if dtype == "int16":
         peak = 1.0 if array.dtype == np.int16 else max(1.0, float(np.abs(array).max()))
         stored = array if array.dtype == np.int16 else io.quantize(array, scale=io.INT16_SCALE / peak)
@@ -82,7 +84,17 @@ def write_volume(output: Path, array: np.ndarray, affine: np.ndarray, provenance
     return write_sidecar(output, io.sha256_bytes(data), provenance, durable=False)
 
 
+def _room_for(output: Path) -> None:
+    """A folder where an output or its sidecar goes is a clear error before anything is written."""
+    for path in (output, sidecar_path(output)):
+        if path.is_dir():
+            raise PipelineError(f"{path} is a folder, where an output file of this run goes", where=str(path),
+                                fix="move or rename that folder, then re-run: the outputs already written are kept",
+                                exit_code=2)
+
+
 def write_sidecar(output: Path, digest: str, provenance: dict, durable: bool = True) -> OutputRecord:
+    _room_for(output)
     prov = Provenance(output=output.name, output_sha256=digest, **provenance)
     side = sidecar_path(output)
     io.atomic_write_text(side, prov.model_dump_json(indent=1), durable)

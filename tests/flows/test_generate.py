@@ -217,3 +217,15 @@ def test_outputs_are_reused_only_for_the_same_request(trained, tmp_path):
     finally:
         client.set_registered_model_alias("vae3d", "champion", v1.version)
         client.delete_model_version("vae3d", v2.version)
+
+
+def test_a_folder_in_the_way_of_an_output_is_a_clear_error(trained, tmp_path):
+    from data_contracts import PipelineError
+
+    settings, _ = trained
+    out = tmp_path / "out"
+    (out / "synthetic_seed0_000001.json").mkdir(parents=True)  # where the second output's sidecar goes
+    with pytest.raises(PipelineError, match="synthetic_seed0_000001.json is a folder") as info:
+        run_generate(GenerationRequest(mode="synthetic", n=3, seed=0, batch_size=1), settings, str(out))
+    assert "move or rename that folder" in info.value.fix
+    assert (out / "synthetic_seed0_000000.json").is_file(), "the outputs before it are kept"

@@ -54,3 +54,49 @@ def test_two_generate_runs_into_one_folder(trained, tmp_path):
     assert m1.skipped_existing + m2.skipped_existing == 8, "one run made them, the other found them complete"
     final = RunManifest.read(out / "run_manifest.json")
     assert [io.sha256_file(p) for p in files] == [r.sha256 for r in sorted(final.outputs, key=lambda r: r.path)]
+
+
+def _cli_env(**extra) -> dict:
+    import os
+
+    from prefect.settings import PREFECT_API_URL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_API_URL=PREFECT_API_URL.value(), OMP_NUM_THREADS="1", **extra)
+    return env
+
+
+SMALL = {"VAE3D_PREPROCESS__TARGET_SHAPE": "[16,16,16]", "VAE3D_PREPROCESS__TARGET_SPACING": "[8,8,8]"}
+
+
+def test_an_ingest_during_preprocess_leaves_the_index_naming_the_manifest_it_read(prefect_server, tmp_path):
+    import hashlib
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from data_contracts import DatasetIndex
+
+    src, more, ws = tmp_path / "src", tmp_path / "more", tmp_path / "ws"
+    for i in range(40):
+        good(src / f"v{i:02d}.nii.gz", seed=i, shape=(64, 64, 64))
+    good(more / "extra.nii.gz", seed=99, shape=(64, 64, 64))
+    settings = load_settings(workspace=ws, preprocess={"target_shape": (16, 16, 16), "target_spacing": (8.0, 8.0, 8.0)})
+    run_ingest([str(src)], settings)
+    read = hashlib.sha256((ws / "manifest.json").read_bytes()).hexdigest()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "vae3d"), "--workspace", str(ws), "preprocess"],
+                            env=_cli_env(**SMALL), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list((ws / "cache").rglob("*.npz")):  # preprocess has read the manifest and is working
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    run_ingest([str(src), str(more)], settings)  # a new scan lands meanwhile
+    raced = proc.poll() is None
+    assert proc.wait(300) == 0, proc.stderr.read()[-3000:]
+    assert raced, "preprocess finished before the ingest: no race to test (make it slower)"
+    assert hashlib.sha256((ws / "manifest.json").read_bytes()).hexdigest() != read
+    index = DatasetIndex.read(ws / "dataset_index.json")
+    assert index.manifest_sha256 == read, "the index names the manifest it was built from"
+    assert len(index.items) == 40

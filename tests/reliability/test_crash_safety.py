@@ -101,3 +101,29 @@ def test_sigkill_mid_generation_then_rerun_gives_exactly_the_request(trained, tm
         assert io.sha256_file(Path(record.path)) == record.sha256
     straight = {Path(r.path).name: r.sha256 for r in RunManifest.read(tmp_path / "straight" / "run_manifest.json").outputs}
     assert {Path(r.path).name: r.sha256 for r in manifest.outputs} == straight
+
+
+def test_a_killed_preprocess_leaves_no_partial_cache_file_after_the_next_run(prefect_server, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    from data_contracts import DatasetIndex
+    from flows.ingest import run_ingest
+    from flows.settings import load_settings
+    from nifti_factory import good
+
+    src, ws = tmp_path / "src", tmp_path / "ws"
+    for i in range(30):
+        good(src / f"v{i:02d}.nii.gz", seed=i, shape=(64, 64, 64))
+    run_ingest([str(src)], load_settings(workspace=ws))
+    env = {**_env(), "PREFECT_API_URL": PREFECT_API_URL.value(), "VAE3D_PREPROCESS__TARGET_SHAPE": "[16,16,16]",
+           "VAE3D_PREPROCESS__TARGET_SPACING": "[8,8,8]"}
+    cmd = [str(Path(sys.executable).parent / "vae3d"), "--workspace", str(ws), "preprocess"]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    _kill_when(proc, lambda: len(list((ws / "cache").rglob("*.npz"))) >= 3)
+    cache = next((ws / "cache" / "preprocess").iterdir())
+    # what a kill inside atomic_write_bytes leaves (the kill above lands there only by chance)
+    (cache / ".0123.npz.abcdef.tmp").write_bytes(b"partial")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not [p for p in cache.iterdir() if ".tmp" in p.name], "no partial cache file is left"
+    assert len(DatasetIndex.read(ws / "dataset_index.json").items) == 30

@@ -61,3 +61,38 @@ def test_an_unreadable_file_is_quarantined_and_the_rest_are_ingested(prefect_ser
     assert _reasons(tmp_path / "ws") == {"b.nii.gz": ["unreadable"]}
     rows = json.loads((tmp_path / "ws" / "manifest.json").read_text())["rows"]
     assert [Path(r["header"]["path"]).name for r in rows] == ["a.nii.gz"]
+
+
+def test_odd_entries_of_a_scanned_folder_are_quarantined_with_their_reason(prefect_server, tmp_path):
+    from flows.ingest import run_ingest
+    from flows.settings import load_settings
+
+    src = tmp_path / "src"
+    good(src / "ok.nii.gz", seed=1)
+    os.mkfifo(src / "pipe.nii.gz")
+    os.symlink(tmp_path / "gone.nii.gz", src / "dangling.nii.gz")
+    manifest, quarantine = run_ingest([str(src)], load_settings(workspace=tmp_path / "ws"))
+    assert [Path(r.header.path).name for r in manifest.rows] == ["ok.nii.gz"]
+    reasons = {Path(q.path).name: (q.reasons[0].code, q.reasons[0].message) for q in quarantine.records}
+    assert reasons["pipe.nii.gz"][0] == "not_regular_file" and "FIFO" in reasons["pipe.nii.gz"][1]
+    assert reasons["dangling.nii.gz"][0] == "not_regular_file" and "broken symlink" in reasons["dangling.nii.gz"][1]
+
+
+def test_a_truncated_manifest_names_the_file_and_ingest_rebuilds_it(prefect_server, tmp_path):
+    from data_contracts import PipelineError
+    from flows.ingest import run_ingest
+    from flows.preprocess import run_preprocess
+    from flows.settings import load_settings
+
+    src = tmp_path / "src"
+    for i in range(3):
+        good(src / f"v{i}.nii.gz", seed=i)
+    settings = load_settings(workspace=tmp_path / "ws")
+    run_ingest([str(src)], settings)
+    manifest = tmp_path / "ws" / "manifest.json"
+    manifest.write_text(manifest.read_text()[:300])  # cut short, as a full disk leaves it
+    with pytest.raises(PipelineError, match="manifest.json is not a valid Manifest") as info:
+        run_preprocess(settings)
+    assert "vae3d ingest" in info.value.fix
+    rebuilt, _ = run_ingest([str(src)], settings)
+    assert len(rebuilt.rows) == 3

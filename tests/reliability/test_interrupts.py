@@ -1,0 +1,60 @@
+"""Ctrl-C (SIGINT to the whole process group, as a terminal sends it) and SIGTERM stop a
+generate run within seconds, with a run manifest that lists exactly what is on disk."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from data_contracts.generation import RunManifest
+from vae3d import io
+
+
+def _env(tmp_path: Path) -> dict:
+    # no PREFECT_API_URL: the CLI starts its own temporary server, the one Ctrl-C used to kill
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(OMP_NUM_THREADS="1", MLFLOW_DISABLE_TELEMETRY="true", PREFECT_HOME=str(tmp_path / "prefect-home"))
+    return env
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_stops_generate_within_seconds_with_a_consistent_run_manifest(trained, tmp_path, sig, code):
+    settings, _ = trained
+    out = tmp_path / "out"
+    cmd = [str(Path(sys.executable).parent / "vae3d"), "--workspace", str(settings.workspace), "generate",
+           "synthetic", "--n", "5000", "--seed", "3", "--batch-size", "2", "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=_env(tmp_path), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 300
+    while len(list(out.glob("synthetic_*.json"))) < 4:
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "generate never started writing"
+        time.sleep(0.05)
+    sent = time.monotonic()
+    os.killpg(proc.pid, sig)  # the whole group, the temporary server's process group too
+    try:
+        rc = proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("still running 15 s after the signal") from None
+    stopped_in = time.monotonic() - sent
+    err = proc.stderr.read() + proc.stdout.read()
+    assert rc == code, err[-3000:]
+    assert stopped_in < 15
+    assert "interrupted; re-run the same command" in err and "Traceback" not in err
+
+    manifest = RunManifest.read(out / "run_manifest.json")
+    assert manifest.interrupted
+    on_disk = sorted(p.name for p in out.glob("synthetic_*.nii.gz"))
+    assert 4 <= len(on_disk) < 5000
+    assert sorted(Path(r.path).name for r in manifest.outputs) == on_disk, "the manifest lists what is on disk"
+    for record in manifest.outputs:
+        assert io.sha256_file(Path(record.path)) == record.sha256
+        assert Path(record.path).with_suffix("").with_suffix(".json").exists()
+    assert not [p for p in out.iterdir() if ".tmp" in p.name], "no partial file is left"
