@@ -26,7 +26,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check vae3d flows data_contracts tests bench
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2  # two workers: much of the suite waits on servers and subprocesses
 
 bench: install
 	$(BIN)/python -m bench.run_all

@@ -4,7 +4,8 @@
   temporary API server is a child process in that group: it died first, and the run then
   retried "connection refused" for minutes. ``detach_temporary_server`` starts it in a
   session of its own (it still stops with this process: at exit, or by the kernel's
-  parent-death signal if this process is killed outright).
+  parent-death signal if this process is killed outright), logging to
+  ``PREFECT_HOME/temporary-server.log`` instead of the terminal.
 - SIGTERM (what ``kill``, systemd and container runtimes send) becomes ``Terminated``, a
   ``KeyboardInterrupt``, so both take one path: the flow asks its tasks to stop between
   volumes (``stop_requested``), collects what they finished, writes its run manifest
@@ -107,6 +108,12 @@ def detach_temporary_server() -> None:
                 kwargs.setdefault("preexec_fn", _own_session_dying_with_parent)
             else:
                 kwargs.setdefault("start_new_session", True)
+            # the server's own log (a shutdown mid-request prints tracebacks) goes to a file, not the terminal
+            home = os.environ.get("PREFECT_HOME")
+            if home and "stdout" not in kwargs:
+                os.makedirs(home, exist_ok=True)
+                with open(os.path.join(home, "temporary-server.log"), "ab") as log:
+                    return popen(*args, stdout=log, stderr=subprocess.STDOUT, **kwargs)
             return popen(*args, **kwargs)
 
         server.subprocess.Popen = detached

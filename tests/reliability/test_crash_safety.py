@@ -79,7 +79,7 @@ def test_sigkill_mid_generation_then_rerun_gives_exactly_the_request(trained, tm
     settings, _ = trained
     env = {**_env(), "PREFECT_API_URL": PREFECT_API_URL.value()}
     cmd = [str(Path(sys.executable).parent / "vae3d"), "--workspace", str(settings.workspace), "generate",
-           "synthetic", "--n", "300", "--seed", "5", "--batch-size", "2"]
+           "synthetic", "--n", "150", "--seed", "5", "--batch-size", "2"]
     subprocess.run(cmd + ["--out", str(tmp_path / "straight")], env=env, check=True, timeout=600,
                    capture_output=True)
 
@@ -87,12 +87,12 @@ def test_sigkill_mid_generation_then_rerun_gives_exactly_the_request(trained, tm
     proc = subprocess.Popen(cmd + ["--out", str(out)], env=env, start_new_session=True,
                             stderr=subprocess.PIPE, text=True)
     _kill_when(proc, lambda: len(list(out.glob("synthetic_*.json"))) >= 6)
-    assert len(list(out.glob("synthetic_*.json"))) < 300, "killed before the end"
+    assert len(list(out.glob("synthetic_*.json"))) < 150, "killed before the end"
     rerun = subprocess.run(cmd + ["--out", str(out)], env=env, timeout=600, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
 
     volumes = sorted(out.glob("synthetic_*.nii.gz"))
-    assert len(volumes) == 300 and len(list(out.glob("synthetic_*.json"))) == 300
+    assert len(volumes) == 150 and len(list(out.glob("synthetic_*.json"))) == 150
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp") or p.name.endswith(".tmp.png")]
     manifest = RunManifest.read(out / "run_manifest.json")
     assert manifest.skipped_existing >= 6
@@ -112,8 +112,8 @@ def test_a_killed_preprocess_leaves_no_partial_cache_file_after_the_next_run(pre
     from nifti_factory import good
 
     src, ws = tmp_path / "src", tmp_path / "ws"
-    for i in range(30):
-        good(src / f"v{i:02d}.nii.gz", seed=i, shape=(64, 64, 64))
+    for i in range(20):
+        good(src / f"v{i:02d}.nii.gz", seed=i, shape=(48, 48, 48))
     run_ingest([str(src)], load_settings(workspace=ws))
     env = {**_env(), "PREFECT_API_URL": PREFECT_API_URL.value(), "VAE3D_PREPROCESS__TARGET_SHAPE": "[16,16,16]",
            "VAE3D_PREPROCESS__TARGET_SPACING": "[8,8,8]"}
@@ -126,4 +126,4 @@ def test_a_killed_preprocess_leaves_no_partial_cache_file_after_the_next_run(pre
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not [p for p in cache.iterdir() if ".tmp" in p.name], "no partial cache file is left"
-    assert len(DatasetIndex.read(ws / "dataset_index.json").items) == 30
+    assert len(DatasetIndex.read(ws / "dataset_index.json").items) == 20

@@ -16,20 +16,25 @@ from data_contracts.generation import RunManifest
 from vae3d import io
 
 
-def _env(tmp_path: Path) -> dict:
-    # no PREFECT_API_URL: the CLI starts its own temporary server, the one Ctrl-C used to kill
+def _env(tmp_path: Path, temporary_server: bool) -> dict:
+    # without PREFECT_API_URL the CLI starts its own temporary server, the one Ctrl-C used to kill
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(OMP_NUM_THREADS="1", MLFLOW_DISABLE_TELEMETRY="true", PREFECT_HOME=str(tmp_path / "prefect-home"))
+    if not temporary_server:  # SIGTERM goes to the CLI alone (as kill and systemd send it): the session's server
+        from prefect.settings import PREFECT_API_URL
+
+        env["PREFECT_API_URL"] = PREFECT_API_URL.value()
     return env
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupt_stops_generate_within_seconds_with_a_consistent_run_manifest(trained, tmp_path, sig, code):
     settings, _ = trained
+    temporary = sig == signal.SIGINT
     out = tmp_path / "out"
     cmd = [str(Path(sys.executable).parent / "vae3d"), "--workspace", str(settings.workspace), "generate",
            "synthetic", "--n", "5000", "--seed", "3", "--batch-size", "2", "--out", str(out)]
-    proc = subprocess.Popen(cmd, env=_env(tmp_path), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, env=_env(tmp_path, temporary), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 300
     while len(list(out.glob("synthetic_*.json"))) < 4:
@@ -37,7 +42,10 @@ def test_an_interrupt_stops_generate_within_seconds_with_a_consistent_run_manife
         assert time.monotonic() < deadline, "generate never started writing"
         time.sleep(0.05)
     sent = time.monotonic()
-    os.killpg(proc.pid, sig)  # the whole group, the temporary server's process group too
+    if temporary:
+        os.killpg(proc.pid, sig)  # the whole group, as a terminal's Ctrl-C: the temporary server's group too
+    else:
+        os.kill(proc.pid, sig)
     try:
         rc = proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
@@ -58,3 +66,5 @@ def test_an_interrupt_stops_generate_within_seconds_with_a_consistent_run_manife
         assert io.sha256_file(Path(record.path)) == record.sha256
         assert Path(record.path).with_suffix("").with_suffix(".json").exists()
     assert not [p for p in out.iterdir() if ".tmp" in p.name], "no partial file is left"
+    if temporary:  # the server logged to its file, not to the user's terminal
+        assert (tmp_path / "prefect-home" / "temporary-server.log").exists()
