@@ -641,7 +641,7 @@ def run(argv: list[str] | None = None) -> None:
             _print_error(message)
             sys.exit(code)
         console.print("[red]aborted[/red]")
-        sys.exit(interrupts.exit_code(cause) if cause is not None else 130)
+        sys.exit(interrupts.exit_code(cause))
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

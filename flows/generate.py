@@ -325,10 +325,9 @@ def _run(req: GenerationRequest, ref: ModelRef, settings: Settings, out_dir: Pat
         for future in futures:
             future.wait()
     results = [f.result() for f in futures]
-    if req.mode == "embed":
-        records = [] if interrupted is not None else _write_embeddings([r for rows in results for r in rows], labels, req, ref,
-                                                           out_dir)
-        return records, 0, 0, interrupted
+    if req.mode == "embed":  # one file from every row: an interrupted run writes none
+        rows = [r for batch in results for r in batch]
+        return ([] if interrupted is not None else _write_embeddings(rows, labels, req, ref, out_dir)), 0, 0, interrupted
     records = sorted((r for recs, _, _ in results for r in recs), key=lambda r: r.path)
     return records, sum(r[1] for r in results), sum(r[2] for r in results), interrupted
 

@@ -39,17 +39,19 @@ def signals() -> tuple[type[BaseException], ...]:
     return KeyboardInterrupt, TerminationSignal
 
 
-def exit_code(exc: BaseException) -> int:
-    """143 for SIGTERM (``Terminated``, or Prefect's ``TerminationSignal`` seen by a flow),
-    130 for Ctrl-C."""
-    note(exc)
-    return 143 if _TERM.is_set() else 130
+def _is_sigterm(exc: BaseException | None) -> bool:
+    return isinstance(exc, Terminated) or getattr(exc, "signal", None) == signal.SIGTERM
+
+
+def exit_code(exc: BaseException | None) -> int:
+    """143 for SIGTERM (``exc`` itself, or one noted earlier: Prefect hands the CLI a plain
+    interrupt after its own handling), 130 for Ctrl-C."""
+    return 143 if _TERM.is_set() or _is_sigterm(exc) else 130
 
 
 def note(exc: BaseException) -> None:
-    """Remember that ``exc`` was SIGTERM, for ``exit_code`` (Prefect hands the CLI a plain
-    interrupt after its own handling)."""
-    if isinstance(exc, Terminated) or getattr(exc, "signal", None) == signal.SIGTERM:
+    """Remember that ``exc`` was SIGTERM, for ``exit_code``."""
+    if _is_sigterm(exc):
         _TERM.set()
 
 

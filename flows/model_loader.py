@@ -78,7 +78,7 @@ def load(ref: ModelRef, settings: Settings):
             source = "?"
         raise PipelineError(
             f"{ref.name} v{ref.version} is registered but its files cannot be loaded "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] or 'no detail'})", where=f"{pinned} at {source}",
+            f"({type(exc).__name__}: {(str(exc).splitlines() or ['no detail'])[0][:200]})", where=f"{pinned} at {source}",
             fix="its artifacts were deleted or moved: restore them, pick another version (--model "
                 f"models:/{ref.name}/N), or train and register a new one (vae3d train --fresh)") from None
     if ref.weights_sha256 and wrapper.meta["weights_sha256"] != ref.weights_sha256:

@@ -158,7 +158,7 @@ class Settings(BaseSettings):
             return confine(path, self.roots(), what=what)
         except PathEscape as exc:
             raise PipelineError(
-                str(exc).split(";")[0], where=str(path), exit_code=2,
+                exc.problem, where=str(path), exit_code=2,
                 fix=f"the pipeline reads and writes only inside the workspace and allowed_roots; add the folder, "
                     f"e.g. VAE3D_ALLOWED_ROOTS='[\"{Path(path).expanduser().resolve().parent}\"]' or allowed_roots "
                     "in the --config file, or move the files inside one of them") from None

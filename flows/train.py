@@ -29,6 +29,11 @@ from vae3d.io import atomic_write_text, sha256_file
 from vae3d.training import build_model, fit, load_model
 
 
+def _marker(ws: Workspace, key: str) -> Path:
+    """Which MLflow run a training key uses, and the version it registered (None until then)."""
+    return ws.checkpoints / key / "mlflow_run.json"
+
+
 def run_key(index: DatasetIndex, settings: Settings) -> str:
     """Same data + same training settings -> same checkpoint folder, so a re-run resumes."""
     blob = json.dumps([index.manifest_sha256, index.settings_key, settings.train.to_dict()], sort_keys=True)
@@ -40,7 +45,7 @@ def start_run(settings: Settings, index: DatasetIndex, key: str) -> str:
     """Reuse the MLflow run of an interrupted training with the same key, else start one."""
     ws = Workspace.at(settings.workspace)
     client, exp_id = init_store(ws, settings.mlflow)
-    marker = ws.checkpoints / key / "mlflow_run.json"
+    marker = _marker(ws, key)
     with exclusive(ws.locks / f"run-{key}.lock", f"the MLflow run of training {key}"):
         if marker.exists():
             previous = json.loads(marker.read_text())
@@ -144,15 +149,14 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
         decision = promote_if_better(client, cfg.registered_model, version, cfg.promotion_metric,
                                      settings.registry.min_val_ssim)
     client.set_terminated(run_id, "FINISHED")
-    marker = ws.checkpoints / run_key(index, settings) / "mlflow_run.json"
-    atomic_write_text(marker, json.dumps({"run_id": run_id, "registered_version": version}))
+    atomic_write_text(_marker(ws, run_key(index, settings)), json.dumps({"run_id": run_id, "registered_version": version}))
     return decision
 
 
 def already_registered(settings: Settings, ws: Workspace, key: str) -> dict | None:
     """The outcome of a finished training with this data and these settings, if its version is
     still registered: a re-run (a weekly schedule on unchanged data) registers nothing new."""
-    marker = ws.checkpoints / key / "mlflow_run.json"
+    marker = _marker(ws, key)
     previous = json.loads(marker.read_text()) if marker.exists() else {}
     version, run_id = previous.get("registered_version"), previous.get("run_id")
     if version is None:
@@ -165,20 +169,12 @@ def already_registered(settings: Settings, ws: Workspace, key: str) -> dict | No
         return None
     if mv.run_id != run_id:
         return None
-    best = {k: float(v) for k, v in mv.tags.items() if k.startswith("val_") and _is_number(v)}
-    history = client.get_metric_history(run_id, "val_ssim") if run_id else []
+    best = {k: float(v) for k, v in mv.tags.items() if k.startswith("val_")}  # register_model's float tags
+    history = client.get_metric_history(run_id, "val_ssim")
     return {"run_id": run_id, "version": str(version), "decision": "unchanged",
             "reason": f"the data and training settings are unchanged since run {run_id}, registered as "
                       f"v{version}: nothing new was trained or registered ('vae3d train --fresh' trains again)",
             "champion": "", "best": best, "epochs_run": max((m.step for m in history), default=0)}
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 @flow(name="train")

@@ -11,7 +11,6 @@ import fnmatch
 import json
 import logging
 import os
-import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from data_contracts import (
 )
 from data_contracts.manifest import DuplicateFile
 from data_contracts.paths import PathEscape, confine
-from vae3d.io import is_nifti_path
+from vae3d.io import file_kind, is_nifti_path
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ def discover(
         if not source.exists():
             raise FileNotFoundError(f"source {source} does not exist (expected a folder or a .csv/.json list)")
         if source.is_dir():
-            for path, odd in _scan(source, refused):
+            for path, odd in _scan(source):
                 if not _excluded(path.relative_to(source).as_posix(), exclude):
                     if odd:
                         refused[path] = odd
@@ -125,14 +124,12 @@ def discover(
     return sorted(found), sorted((p, code, why) for p, (code, why) in refused.items())
 
 
-def _scan(folder: Path, refused: dict) -> Iterable[tuple[Path, tuple[str, str] | None]]:
-    """(path, None) for each NIfTI-named regular file under ``folder`` (symlinks followed),
-    (path, (code, message)) for a NIfTI name that is no regular file; a folder that cannot
-    be listed goes into ``refused`` as ``unreadable``."""
-    def unlisted(err: OSError) -> None:
-        refused[Path(err.filename)] = ("unreadable", f"folder {err.filename} cannot be listed: {err.strerror}")
-
-    for top, dirs, files in os.walk(folder, onerror=unlisted, followlinks=False):
+def _scan(folder: Path) -> Iterable[tuple[Path, tuple[str, str] | None]]:
+    """(path, None) for each NIfTI-named regular file under ``folder`` (file symlinks followed,
+    folder symlinks not entered); (path, (code, message)) for a NIfTI name that is no regular
+    file, and for a folder that cannot be listed (``unreadable``)."""
+    unlisted: list[OSError] = []
+    for top, dirs, files in os.walk(folder, onerror=unlisted.append, followlinks=False):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files + [d for d in dirs if is_nifti_path(Path(d))]:
             path = Path(top) / name
@@ -143,14 +140,9 @@ def _scan(folder: Path, refused: dict) -> Iterable[tuple[Path, tuple[str, str] |
             elif path.is_symlink() and not path.exists():
                 yield path, ("not_regular_file", f"{path} is a broken symlink (its target {os.readlink(path)} is gone)")
             else:
-                yield path, ("not_regular_file", f"{path} is a {_kind(path)}, not a regular file")
-
-
-def _kind(path: Path) -> str:
-    mode = path.stat().st_mode
-    return next((k for test, k in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"),
-                                   (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")) if test(mode)),
-                "special file")
+                yield path, ("not_regular_file", f"{path} is {file_kind(path.stat().st_mode)}, not a regular file")
+    for err in unlisted:
+        yield Path(err.filename), ("unreadable", f"folder {err.filename} cannot be listed: {err.strerror}")
 
 
 def readable(contract, path: Path):

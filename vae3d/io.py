@@ -142,6 +142,13 @@ def declared_nbytes(header) -> int:
     return int(header["vox_offset"]) + n * int(header.get_data_dtype().itemsize)
 
 
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, from its ``st_mode``: "a FIFO", "a folder", ..."""
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((kind for test, kind in kinds if test(mode)), "a special file")
+
+
 def read_raw(path: Path) -> bytes:
     """The file's bytes, read once (hash them and parse them from the same buffer).
 
@@ -156,8 +163,7 @@ def read_raw(path: Path) -> bytes:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device or folder"
-            raise NiftiReadError("not_regular_file", f"{path} is {kind}, not a regular file")
+            raise NiftiReadError("not_regular_file", f"{path} is {file_kind(mode)}, not a regular file")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as fh:

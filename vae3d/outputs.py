@@ -81,7 +81,7 @@ def write_volume(output: Path, array: np.ndarray, affine: np.ndarray, provenance
     else:
         raise ValueError(f"{output}: dtype must be 'int16' or 'float32', got {dtype!r}")
     io.atomic_write_bytes(output, data, durable=False)
-    return write_sidecar(output, io.sha256_bytes(data), provenance, durable=False)
+    return _sidecar(output, io.sha256_bytes(data), provenance, durable=False)
 
 
 def _room_for(output: Path) -> None:
@@ -94,7 +94,12 @@ def _room_for(output: Path) -> None:
 
 
 def write_sidecar(output: Path, digest: str, provenance: dict, durable: bool = True) -> OutputRecord:
+    """The provenance sidecar of ``output`` (written by another writer: parquet, png), atomically."""
     _room_for(output)
+    return _sidecar(output, digest, provenance, durable)
+
+
+def _sidecar(output: Path, digest: str, provenance: dict, durable: bool) -> OutputRecord:
     prov = Provenance(output=output.name, output_sha256=digest, **provenance)
     side = sidecar_path(output)
     io.atomic_write_text(side, prov.model_dump_json(indent=1), durable)
