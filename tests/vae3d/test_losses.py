@@ -51,3 +51,18 @@ def test_vae_loss_terms():
     out = VAELoss("mse")(x + 0.1, x, mu + 1, logvar, 2.0)
     assert float(out["loss"]) == pytest.approx(0.01 + 2.0 * 0.5 * 16 / 4096, rel=1e-4)
     assert math.isfinite(float(out["loss"]))
+
+
+def test_the_ssim_term_and_its_gradient_are_monais_ssim_loss():
+    from monai.losses import SSIMLoss
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 1, 20, 20, 20, generator=g)
+    recon = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1).requires_grad_()
+    zeros = torch.zeros(2, 2, 2, 2, 2)
+    ours = VAELoss("l1", ssim_weight=1.0)(recon, x, zeros, zeros, 0.0)["ssim_loss"]
+    (grad,) = torch.autograd.grad(ours, recon)
+    theirs = SSIMLoss(spatial_dims=3, data_range=1.0)(recon, x)
+    (want,) = torch.autograd.grad(theirs, recon)
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
+    torch.testing.assert_close(grad, want, atol=1e-7, rtol=1e-3)
