@@ -1,7 +1,7 @@
 """Training throughput and quality against MONAI's own VAEs, same data, same wall clock.
 
 Each model trains in its own subprocess (so peak memory is its own) on the same
-preprocessed sample volumes (64^3, batch 4), with the same loss (L1 + KL), optimiser and
+preprocessed sample volumes (64^3, the pipeline's default batch size unless ``--batch``), with the same loss (L1 + KL), optimiser and
 time budget; then its posterior-mean reconstructions of held-out volumes are scored with
 MONAI's SSIM/PSNR. Achieved GFLOP/s in the training step (FLOPs counted by PyTorch's
 FlopCounterMode) is reported as a fraction of the fp32 matmul peak measured in this run.
@@ -20,7 +20,7 @@ import torch
 
 from bench.common import matmul_peak_gflops, peak_rss_mb, preprocessed_tensors, write_result
 
-SIZE, BATCH = 64, 4
+SIZE = 64
 
 
 def _build(name: str, channels_last: bool, vae3d_kwargs: dict | None = None):
@@ -67,7 +67,7 @@ def _build(name: str, channels_last: bool, vae3d_kwargs: dict | None = None):
     return model, train_out, recon
 
 
-def _run(name: str, budget: float, channels_last: bool, queue, vae3d_kwargs: dict | None = None) -> None:
+def _run(name: str, budget: float, channels_last: bool, queue, vae3d_kwargs: dict | None, batch: int) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     from vae3d.losses import VAELoss
@@ -90,7 +90,7 @@ def _run(name: str, budget: float, channels_last: bool, queue, vae3d_kwargs: dic
         opt.step()
         return float(loss.detach())
 
-    x0 = train[:BATCH].contiguous(memory_format=fmt)
+    x0 = train[:batch].contiguous(memory_format=fmt)
     with FlopCounterMode(display=False) as counter:
         step(x0)
     flops = counter.get_total_flops()
@@ -98,7 +98,7 @@ def _run(name: str, budget: float, channels_last: bool, queue, vae3d_kwargs: dic
     t_steps, n_steps = 0.0, 0
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < budget:
-        idx = torch.randint(len(train), (BATCH,), generator=g)
+        idx = torch.randint(len(train), (batch,), generator=g)
         x = train[idx].contiguous(memory_format=fmt)
         t = time.perf_counter()
         step(x)
@@ -112,11 +112,11 @@ def _run(name: str, budget: float, channels_last: bool, queue, vae3d_kwargs: dic
 
     holder = _Recon()
     model.eval()
-    metrics = evaluate(holder, val, BATCH, torch.device("cpu"))
+    metrics = evaluate(holder, val, 4, torch.device("cpu"))
     queue.put({
         "model": name, "channels_last": channels_last,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "steps": n_steps, "samples_per_s": n_steps * BATCH / t_steps,
+        "steps": n_steps, "samples_per_s": n_steps * batch / t_steps,
         "step_s": t_steps / n_steps, "gflop_per_step": flops / 1e9,
         "achieved_gflops": flops / 1e9 / (t_steps / n_steps),
         "val_ssim": metrics["val_ssim"], "val_psnr": metrics["val_psnr"],
@@ -124,7 +124,11 @@ def _run(name: str, budget: float, channels_last: bool, queue, vae3d_kwargs: dic
     })
 
 
-def run(budget: float, models: list[str], layouts: list[bool], vae3d_kwargs: dict | None = None) -> dict:
+def run(budget: float, models: list[str], layouts: list[bool], vae3d_kwargs: dict | None = None,
+        batch: int | None = None) -> dict:
+    from vae3d.config import TrainConfig
+
+    batch = batch or TrainConfig().batch_size
     preprocessed_tensors(48, SIZE)  # build the data once, outside the timed runs
     peak = matmul_peak_gflops()
     rows = []
@@ -133,7 +137,7 @@ def run(budget: float, models: list[str], layouts: list[bool], vae3d_kwargs: dic
         # the layout choice is ours to measure; peers run in the faster (channels_last) one
         for cl in (layouts if name == "vae3d" else [True]):
             q = ctx.Queue()
-            p = ctx.Process(target=_run, args=(name, budget, cl, q, vae3d_kwargs))
+            p = ctx.Process(target=_run, args=(name, budget, cl, q, vae3d_kwargs, batch))
             p.start()
             row = q.get()
             p.join()
@@ -142,7 +146,7 @@ def run(budget: float, models: list[str], layouts: list[bool], vae3d_kwargs: dic
             row["fraction_of_matmul_peak"] = row["achieved_gflops"] / peak
             rows.append(row)
             print(json.dumps(row))
-    return {"budget_s": budget, "matmul_peak_gflops": peak, "size": SIZE, "batch": BATCH, "rows": rows}
+    return {"budget_s": budget, "matmul_peak_gflops": peak, "size": SIZE, "batch": batch, "rows": rows}
 
 
 def main() -> None:
@@ -152,9 +156,10 @@ def main() -> None:
     ap.add_argument("--layouts", default="both", choices=["both", "channels_last", "contiguous"])
     ap.add_argument("--vae3d-kwargs", type=json.loads, default={},
                     help='VAE3D constructor overrides as JSON, e.g. \'{"num_res_blocks": 1}\'')
+    ap.add_argument("--batch", type=int, default=None, help="batch size of every model (default: train.batch_size)")
     a = ap.parse_args()
     layouts = {"both": [False, True], "channels_last": [True], "contiguous": [False]}[a.layouts]
-    result = run(a.budget, a.models, layouts, a.vae3d_kwargs)
+    result = run(a.budget, a.models, layouts, a.vae3d_kwargs, a.batch)
     print(write_result("train_peers", result))
 
 

@@ -87,8 +87,9 @@ def eval_denoising(model, val: torch.Tensor, test: torch.Tensor, seed: int, mode
 
 @task(cache_policy=NO_CACHE)  # tensors and a model as inputs: nothing to hash
 def eval_superres(model, test: torch.Tensor) -> dict:
-    """Each factor: test volumes averaged down, then cubic B-spline vs the model (from trilinear),
-    alone and back-projected onto the low-resolution data (``inference.back_project``)."""
+    """Each factor: test volumes averaged down, then cubic B-spline (plain and back-projected onto
+    the low-resolution data, ``inference.back_project``) vs the model (from trilinear), alone and
+    back-projected."""
     rows, cases = {}, []
     size = tuple(test.shape[2:])
     for name, factor in SR_FACTORS.items():
@@ -97,6 +98,8 @@ def eval_superres(model, test: torch.Tensor) -> dict:
         alone = _restore(model, linear)
         restored = inference.back_project(alone, low)
         rows[name] = {"trilinear": denoising.scores(linear, test), "cubic_bspline": denoising.scores(cubic, test),
+                      # the classical answer to the same data-consistency step: what the model must add to
+                      "cubic_bspline_bp": denoising.scores(inference.back_project(cubic, low), test),
                       "vae": {**denoising.scores(restored, test), "param": "back-projected"},
                       "vae_model_only": denoising.scores(alone, test)}
         cases.append(_case(f"low-res {name}", test, linear, restored, cubic, "cubic B-spline"))

@@ -94,11 +94,11 @@ def test_a_shape_the_model_cannot_take_fails_before_preprocess_writes_anything(t
 
 
 def test_a_typo_in_a_section_name_is_named_with_the_closest_setting(tmp_path):
-    out = vae3d(tmp_path / "ws", "settings", env=_env(VAE3D_TRIAN__EPOCHS="3", VAE3D_TRAIN__BATCH_SIZE="2"))
+    out = vae3d(tmp_path / "ws", "settings", env=_env(VAE3D_TRIAN__EPOCHS="3", VAE3D_TRAIN__BATCH_SIZE="3"))
     assert out.returncode == 0, out.stderr
     assert "VAE3D_TRIAN__EPOCHS is not a setting and is ignored; did you mean VAE3D_TRAIN__EPOCHS?" in out.stderr
     row = next(line for line in out.stdout.splitlines() if line.startswith("VAE3D_TRAIN__BATCH_SIZE="))
-    assert row.startswith("VAE3D_TRAIN__BATCH_SIZE=2 *  # default 4"), row  # current (changed), default
+    assert row.startswith("VAE3D_TRAIN__BATCH_SIZE=3 *  # default 2"), row  # current (changed), default
     assert any(line.startswith("VAE3D_TRAIN__EPOCHS=20  # default 20") for line in out.stdout.splitlines())
 
 

@@ -28,8 +28,9 @@ def test_evaluation_writes_every_table_and_logs_to_mlflow(trained):
         # a stronger noise level makes the noisy input worse: the numbers are computed, not typed
     assert results["denoising"]["10%"]["noisy"]["psnr"] < results["denoising"]["3%"]["noisy"]["psnr"]
     sr = results["superres"]["x2"]
-    assert set(sr) == {"trilinear", "cubic_bspline", "vae", "vae_model_only"}
+    assert set(sr) == {"trilinear", "cubic_bspline", "cubic_bspline_bp", "vae", "vae_model_only"}
     assert sr["vae"]["psnr"] > sr["vae_model_only"]["psnr"], "back-projection onto the low-resolution data helps"
+    assert sr["cubic_bspline_bp"]["psnr"] > sr["cubic_bspline"]["psnr"], "the classical baseline gets the same step"
     assert all(math.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1 for r in sr.values())
     assert "VAE super-resolution x2 beats cubic B-spline by >= 1.5 dB" in results["targets"]
     for method in ("vae", "atlas_deviation"):
