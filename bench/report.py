@@ -192,8 +192,8 @@ def ablation_section(r: dict, notes: list[str] | None = None) -> list[str]:
         f"PSNR are against the clean volume. Measured fp32 matmul peak: {r['matmul_peak_gflops']:.0f} GFLOP/s.",
         "",
         "| row | batch | latent | params (M) | samples/s | of matmul peak | epochs | recon SSIM | recon PSNR dB | "
-        "5% noisy -> model dB | 10% noisy -> model dB | SR x2 cubic -> model dB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "5% noisy -> model dB | 10% noisy -> model dB | SR x2 cubic -> model dB | SR x2 back-projected: cubic -> model dB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for x in rows:
         d5, d10, sr = x["denoise_5%"], x["denoise_10%"], x["superres_x2"]
@@ -202,7 +202,8 @@ def ablation_section(r: dict, notes: list[str] | None = None) -> list[str]:
             f"{'x'.join(map(str, x['latent_shape']))} | {x['params_m']:.2f} | {x['samples_per_s']:.1f} | "
             f"{x['fraction_of_matmul_peak']:.0%} | {x['epochs']} | {x['recon']['ssim']:.3f} | {x['recon']['psnr']:.2f} | "
             f"{d5['noisy']:.1f} -> {d5['model']:.1f} | {d10['noisy']:.1f} -> {d10['model']:.1f} | "
-            f"{sr['cubic']:.1f} -> {sr['model']:.1f} |")
+            f"{sr['cubic']:.1f} -> {sr['model']:.1f} | "
+            + (f"{sr['cubic_bp']:.2f} -> {sr['model_bp']:.2f} |" if "model_bp" in sr else "– |"))
     from bench.model_ablation import NOTES
 
     best = max(rows, key=lambda x: x["recon"]["ssim"])
@@ -304,6 +305,7 @@ def _ablation_named(name: str, heading: str):
 
 _ablation_long = _ablation_named("model_ablation_long", "## Model ablation, a longer budget per row (issue 16)")
 _ablation_steps = _ablation_named("model_ablation_steps", "## Model ablation: batch 4 or 2 (issue 16)")
+_ablation_superres = _ablation_named("model_ablation_superres", "## Model ablation: low-resolution training inputs (issue 16)")
 _ablation_batch = _ablation_named("model_ablation_batch", "## Model ablation: batch size, learning rate, SSIM term (issue 16)")
 
 
@@ -313,12 +315,12 @@ def _quality_short(r: dict) -> list[str]:
 
 _HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training against", "model_ablation": "## Model and loss",
              "model_ablation_long": "## Model ablation, a longer", "model_ablation_steps": "## Model ablation: batch 4",
-             "model_ablation_batch": "## Model ablation: batch size",
+             "model_ablation_batch": "## Model ablation: batch size", "model_ablation_superres": "## Model ablation: low-res",
              "denoise_fusion": "## Denoising output",
              "generate": "## Generation", "scaling": "## Scaling", "quality": "## Quality (", "quality_short": "## Quality, a shorter"}
 SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), ("model_ablation", ablation_section),
             ("model_ablation_long", _ablation_long), ("model_ablation_steps", _ablation_steps),
-            ("model_ablation_batch", _ablation_batch),
+            ("model_ablation_batch", _ablation_batch), ("model_ablation_superres", _ablation_superres),
             ("denoise_fusion", fusion_section), ("generate", generate_section), ("scaling", scaling_section),
             ("quality", quality_section), ("quality_short", _quality_short))
 
