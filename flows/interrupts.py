@@ -76,10 +76,14 @@ def _raise_terminated(signum, frame) -> None:
 
 
 def install() -> None:
-    """At the CLI's entry point, in the main thread: SIGTERM as ``Terminated`` (the
-    temporary server is detached by ``detach_temporary_server`` once Prefect may be imported)."""
+    """At the CLI's entry point, in the main thread: SIGTERM as ``Terminated``, and SIGINT as
+    ``KeyboardInterrupt`` even when the parent ignored it (a non-interactive shell starts its
+    background jobs, ``cmd &``, with SIGINT ignored, and Python then leaves it ignored: a
+    ``kill -INT`` did nothing and the run went on to the end). The temporary server is
+    detached by ``detach_temporary_server`` once Prefect may be imported."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _own_session_dying_with_parent() -> None:  # runs in the child between fork and exec
