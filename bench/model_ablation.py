@@ -38,7 +38,6 @@ ROWS: dict[str, dict] = {
     "16^3 x 16 latent": {"model": {"latent_channels": 16, "channels": [64]}},
     "16^3 x 8, beta 0.2": {"beta": 0.2, "model": {"channels": [64]}},
     "16^3 x 8, + 0.3 (1 - SSIM)": {"ssim_weight": 0.3, "model": {"channels": [64]}},
-    "default: 16^3 x 8, (32,) x 2 blocks": {},
     "16^3 x 8, logvar init 0": {"model": {"logvar_init": 0.0, "channels": [64]}},
     # the longer-budget candidates (``--result model_ablation_long``), around the (32,) default
     "16^3 x 16 latent, (32,) x 2 blocks": {"model": {"latent_channels": 16}},
@@ -57,7 +56,8 @@ ROWS: dict[str, dict] = {
     # super-resolution candidates (``--result model_ablation_superres``): more low-resolution inputs in training
     "default: batch 2, + 0.3 (1 - SSIM)": {},
     "low-resolution corruption 0.6 (of corrupted inputs)": {"restoration": {"lowres_prob": 0.6}},
-    "low-resolution corruption 0.6, mostly isotropic": {"restoration": {"lowres_prob": 0.6, "thick_slice_fraction": 0.2}},
+    "low-resolution corruption 0.6, mostly isotropic": {
+        "restoration": {"lowres_prob": 0.6, "thick_slice_fraction": 0.2}},
 }
 
 
@@ -150,7 +150,8 @@ def _run(name: str, overrides: dict, budget: float, queue) -> None:
     def restore(v: torch.Tensor) -> torch.Tensor:
         return torch.cat([inference.reconstruct(best, c) for c in v.split(4)])
 
-    row = {"row": name, "overrides": overrides, "batch_size": cfg.batch_size, "params_m": sum(p.numel() for p in best.parameters()) / 1e6,
+    row = {"row": name, "overrides": overrides, "batch_size": cfg.batch_size,
+           "params_m": sum(p.numel() for p in best.parameters()) / 1e6,
            "latent_shape": list(best.latent_shape), "epochs": result.epochs_run,
            "samples_per_s": steps * cfg.batch_size / elapsed,
            "achieved_gflops": counter.get_total_flops() / 1e9 * steps / elapsed,

@@ -187,12 +187,14 @@ def ablation_section(r: dict, notes: list[str] | None = None) -> list[str]:
         f"`python -m bench.model_ablation --budget {r['budget_s']:.0f}` on {_machine(r)}: every row trained from "
         f"scratch by the pipeline's own loop (`vae3d.training.fit`, seeded augmentation and restoration "
         f"corruptions of the input only) for {r['budget_s']:.0f} s of wall clock, each in its own process, on the "
-        f"same {r['n_train']} training volumes (64^3, 3 mm, the batch size of each row), then scored on {r['n_val']} **validation** "
+        f"same {r['n_train']} training volumes (64^3, 3 mm, the batch size of each row), then scored on "
+        f"{r['n_val']} **validation** "
         "volumes (where defaults are chosen; the test split is never used here). Denoising and super-resolution "
         f"PSNR are against the clean volume. Measured fp32 matmul peak: {r['matmul_peak_gflops']:.0f} GFLOP/s.",
         "",
         "| row | batch | latent | params (M) | samples/s | of matmul peak | epochs | recon SSIM | recon PSNR dB | "
-        "5% noisy -> model dB | 10% noisy -> model dB | SR x2 cubic -> model dB | SR x2 back-projected: cubic -> model dB |",
+        "5% noisy -> model dB | 10% noisy -> model dB | SR x2 cubic -> model dB | "
+        "SR x2 back-projected: cubic -> model dB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for x in rows:
@@ -264,7 +266,8 @@ def quality_section(r: dict, heading: str = "## Quality (issues 8, 16)") -> list
     lines += ["", "Super-resolution, PSNR dB / SSIM. `VAE` is what `generate super-resolve` writes (the model's "
               "output back-projected onto the low-resolution data, where the run has that row); `model alone` is "
               "without back-projection.", "",
-              "| super-resolution | trilinear | cubic B-spline | cubic B-spline, back-projected | VAE model alone | VAE |",
+              "| super-resolution | trilinear | cubic B-spline | cubic B-spline, back-projected | VAE model alone "
+              "| VAE |",
               "|---|---|---|---|---|---|"]
     for factor, rows in e.get("superres", {}).items():
         cell = lambda m: f"{rows[m]['psnr']:.2f} / {rows[m]['ssim']:.3f}" if m in rows else "–"  # noqa: E731
@@ -305,8 +308,10 @@ def _ablation_named(name: str, heading: str):
 
 _ablation_long = _ablation_named("model_ablation_long", "## Model ablation, a longer budget per row (issue 16)")
 _ablation_steps = _ablation_named("model_ablation_steps", "## Model ablation: batch 4 or 2 (issue 16)")
-_ablation_superres = _ablation_named("model_ablation_superres", "## Model ablation: low-resolution training inputs (issue 16)")
-_ablation_batch = _ablation_named("model_ablation_batch", "## Model ablation: batch size, learning rate, SSIM term (issue 16)")
+_ablation_superres = _ablation_named("model_ablation_superres",
+                                     "## Model ablation: low-resolution training inputs (issue 16)")
+_ablation_batch = _ablation_named("model_ablation_batch",
+                                  "## Model ablation: batch size, learning rate, SSIM term (issue 16)")
 
 
 def _quality_short(r: dict) -> list[str]:
@@ -315,7 +320,8 @@ def _quality_short(r: dict) -> list[str]:
 
 _HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training against", "model_ablation": "## Model and loss",
              "model_ablation_long": "## Model ablation, a longer", "model_ablation_steps": "## Model ablation: batch 4",
-             "model_ablation_batch": "## Model ablation: batch size", "model_ablation_superres": "## Model ablation: low-res",
+             "model_ablation_batch": "## Model ablation: batch size",
+             "model_ablation_superres": "## Model ablation: low-res",
              "denoise_fusion": "## Denoising output",
              "generate": "## Generation", "scaling": "## Scaling", "quality": "## Quality (", "quality_short": "## Quality, a shorter"}
 SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), ("model_ablation", ablation_section),

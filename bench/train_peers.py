@@ -1,10 +1,11 @@
 """Training throughput and quality against MONAI's own VAEs, same data, same wall clock.
 
 Each model trains in its own subprocess (so peak memory is its own) on the same
-preprocessed sample volumes (64^3, the pipeline's default batch size unless ``--batch``), with the same loss (L1 + KL), optimiser and
-time budget; then its posterior-mean reconstructions of held-out volumes are scored with
-MONAI's SSIM/PSNR. Achieved GFLOP/s in the training step (FLOPs counted by PyTorch's
-FlopCounterMode) is reported as a fraction of the fp32 matmul peak measured in this run.
+preprocessed sample volumes (64^3, the pipeline's default batch size unless ``--batch``),
+with the same loss (L1 + KL), optimiser and time budget; then its posterior-mean
+reconstructions of held-out volumes are scored with MONAI's SSIM/PSNR. Achieved GFLOP/s in
+the training step (FLOPs counted by PyTorch's FlopCounterMode) is reported as a fraction of
+the fp32 matmul peak measured in this run.
 
     python -m bench.train_peers --budget 240
 """

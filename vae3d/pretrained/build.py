@@ -6,8 +6,8 @@ Writes a sample cohort of ``--n`` subjects with the seed ``PRETRAIN_SEED`` (one 
 demo or benchmark cohort uses), preprocesses it with the default settings, trains the
 default model (``TrainConfig()``) from scratch for a fixed number of epochs (so the same
 command gives the same weights on the same machine and torch build; 120 epochs of the
-default training (batch 2, + 0.3 (1 - SSIM)) took 9 minutes on 2 CPU cores, val SSIM 0.89), and stores its best weights as float16 with a description of
-how they were made.
+default training (batch 2, + 0.3 (1 - SSIM)) took 9 minutes on 2 CPU cores, val SSIM 0.89),
+and stores its best weights as float16 with a description of how they were made.
 """
 
 from __future__ import annotations
