@@ -263,9 +263,9 @@ def quality_section(r: dict, heading: str = "## Quality (issues 8, 16)") -> list
         cell = lambda m: f"{rows[m]['psnr']:.2f} / {rows[m]['ssim']:.3f}" if m in rows else "–"  # noqa: E731
         lines.append(f"| {level} | {cell('noisy')} | {cell('gaussian')} | {cell('nl_means')} | "
                      f"{cell('vae_model_only')} | {cell('vae')} |")
+    gain = r["evaluation"]["superres"].get("x2", {}).get("vae", {}).get("param", "back-projected")
     lines += ["", "Super-resolution, PSNR dB / SSIM. `VAE` is what `generate super-resolve` writes (the model's "
-              "output back-projected onto the low-resolution data, where the run has that row); `model alone` is "
-              "without back-projection.", "",
+              f"output, {gain}, onto the low-resolution data); `model alone` is without back-projection.", "",
               "| super-resolution | trilinear | cubic B-spline | cubic B-spline, back-projected | VAE model alone "
               "| VAE |",
               "|---|---|---|---|---|---|"]
@@ -312,6 +312,9 @@ _ablation_superres = _ablation_named("model_ablation_superres",
                                      "## Model ablation: low-resolution training inputs (issue 16)")
 _ablation_batch = _ablation_named("model_ablation_batch",
                                   "## Model ablation: batch size, learning rate, SSIM term (issue 16)")
+_ablation_grid = _ablation_named("model_ablation_grid", "## Model ablation: stem and latent grid (issue 16)")
+_ablation_srbound = _ablation_named("model_ablation_srbound",
+                                    "## Model ablation: an upper bound for super-resolution (issue 16)")
 
 
 def _quality_short(r: dict) -> list[str]:
@@ -322,11 +325,13 @@ _HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training again
              "model_ablation_long": "## Model ablation, a longer", "model_ablation_steps": "## Model ablation: batch 4",
              "model_ablation_batch": "## Model ablation: batch size",
              "model_ablation_superres": "## Model ablation: low-res",
+             "model_ablation_grid": "## Model ablation: stem", "model_ablation_srbound": "## Model ablation: an upper",
              "denoise_fusion": "## Denoising output",
              "generate": "## Generation", "scaling": "## Scaling", "quality": "## Quality (", "quality_short": "## Quality, a shorter"}
 SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), ("model_ablation", ablation_section),
             ("model_ablation_long", _ablation_long), ("model_ablation_steps", _ablation_steps),
             ("model_ablation_batch", _ablation_batch), ("model_ablation_superres", _ablation_superres),
+            ("model_ablation_grid", _ablation_grid), ("model_ablation_srbound", _ablation_srbound),
             ("denoise_fusion", fusion_section), ("generate", generate_section), ("scaling", scaling_section),
             ("quality", quality_section), ("quality_short", _quality_short))
 

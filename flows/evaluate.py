@@ -88,19 +88,21 @@ def eval_denoising(model, val: torch.Tensor, test: torch.Tensor, seed: int, mode
 @task(cache_policy=NO_CACHE)  # tensors and a model as inputs: nothing to hash
 def eval_superres(model, test: torch.Tensor) -> dict:
     """Each factor: test volumes averaged down, then cubic B-spline (plain and back-projected onto
-    the low-resolution data, ``inference.back_project``) vs the model (from trilinear), alone and
-    back-projected."""
+    the low-resolution data, ``inference.back_project``) vs the model (from trilinear, shift-averaged),
+    alone and as ``generate super-resolve`` writes it (back-projected, detail scaled:
+    ``inference.super_resolve``)."""
     rows, cases = {}, []
     size = tuple(test.shape[2:])
     for name, factor in SR_FACTORS.items():
         low = superres.downsample(test, factor)
         cubic, linear = superres.cubic_upsample(low, size), superres.trilinear_upsample(low, size)
-        alone = _restore(model, linear)
-        restored = inference.back_project(alone, low)
+        alone = _batched(lambda c: inference.reconstruct_shift_averaged(model, c), linear)
+        restored = inference.amplify_detail(inference.back_project(alone, low), low)
         rows[name] = {"trilinear": denoising.scores(linear, test), "cubic_bspline": denoising.scores(cubic, test),
                       # the classical answer to the same data-consistency step: what the model must add to
                       "cubic_bspline_bp": denoising.scores(inference.back_project(cubic, low), test),
-                      "vae": {**denoising.scores(restored, test), "param": "back-projected"},
+                      "vae": {**denoising.scores(restored, test),
+                              "param": f"back-projected, detail x{inference.DETAIL_GAIN:g}"},
                       "vae_model_only": denoising.scores(alone, test)}
         cases.append(_case(f"low-res {name}", test, linear, restored, cubic, "cubic B-spline"))
     return {"rows": rows, "_cases": cases}

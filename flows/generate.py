@@ -168,7 +168,8 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
                 records.append(write_volume(out, vol[0].numpy(), affine, _provenance(req, ref, idx * k + v, **base),
                                             **_stored(req)))
             continue
-        recon = resources.model_call(inference.reconstruct, wrapper.model, x, lanes=settings.generate.model_lanes)
+        restore = inference.reconstruct_shift_averaged if req.mode == "super-resolve" else inference.reconstruct
+        recon = resources.model_call(restore, wrapper.model, x, lanes=settings.generate.model_lanes)
         grid_affine, grid_shape = prep.original_affine, prep.original_shape
         if req.mode in ("denoise", "super-resolve"):
             result, extra = recon, {"parameters": {"intensity_range": list(prep.intensity_range)}}
@@ -188,7 +189,9 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
             result, extra = amap, {"parameters": {"score": score, "flagged": flagged, **thresholds}}
         back = to_original_space(result[0].numpy(), affine, grid_affine, grid_shape)
         if req.mode == "super-resolve" and req.fusion:  # agree with what the input measured
-            back = inference.back_project(torch.from_numpy(back)[None, None], prep.measured())[0, 0].numpy()
+            low = prep.measured()
+            back = inference.amplify_detail(inference.back_project(torch.from_numpy(back)[None, None], low), low,
+                                            req.detail_gain)[0, 0].numpy()
             extra["parameters"]["back_projected"] = True
         if req.mode != "anomaly" and req.intensity == "input":
             back = to_input_scale(back, prep.intensity_range)

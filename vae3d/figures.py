@@ -106,7 +106,7 @@ def restoration_examples(model: VAE3D, x: torch.Tensor, seed: int = 0) -> plt.Fi
     low = superres.downsample(clean, 2)
     linear = superres.trilinear_upsample(low, clean.shape[2:])
     cases.append({"label": "low-res x2", "corrupted": linear,
-                  "restored": inference.back_project(inference.reconstruct(model, linear), low),
+                  "restored": inference.super_resolve(model, linear, low),
                   "baseline": superres.cubic_upsample(low, clean.shape[2:]), "baseline_name": "cubic B-spline"})
     for c in cases:
         c.update({k: c[k][0, 0].clamp(0, 1).numpy() for k in ("corrupted", "restored", "baseline")},

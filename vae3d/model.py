@@ -3,8 +3,8 @@
 Where the compute goes decides what a CPU can learn in minutes: a strided "patchify" stem
 (2x2x2 or 4x4x4) takes the input to a lower resolution at once, residual blocks (MONAI's
 ``AEKLResBlock``: GroupNorm, SiLU, 3x3x3 convs) work from there down, and the latent is a
-spatial grid (the pipeline's defaults, ``vae3d.config.ModelConfig``: 8 channels at 1/4
-resolution) so anatomy keeps its position. A flat latent vector is an option for
+spatial grid (the pipeline's defaults, ``vae3d.config.ModelConfig``: 4 channels at 1/2
+resolution after a 2x2x2 stem) so anatomy keeps its position. A flat latent vector is an option for
 embedding-style use.
 """
 

@@ -25,7 +25,7 @@ from vae3d.training import TrainConfig, build_model, fit
 vols = torch.from_numpy(np.stack([phantom((32,) * 3, seed=i)[0] for i in range(44)])[:, None] / 1.2).float().clamp(0, 1)
 cfg = TrainConfig(epochs=4, batch_size=2, lr=3e-3, warmup_steps=2, beta=0.01, kl_warmup_steps=4, augment_prob=0.5,
                   seed=3, channels_last=False, patience=100,
-                  model={"channels": [8, 16], "latent_channels": 4, "norm_num_groups": 4})
+                  model={"channels": [8, 16], "latent_channels": 4, "norm_num_groups": 4, "patch_size": 4})
 fit(build_model(cfg, 32), vols[:40], vols[40:], cfg, sys.argv[1], progress=False)
 """
 

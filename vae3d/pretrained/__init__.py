@@ -4,7 +4,7 @@
 random initialisation. They were made by one command, reproducibly (same seed, same
 weights on the same machine and torch build)::
 
-    python -m vae3d.pretrained.build --epochs 120
+    python -m vae3d.pretrained.build --epochs 60
 
 from a sample cohort whose seed (``PRETRAIN_SEED``) no demo or benchmark cohort uses, so
 no demo test scan was ever seen in pretraining. Benchmarks always train from scratch.

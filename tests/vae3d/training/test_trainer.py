@@ -9,7 +9,7 @@ import torch
 from vae3d.sample_data import phantom
 from vae3d.training import NonFiniteLossError, TrainConfig, build_model, fit, load_checkpoint, load_model
 
-TINY = dict(channels=(8, 16), latent_channels=4, norm_num_groups=4)
+TINY = dict(channels=(8, 16), latent_channels=4, norm_num_groups=4, patch_size=4)
 
 
 def _volumes(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
