@@ -90,14 +90,14 @@ def eval_superres(model, test: torch.Tensor) -> dict:
     """Each factor: test volumes averaged down, then cubic B-spline (plain and back-projected onto
     the low-resolution data, ``inference.back_project``) vs the model (from trilinear, shift-averaged),
     alone and as ``generate super-resolve`` writes it (back-projected, detail scaled:
-    ``inference.super_resolve``)."""
+    ``inference.data_consistent``)."""
     rows, cases = {}, []
     size = tuple(test.shape[2:])
     for name, factor in SR_FACTORS.items():
         low = superres.downsample(test, factor)
         cubic, linear = superres.cubic_upsample(low, size), superres.trilinear_upsample(low, size)
         alone = _batched(lambda c: inference.reconstruct_shift_averaged(model, c), linear)
-        restored = inference.amplify_detail(inference.back_project(alone, low), low)
+        restored = inference.data_consistent(alone, low)
         rows[name] = {"trilinear": denoising.scores(linear, test), "cubic_bspline": denoising.scores(cubic, test),
                       # the classical answer to the same data-consistency step: what the model must add to
                       "cubic_bspline_bp": denoising.scores(inference.back_project(cubic, low), test),

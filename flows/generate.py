@@ -189,9 +189,8 @@ def input_batch(items: list[tuple[int, str]], req: GenerationRequest, ref: Model
             result, extra = amap, {"parameters": {"score": score, "flagged": flagged, **thresholds}}
         back = to_original_space(result[0].numpy(), affine, grid_affine, grid_shape)
         if req.mode == "super-resolve" and req.fusion:  # agree with what the input measured
-            low = prep.measured()
-            back = inference.amplify_detail(inference.back_project(torch.from_numpy(back)[None, None], low), low,
-                                            req.detail_gain)[0, 0].numpy()
+            back = inference.data_consistent(torch.from_numpy(back)[None, None], prep.measured(),
+                                             req.detail_gain)[0, 0].numpy()
             extra["parameters"]["back_projected"] = True
         if req.mode != "anomaly" and req.intensity == "input":
             back = to_input_scale(back, prep.intensity_range)

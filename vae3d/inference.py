@@ -140,12 +140,18 @@ def amplify_detail(estimate: torch.Tensor, low: torch.Tensor, gain: float = DETA
     return (base + float(gain) * (estimate.float() - base)).clamp_(0.0, 1.0)
 
 
+def data_consistent(estimate: torch.Tensor, low: torch.Tensor, detail_gain: float = DETAIL_GAIN) -> torch.Tensor:
+    """A super-resolved ``estimate`` back-projected onto the ``low`` data it came from
+    (``back_project``), its detail then scaled by ``detail_gain`` (``amplify_detail``): what
+    ``generate super-resolve`` writes, on whatever grid ``estimate`` is."""
+    return amplify_detail(back_project(estimate, low), low, detail_gain)
+
+
 def super_resolve(model: VAE3D, upsampled: torch.Tensor, low: torch.Tensor,
                   detail_gain: float = DETAIL_GAIN) -> torch.Tensor:
-    """Super-resolution on the model's grid, as ``generate super-resolve`` does it: the
-    shift-averaged reconstruction of ``upsampled`` (``low`` resampled onto the model's grid),
-    back-projected onto ``low``, its detail scaled by ``detail_gain``. (B, 1, S, S, S)."""
-    return amplify_detail(back_project(reconstruct_shift_averaged(model, upsampled), low), low, detail_gain)
+    """Super-resolution on the model's grid: the shift-averaged reconstruction of ``upsampled``
+    (``low`` resampled onto the model's grid), made ``data_consistent`` with ``low``. (B, 1, S, S, S)."""
+    return data_consistent(reconstruct_shift_averaged(model, upsampled), low, detail_gain)
 
 
 @torch.no_grad()

@@ -27,7 +27,8 @@ def test_build_is_reproducible_and_loads_into_the_default_model(tmp_path, monkey
 
 
 def test_pretrained_init_refuses_another_architecture_with_the_fix(tmp_path, monkeypatch):
-    cfg = TrainConfig(init="pretrained", model={"channels": [8, 16], "latent_channels": 4, "norm_num_groups": 4, "patch_size": 4})
+    cfg = TrainConfig(init="pretrained",
+                      model={"channels": [8, 16], "latent_channels": 4, "norm_num_groups": 4, "patch_size": 4})
     if not pretrained.WEIGHTS.exists():
         with pytest.raises(pretrained.PretrainedUnavailable, match="--init scratch"):
             build_model(cfg, 16)
