@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import shutil
@@ -44,8 +45,8 @@ def _setup(root: Path, size: int = SIZE) -> None:
     from flows.settings import load_settings
     from flows.tracking import init_store
     from flows.workspace import Workspace
+    from vae3d.checkpoint import save_checkpoint
     from vae3d.preprocessing import template_affine
-    from vae3d.training import save_checkpoint
 
     settings = load_settings(workspace=root)
     ws = Workspace.at(root)
@@ -68,7 +69,7 @@ def _trained(size: int = SIZE, steps: int = 120) -> torch.nn.Module:
     model = VAE3D(input_size=size)
     data = preprocessed_tensors(48, size)
     opt, loss_fn = torch.optim.AdamW(model.parameters(), lr=2e-3), VAELoss("l1")
-    for step in range(steps):
+    for _ in range(steps):
         x = data[torch.randint(len(data), (4,))]
         r, mu, lv = model(x)
         opt.zero_grad()
@@ -95,7 +96,7 @@ def _decoder_only(root: Path, n: int, lanes: bool) -> float:
     else: in a plain loop on the calling thread (torch's default threads), or on the flow's
     model lanes."""
     from vae3d.generation import synthesize
-    from vae3d.training import load_model
+    from vae3d.model import load_model
 
     model = load_model(root / "best.pt").to(_device())
     groups = [list(range(s, min(n, s + 4))) for s in range(0, n, 4)]
@@ -119,11 +120,11 @@ def _write_path(root: Path, n: int, writers: int) -> float:
     ``writers`` writer threads, with no model running: the most a decoder can be fed
     through one process's writers (a GPU decoding faster than this is write-bound)."""
     from data_contracts.generation import GenerationRequest, ModelRef
-    from flows.generate import _provenance
+    from flows.registry import code_version
     from vae3d.generation import quantize, synthesize
-    from vae3d.outputs import write_volume
+    from vae3d.model import load_model
+    from vae3d.outputs import provenance, write_volume
     from vae3d.preprocessing import template_affine
-    from vae3d.training import load_model
 
     model = load_model(root / "best.pt")
     batches = [quantize(synthesize(model, range(i, i + 4), seed=0)) for i in range(0, 16, 4)]
@@ -133,7 +134,8 @@ def _write_path(root: Path, n: int, writers: int) -> float:
 
     def write(start: int, vols: torch.Tensor) -> None:
         for i, v in enumerate(vols, start):
-            write_volume(out / f"w_{i:06d}.nii.gz", v[0].numpy(), affine, _provenance(req, ref, i), dtype="int16")
+            write_volume(out / f"w_{i:06d}.nii.gz", v[0].numpy(), affine,
+                         provenance(req, ref, i, code_version()), dtype="int16")
 
     write(0, batches[0])  # the folder, the header cache
     t = time.perf_counter()
@@ -202,7 +204,7 @@ def run(n: int, mem_ns: list[int], repeats: int = 3) -> dict:
     for _ in range(repeats):
         repeats_rows.append(_flow_row(root, n, STORAGE[0]))
         decs.append(_decoders(root, n))
-    for row, (a, b) in zip(repeats_rows, zip(decs, decs[1:])):
+    for row, (a, b) in zip(repeats_rows, itertools.pairwise(decs), strict=True):
         row["decoder_s"] = min((a[k] + b[k]) / 2 for k in a)  # the faster decoder: the stricter ratio
         row["overhead_fraction"] = row["flow_s"] / row["decoder_s"] - 1.0
     flows = [dict(_median(repeats_rows, "overhead_fraction"))]

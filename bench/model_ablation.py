@@ -66,8 +66,10 @@ ROWS = {name: {**o, "model": {**_GRID16, **o.get("model", {})}} for name, o in R
 ROWS |= {
     # finer latent grids (``--result model_ablation_grid``): the model's fine detail limits super-resolution;
     # the 32^3 x 4 row won and became the default
-    "32^3 x 4 latent, 2x2x2 stem, (16,) x 2 blocks": {"model": {"patch_size": 2, "channels": [16], "latent_channels": 4}},
-    "32^3 x 8 latent, 2x2x2 stem, (16,) x 2 blocks": {"model": {"patch_size": 2, "channels": [16], "latent_channels": 8}},
+    "32^3 x 4 latent, 2x2x2 stem, (16,) x 2 blocks": {
+        "model": {"patch_size": 2, "channels": [16], "latent_channels": 4}},
+    "32^3 x 8 latent, 2x2x2 stem, (16,) x 2 blocks": {
+        "model": {"patch_size": 2, "channels": [16], "latent_channels": 8}},
     "16^3 x 8 latent, 2x2x2 stem, (16, 32) x 2 blocks": {
         "model": {"patch_size": 2, "channels": [16, 32], "latent_channels": 8}},
     "32^3 x 4, trained on x2 low-resolution inputs only (an upper bound)": {
@@ -75,7 +77,8 @@ ROWS |= {
         "restoration": {"prob": 1.0, "noise_prob": 0.0, "bias_prob": 0.0, "gibbs_prob": 0.0, "coarse_prob": 0.0,
                         "lowres_prob": 1.0, "lowres_factor": [2.0, 2.0], "thick_slice_fraction": 0.0}},
     "16^3 x 8, trained on x2 low-resolution inputs only (an upper bound)": {
-        "model": _GRID16, "restoration": {"prob": 1.0, "noise_prob": 0.0, "bias_prob": 0.0, "gibbs_prob": 0.0, "coarse_prob": 0.0,
+        "model": _GRID16, "restoration": {"prob": 1.0, "noise_prob": 0.0, "bias_prob": 0.0, "gibbs_prob": 0.0,
+                                          "coarse_prob": 0.0,
                         "lowres_prob": 1.0, "lowres_factor": [2.0, 2.0], "thick_slice_fraction": 0.0}},
 }
 
@@ -104,9 +107,10 @@ LATER_NOTES: dict[str, list[str]] = {
         "not beat 8 (0.762); a third residual block (0.764) or a (48,) width (0.765) gain at most 0.003 SSIM and "
         "0.13 dB while taking 14-28% fewer steps. No row is clearly ahead, so the default (the cheapest) stays; "
         "what moves fidelity is optimiser steps (the 20-minute quality run reaches 0.87-0.88).",
-        "- The cost of a step, measured right after this run: one training step of the default (batch 4) takes 0.20-0.23 s "
-        "in float32 and 0.15 s under CPU bf16 autocast (this EPYC has AVX512-BF16), and the loop spends about 0.07 s "
-        "a batch on augmentation and corruption and 1.5 s an epoch validating 13 volumes. bf16 was not adopted: "
+        "- The cost of a step, measured right after this run: one training step of the default (batch 4) takes "
+        "0.20-0.23 s in float32 and 0.15 s under CPU bf16 autocast (this EPYC has AVX512-BF16), and the loop "
+        "spends about 0.07 s a batch on augmentation and corruption and 1.5 s an epoch validating 13 volumes. "
+        "bf16 was not adopted: "
         "with it the suite's tiny models diverged to NaN (DDP and resume tests), and a resumed run was no longer "
         "bit-identical to an uninterrupted one.",
     ],
@@ -176,7 +180,8 @@ def _run(name: str, overrides: dict, budget: float, queue) -> None:
     from vae3d import inference
     from vae3d.config import TrainConfig
     from vae3d.evaluation import denoising, superres
-    from vae3d.training import build_model, fit, load_model
+    from vae3d.model import load_model
+    from vae3d.training import build_model, fit
 
     data = preprocessed_tensors(N_TRAIN + N_VAL + 16, SIZE)
     train, val = data[:N_TRAIN], data[N_TRAIN:N_TRAIN + N_VAL]

@@ -19,9 +19,10 @@ import nibabel as nib
 import numpy as np
 
 from bench.common import RESULTS, sample_cohort, write_result
-from data_contracts import ManifestRow, inspect_volume
+from data_contracts import ManifestRow
 from vae3d.preprocessing import PreprocessCache, build_preprocess
 from vae3d.preprocessing.stage import preprocess_row
+from vae3d.validate import inspect_volume
 
 
 def _time(fn, repeats: int = 3) -> float:

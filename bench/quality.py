@@ -40,8 +40,8 @@ def run(n: int, minutes: float, seed: int = 0, min_test: int = MIN_TEST) -> dict
 
     try:
         write_cohort(root / "cohort", CohortSpec(n=n, seed=seed, spacing_mm=2.0))
-        settings = load_settings(workspace=root / "ws", allowed_roots=[root], train={"max_time_s": minutes * 60, "epochs": 10_000,
-                                                               "patience": 10_000})
+        settings = load_settings(workspace=root / "ws", allowed_roots=[root],
+                                 train={"max_time_s": minutes * 60, "epochs": 10_000, "patience": 10_000})
         run_ingest([str(root / "cohort")], settings)
         counts = run_preprocess(settings).counts()
         if counts["test"] < min_test:

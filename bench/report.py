@@ -19,9 +19,16 @@ def _ok(flag: bool) -> str:
     return "met" if flag else "**not met**"
 
 
+def _runs(m: dict) -> str:
+    """The peak of each run, where there were several."""
+    runs = m.get("peak_rss_mb_runs", [])
+    return " (runs: " + ", ".join(f"{x:.0f}" for x in runs) + ")" if len(runs) > 1 else ""
+
+
 def _machine(r: dict) -> str:
     m = r["machine"]
-    return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads){', ' + m['cuda'] if m.get('cuda') else ''}; {r['when']}"
+    cuda = ", " + m["cuda"] if m.get("cuda") else ""
+    return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads){cuda}; {r['when']}"
 
 
 def preprocess_section(r: dict) -> list[str]:
@@ -34,8 +41,10 @@ def preprocess_section(r: dict) -> list[str]:
         "| step | s / volume | ratio | target |",
         "|---|---|---|---|",
         f"| nibabel load (the floor) | {r['nibabel_load_s_per_vol']:.3f} | 1.00 | |",
-        f"| cold: load + MONAI chain + cache write | {r['cold_s_per_vol']:.3f} | {r['cold_over_floor']:.2f} x floor | <= {t['cold_over_floor_max']} x: {_ok(r['cold_over_floor'] <= t['cold_over_floor_max'])} |",
-        f"| warm: verified cache read | {r['warm_s_per_vol']:.4f} | cold is {r['cold_over_warm']:.0f} x slower | >= {t['cold_over_warm_min']} x: {_ok(r['cold_over_warm'] >= t['cold_over_warm_min'])} |",
+        f"| cold: load + MONAI chain + cache write | {r['cold_s_per_vol']:.3f} | {r['cold_over_floor']:.2f} x floor "
+        f"| <= {t['cold_over_floor_max']} x: {_ok(r['cold_over_floor'] <= t['cold_over_floor_max'])} |",
+        f"| warm: verified cache read | {r['warm_s_per_vol']:.4f} | cold is {r['cold_over_warm']:.0f} x slower "
+        f"| >= {t['cold_over_warm_min']} x: {_ok(r['cold_over_warm'] >= t['cold_over_warm_min'])} |",
         "",
     ]
 
@@ -51,7 +60,8 @@ def train_section(r: dict) -> list[str]:
         f"(L1 + KL), AdamW 2e-3, {r['budget_s']:.0f} s of training each, each in its own process. "
         f"Measured fp32 matmul peak: {r['matmul_peak_gflops']:.0f} GFLOP/s.",
         "",
-        "| model | layout | params (M) | samples/s | GFLOP/step | achieved GFLOP/s | of matmul peak | val SSIM | val PSNR dB | peak RSS MB |",
+        "| model | layout | params (M) | samples/s | GFLOP/step | achieved GFLOP/s | of matmul peak | val SSIM "
+        "| val PSNR dB | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for x in rows:
@@ -71,14 +81,16 @@ def train_section(r: dict) -> list[str]:
         f"{'channels_last_3d' if ours['channels_last'] else 'contiguous'}).",
     ]
     if ours["fraction_of_matmul_peak"] > 1:
-        lines.append(f"- A share above 100%: the matmul peak ({r['matmul_peak_gflops']:.0f} GFLOP/s) was measured while "
-                     "this shared VM ran slow; the model ablation's run measured 167 GFLOP/s, against which this step's "
+        lines.append(f"- A share above 100%: the matmul peak ({r['matmul_peak_gflops']:.0f} GFLOP/s) was measured "
+                     "while this shared VM ran slow; the model ablation's run measured 167 GFLOP/s, against which "
+                     "this step's "
                      f"{ours['achieved_gflops']:.0f} GFLOP/s is {ours['achieved_gflops'] / 167:.0%}.")
     ablation = _load("train_ablation")
     if ablation:
         lines += ["", f"Architecture choices, vae3d alone, same budget and data ({ablation['note']}; "
                   f"{ablation['when']}); each row's own matmul peak:", "",
-                  "| VAE3D arguments (the rest at the defaults: channels (32, 64), 4^3 stem, num_res_blocks 1) | params (M) | samples/s | of matmul peak | val SSIM |",
+                  "| VAE3D arguments (the rest at the defaults: channels (32, 64), 4^3 stem, num_res_blocks 1) "
+                  "| params (M) | samples/s | of matmul peak | val SSIM |",
                   "|---|---|---|---|---|"]
         lines += [f"| `{json.dumps(x['vae3d_kwargs'])}` | {x['params_m']:.2f} | {x['samples_per_s']:.1f} | "
                   f"{x['fraction_of_matmul_peak']:.0%} | {x['val_ssim']:.3f} |" for x in ablation["rows"]]
@@ -89,7 +101,7 @@ def train_section(r: dict) -> list[str]:
         pick = "channels_last_3d" if gain > 1.05 else "contiguous"
         lines.append(f"- `channels_last_3d` vs contiguous for vae3d: {gain:.2f} x samples/s; the default "
                      f"(`train.channels_last`) is {pick}.")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _runs(r: dict) -> str:
@@ -138,7 +150,8 @@ def generate_section(r: dict) -> list[str]:
     for i, x in enumerate(r.get("storage", [])):
         label = "`generate synthetic` through Prefect" + (" (defaults)" if i == 0 else "")
         lines.append(f"| {label} | {x['dtype']}, gzip level {x['compression']} | {x['mb_per_volume']:.2f} | "
-                     f"{x['volumes_per_s']:.1f} | {x['overhead_fraction']:+.0%} | {x['per_volume_overhead_fraction']:+.0%} |")
+                     f"{x['volumes_per_s']:.1f} | {x['overhead_fraction']:+.0%} | "
+                     f"{x['per_volume_overhead_fraction']:+.0%} |")
     lines += [
         "",
         f"- Target: end-to-end overhead < {t['overhead_fraction_max']:.0%} with the defaults: {_ok(ok)} "
@@ -152,11 +165,10 @@ def generate_section(r: dict) -> list[str]:
         "",
         "| N | seconds | peak RSS MB |",
         "|---|---|---|",
-        *[f"| {m['n']} | {m['seconds']:.1f} | {m['peak_rss_mb']:.0f}"
-          f"{' (runs: ' + ', '.join(f'{x:.0f}' for x in m['peak_rss_mb_runs']) + ')' if len(m.get('peak_rss_mb_runs', [])) > 1 else ''} |"
-          for m in r["memory"]],
+        *[f"| {m['n']} | {m['seconds']:.1f} | {m['peak_rss_mb']:.0f}{_runs(m)} |" for m in r["memory"]],
         "",
-        f"Peak memory ratio N={r['memory'][-1]['n']} / N={r['memory'][0]['n']}: {r['memory_ratio_largest_to_smallest']:.3f} "
+        f"Peak memory ratio N={r['memory'][-1]['n']} / N={r['memory'][0]['n']}: "
+        f"{r['memory_ratio_largest_to_smallest']:.3f} "
         f"(target <= {t['memory_ratio_max']}: {_ok(r['memory_ratio_largest_to_smallest'] <= t['memory_ratio_max'])}).",
         "",
     ]
@@ -202,7 +214,8 @@ def ablation_section(r: dict, notes: list[str] | None = None) -> list[str]:
         lines.append(
             f"| {x['row']} | {x.get('batch_size', x['overrides'].get('batch_size', 4))} | "
             f"{'x'.join(map(str, x['latent_shape']))} | {x['params_m']:.2f} | {x['samples_per_s']:.1f} | "
-            f"{x['fraction_of_matmul_peak']:.0%} | {x['epochs']} | {x['recon']['ssim']:.3f} | {x['recon']['psnr']:.2f} | "
+            f"{x['fraction_of_matmul_peak']:.0%} | {x['epochs']} | {x['recon']['ssim']:.3f} | "
+            f"{x['recon']['psnr']:.2f} | "
             f"{d5['noisy']:.1f} -> {d5['model']:.1f} | {d10['noisy']:.1f} -> {d10['model']:.1f} | "
             f"{sr['cubic']:.1f} -> {sr['model']:.1f} | "
             + (f"{sr['cubic_bp']:.2f} -> {sr['model_bp']:.2f} |" if "model_bp" in sr else "– |"))
@@ -240,6 +253,11 @@ def _targets(e: dict) -> list[str]:
     return ["| target | result |", "|---|---|", *[f"| {t} | {_ok(ok)} |" for t, ok in e["targets"].items()], ""]
 
 
+def _cell(rows: dict, method: str) -> str:
+    """A table cell: PSNR / SSIM of ``method``, or a dash where it did not run."""
+    return f"{rows[method]['psnr']:.2f} / {rows[method]['ssim']:.3f}" if method in rows else "–"
+
+
 def quality_section(r: dict, heading: str = "## Quality (issues 8, 16)") -> list[str]:
     e = r["evaluation"]
     lines = [
@@ -251,7 +269,8 @@ def quality_section(r: dict, heading: str = "## Quality (issues 8, 16)") -> list
         f"({e['n_test']} volumes; classical baselines tuned on validation). Best validation SSIM "
         f"{r['train']['best'].get('val_ssim', float('nan')):.3f}.",
         "",
-        f"Reconstruction on the test split: PSNR {e['reconstruction']['psnr']:.2f} dB, SSIM {e['reconstruction']['ssim']:.3f}.",
+        f"Reconstruction on the test split: PSNR {e['reconstruction']['psnr']:.2f} dB, "
+        f"SSIM {e['reconstruction']['ssim']:.3f}.",
         "",
         "Denoising, PSNR dB / SSIM. `VAE` is what `generate denoise` writes (the model's restoration fused "
         "with its input by their expected errors); `model alone` is the restoration without fusion.",
@@ -260,9 +279,8 @@ def quality_section(r: dict, heading: str = "## Quality (issues 8, 16)") -> list
         "|---|---|---|---|---|---|",
     ]
     for level, rows in e["denoising"].items():
-        cell = lambda m: f"{rows[m]['psnr']:.2f} / {rows[m]['ssim']:.3f}" if m in rows else "–"  # noqa: E731
-        lines.append(f"| {level} | {cell('noisy')} | {cell('gaussian')} | {cell('nl_means')} | "
-                     f"{cell('vae_model_only')} | {cell('vae')} |")
+        lines.append("| " + " | ".join([level] + [_cell(rows, m) for m in
+                                                 ("noisy", "gaussian", "nl_means", "vae_model_only", "vae")]) + " |")
     gain = r["evaluation"]["superres"].get("x2", {}).get("vae", {}).get("param", "back-projected")
     lines += ["", "Super-resolution, PSNR dB / SSIM. `VAE` is what `generate super-resolve` writes (the model's "
               f"output, {gain}, onto the low-resolution data); `model alone` is without back-projection.", "",
@@ -270,10 +288,9 @@ def quality_section(r: dict, heading: str = "## Quality (issues 8, 16)") -> list
               "| VAE |",
               "|---|---|---|---|---|---|"]
     for factor, rows in e.get("superres", {}).items():
-        cell = lambda m: f"{rows[m]['psnr']:.2f} / {rows[m]['ssim']:.3f}" if m in rows else "–"  # noqa: E731
-        lines.append(f"| {factor} | {cell('trilinear')} | {cell('cubic_bspline')} | {cell('cubic_bspline_bp')} | "
-                     f"{cell('vae_model_only')} | "
-                     f"{cell('vae')} |")
+        lines.append("| " + " | ".join([factor] + [_cell(rows, m) for m in
+                                                  ("trilinear", "cubic_bspline", "cubic_bspline_bp", "vae_model_only",
+                                                   "vae")]) + " |")
     a = e["anomaly"]
     s = e["synthesis"]
     lines += [
@@ -321,13 +338,15 @@ def _quality_short(r: dict) -> list[str]:
     return quality_section(r, "## Quality, a shorter training with today's denoising (issue 16)")
 
 
-_HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training against", "model_ablation": "## Model and loss",
+_HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training against",
+             "model_ablation": "## Model and loss",
              "model_ablation_long": "## Model ablation, a longer", "model_ablation_steps": "## Model ablation: batch 4",
              "model_ablation_batch": "## Model ablation: batch size",
              "model_ablation_superres": "## Model ablation: low-res",
              "model_ablation_grid": "## Model ablation: stem", "model_ablation_srbound": "## Model ablation: an upper",
              "denoise_fusion": "## Denoising output",
-             "generate": "## Generation", "scaling": "## Scaling", "quality": "## Quality (", "quality_short": "## Quality, a shorter"}
+             "generate": "## Generation", "scaling": "## Scaling", "quality": "## Quality (",
+             "quality_short": "## Quality, a shorter"}
 SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), ("model_ablation", ablation_section),
             ("model_ablation_long", _ablation_long), ("model_ablation_steps", _ablation_steps),
             ("model_ablation_batch", _ablation_batch), ("model_ablation_superres", _ablation_superres),
@@ -335,6 +354,25 @@ SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), 
             ("denoise_fusion", fusion_section), ("generate", generate_section), ("scaling", scaling_section),
             ("quality", quality_section), ("quality_short", _quality_short))
 
+
+
+def relied_on_section() -> list[str]:
+    """Measurements that code comments point to (made once, by hand, as each line says)."""
+    return [
+        "## Measurements the code relies on",
+        "Single measurements behind a default, quoted from the code that relies on them (2-core VM).",
+        "",
+        "- `flows/allocator.py` (glibc `mallopt` thresholds): decoding 64^3 volumes in batches of 4 took about "
+        "1,350 minor page faults per volume with glibc's defaults and 41 with the thresholds set; the decoder "
+        "went from 107-111 to 127 volumes/s on one thread (126-129 to 133-135 on two model lanes). The price: "
+        "in `vae3d generate synthetic` (64^3, 2 lanes, a fresh process) peak RSS settles 50-75 MB higher "
+        "(730-765 instead of 673-688 MB) after about 100 volumes, then stays flat up to N=2000; that N=2000 "
+        "run took 23 s instead of 31.",
+        "- `flows/resources.py` (writer threads): checksumming and writing a 64^3 volume costs a core "
+        "1.2-3.5 ms (280-830 volumes/s, `bench/generate_bench.py`); the default decoder's 2.3 GFLOP a volume "
+        "take a GPU well under a millisecond, so on a GPU the default is one writer per spare core.",
+        "",
+    ]
 
 
 def _kept_sections(text: str) -> dict[str, list[str]]:
@@ -372,6 +410,7 @@ def write() -> Path:
         old = next((body for heading, body in kept.items() if heading.startswith(_HEADINGS[name])), None)
         if old:
             lines += [*old, ""] if old[-1] else old
+    lines += relied_on_section()
     path.write_text("\n".join(lines).rstrip("\n") + "\n")
     return path
 

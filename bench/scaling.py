@@ -28,13 +28,13 @@ def run(ns: list[int]) -> dict:
     from flows.generate import run_generate
     from flows.ingest import run_ingest
     from flows.settings import load_settings
-    from vae3d import io
+    from vae3d import nifti
     from vae3d.sample_data import phantom
 
     src = root / "src"
     for i in range(max(ns)):
         image, affine, _ = phantom((32, 32, 32), spacing=6.0, seed=i)
-        io.save_volume(src / f"sub-{i:05d}.nii.gz", image, affine)
+        nifti.save_volume(src / f"sub-{i:05d}.nii.gz", image, affine)
     _setup(root / "model", size=32)
     model_settings = load_settings(workspace=root / "model", allowed_roots=[root])
     run_generate(GenerationRequest(mode="synthetic", n=2, seed=0), model_settings, str(root / "warm"))

@@ -72,7 +72,7 @@ def _run(name: str, budget: float, channels_last: bool, queue, vae3d_kwargs: dic
     from torch.utils.flop_counter import FlopCounterMode
 
     from vae3d.losses import VAELoss
-    from vae3d.training.trainer import evaluate
+    from vae3d.training.trainer import validate
 
     data = preprocessed_tensors(48, SIZE)
     train, val = data[:40], data[40:]
@@ -106,14 +106,14 @@ def _run(name: str, budget: float, channels_last: bool, queue, vae3d_kwargs: dic
         t_steps += time.perf_counter() - t
         n_steps += 1
 
-    class _Recon(torch.nn.Module):  # evaluate() expects .reconstruct
+    class _Recon(torch.nn.Module):  # validate() expects .reconstruct
         def reconstruct(self, x):
             with torch.no_grad():
                 return recon(x)
 
     holder = _Recon()
     model.eval()
-    metrics = evaluate(holder, val, 4, torch.device("cpu"))
+    metrics = validate(holder, val, 4, torch.device("cpu"))
     queue.put({
         "model": name, "channels_last": channels_last,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,

@@ -10,10 +10,9 @@ from data_contracts.manifest import (
     SplitFractions,
     split_for,
 )
-from data_contracts.nifti import VolumeHeader, VolumeLimits, inspect_volume
+from data_contracts.nifti import VolumeHeader, VolumeLimits
 
 __all__ = [
-    "DatasetIndex", "IndexItem", "ContractViolation", "PipelineError", "Reason", "Manifest", "ManifestRow", "QuarantineRecord",
-    "QuarantineReport", "SplitFractions", "split_for", "VolumeHeader", "VolumeLimits",
-    "inspect_volume",
+    "ContractViolation", "DatasetIndex", "IndexItem", "Manifest", "ManifestRow", "PipelineError", "QuarantineRecord",
+    "QuarantineReport", "Reason", "SplitFractions", "VolumeHeader", "VolumeLimits", "split_for",
 ]

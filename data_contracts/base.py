@@ -1,18 +1,20 @@
-"""The base of every contract: frozen, no unknown fields, and a ``read()`` whose failure
-names the file and what to do, not a bare pydantic traceback."""
+"""The base of every document the pipeline stores: a ``Schema`` with a ``read()`` whose failure
+names the file and what to do (not a bare pydantic traceback) and an atomic ``write()``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from data_contracts.atomic import atomic_write_text
 from data_contracts.errors import PipelineError
+from data_contracts.schema import Schema
 
 
-class Contract(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Contract(Schema):
+    """A document a stage writes and the next one reads."""
 
     #: what rebuilds a damaged file of this kind (shown as the fix)
     rebuilt_by: ClassVar[str] = "the step that wrote it"
@@ -36,3 +38,8 @@ class Contract(BaseModel):
                 f"{path} is not a valid {cls.__name__} ({where}: {first.get('msg', '')}); it is damaged or was "
                 "cut short", where=str(path),
                 fix=f"re-run {cls.rebuilt_by} to write it again (move the damaged file aside to keep it)") from None
+
+    def write(self, path: Path | str, durable: bool = True) -> Path:
+        """Write this document as indented JSON, atomically (readers see the old file or the new one)."""
+        atomic_write_text(Path(path), self.model_dump_json(indent=1), durable)
+        return Path(path)

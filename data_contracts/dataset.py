@@ -5,15 +5,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from data_contracts.base import Contract
 from data_contracts.manifest import SCHEMA_VERSION, Split
+from data_contracts.schema import Schema
 
 
-class IndexItem(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class IndexItem(Schema):
     id: str
     split: Split
     source_path: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from data_contracts.schema import Schema
 
 ReasonCode = Literal[
     "empty_file",
@@ -41,14 +41,13 @@ FIXES: dict[str, str] = {
     "non_finite_voxels": "the image holds NaN/Inf values; re-run the reconstruction or mask them",
     "constant_image": "every voxel has the same value; the scan is blank",
     "preprocessing_failed": "see the message; the volume could not be transformed",
-    "path_escape": "the path leaves the allowed folders (.. or a symlink); move the file or add its folder to VAE3D_ALLOWED_ROOTS",
+    "path_escape": "the path leaves the allowed folders (.. or a symlink); move the file or add its folder to "
+                   "VAE3D_ALLOWED_ROOTS",
 }
 
 
-class Reason(BaseModel):
+class Reason(Schema):
     """One specific, human-readable reason a file was rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     code: ReasonCode
     message: str
@@ -56,7 +55,7 @@ class Reason(BaseModel):
     fix: str = ""
 
     @classmethod
-    def of(cls, code: str, message: str, field: str | None = None) -> "Reason":
+    def of(cls, code: str, message: str, field: str | None = None) -> Reason:
         return cls(code=code, message=message, field=field, fix=FIXES.get(code, ""))
 
     def __str__(self) -> str:

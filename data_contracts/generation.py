@@ -7,20 +7,22 @@ import json
 from datetime import datetime, timezone
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from data_contracts.base import Contract
+from data_contracts.schema import Schema
 
+DEFAULT_MODEL_URI = "models:/vae3d@champion"
+#: the default scale of the model's super-resolved detail (``vae3d.inference.amplify_detail``): best on validation
+DETAIL_GAIN = 2.0
 Mode = Literal["synthetic", "augment", "denoise", "super-resolve", "anomaly", "embed"]
 
 
-class GenerationRequest(BaseModel):
+class GenerationRequest(Schema):
     """What to generate. Its hash names the request; the same request is idempotent."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     mode: Mode
-    model_uri: str = Field("models:/vae3d@champion", pattern=r"^(models:/|runs:/|file:|/).+")
+    model_uri: str = Field(DEFAULT_MODEL_URI, pattern=r"^(models:/|runs:/|file:|/).+")
     seed: int = 0
     n: int = Field(0, ge=0, le=1_000_000, description="synthetic: number of volumes")
     temperature: float = Field(1.0, gt=0, le=5)
@@ -37,8 +39,8 @@ class GenerationRequest(BaseModel):
         "validation RMSE), so a clean scan is never blurred; super-resolve: back-project, so the output averaged "
         "onto the input's voxels gives the input back")
     detail_gain: float = Field(
-        2.0, ge=0, le=5, description="super-resolve with fusion: the model's departure from back-projected cubic "
-        "B-spline is scaled by this (the model draws fine detail too weakly); 1 keeps its own amplitude, 0 gives "
+        DETAIL_GAIN, ge=0, le=5, description="super-resolve with fusion: the model's departure from back-projected "
+        "cubic B-spline is scaled by this (the model draws fine detail too weakly); 1 keeps its own amplitude, 0 gives "
         "back-projected cubic B-spline. 2 was best on validation (vae3d.inference.amplify_detail)")
     intensity: Literal["input", "unit"] = Field(
         "input", description="denoise/super-resolve: 'input' inverts the preprocessing's percentile scaling "
@@ -52,7 +54,7 @@ class GenerationRequest(BaseModel):
                              "deflate saves ~5% on model outputs, whose low bits are noise), 1-9 zlib deflate")
 
     @model_validator(mode="after")
-    def _mode_fields(self) -> "GenerationRequest":
+    def _mode_fields(self) -> GenerationRequest:
         if self.mode == "synthetic" and self.n < 1:
             raise ValueError("synthetic generation needs n >= 1 (--n)")
         if self.mode != "synthetic" and not self.inputs:
@@ -65,7 +67,7 @@ class GenerationRequest(BaseModel):
         return self.model_dump(mode="json", exclude={"inputs", "model_uri", "mode", "seed", "batch_size",
                                                      "compression"})
 
-    def key(self, model: "ModelRef | None" = None) -> str:
+    def key(self, model: ModelRef | None = None) -> str:
         """A short hash of the request. With the pinned ``model``, its version and weights
         stand in for the URI, so the same alias after a retrain is another request."""
         doc = self.model_dump(mode="json", exclude={"batch_size", "compression"})
@@ -74,9 +76,7 @@ class GenerationRequest(BaseModel):
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
-class ModelRef(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ModelRef(Schema):
     uri: str
     name: str | None = None
     version: str | None = None
@@ -85,10 +85,8 @@ class ModelRef(BaseModel):
     weights_sha256: str
 
 
-class Provenance(BaseModel):
+class Provenance(Contract):
     """The BIDS-style JSON sidecar beside every output file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     output: str
     output_sha256: str
@@ -103,9 +101,7 @@ class Provenance(BaseModel):
     created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
 
-class OutputRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class OutputRecord(Schema):
     path: str
     sha256: str
     sidecar: str | None = None

@@ -7,25 +7,24 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from data_contracts.base import Contract
 from data_contracts.errors import Reason
 from data_contracts.nifti import VolumeHeader, VolumeLimits
+from data_contracts.schema import Schema
 
 Split = Literal["train", "val", "test"]
 SCHEMA_VERSION = 1
 
 
-class SplitFractions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class SplitFractions(Schema):
     train: float = Field(0.7, ge=0, le=1)
     val: float = Field(0.15, ge=0, le=1)
     test: float = Field(0.15, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _sum_to_one(self) -> "SplitFractions":
+    def _sum_to_one(self) -> SplitFractions:
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"split fractions must sum to 1, got {total:g} "
@@ -44,20 +43,16 @@ def split_for(sha256: str, fractions: SplitFractions) -> Split:
     return "test"
 
 
-class DuplicateFile(BaseModel):
+class DuplicateFile(Schema):
     """Another path holding byte-identical content to a manifest row (ingested once)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: str
     size_bytes: int
     mtime_ns: int
 
 
-class ManifestRow(BaseModel):
+class ManifestRow(Schema):
     """One accepted volume: its header facts, split, and other names with the same content."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(description="stable id: the first 16 hex digits of the content sha256")
     split: Split
@@ -76,7 +71,7 @@ class Manifest(Contract):
     rows: tuple[ManifestRow, ...]
 
     @model_validator(mode="after")
-    def _unique(self) -> "Manifest":
+    def _unique(self) -> Manifest:
         for what, values in (("content (sha256)", [r.header.sha256 for r in self.rows]),
                              ("id", [r.id for r in self.rows]), ("path", [r.header.path for r in self.rows])):
             twice = sorted(v for v, n in Counter(values).items() if n > 1)
@@ -94,10 +89,8 @@ class Manifest(Contract):
         return {s: len(self.split(s)) for s in ("train", "val", "test")}
 
 
-class QuarantineRecord(BaseModel):
+class QuarantineRecord(Schema):
     """One rejected file with every reason it was rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: str
     sha256: str | None

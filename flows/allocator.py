@@ -3,15 +3,10 @@
 A 3D decoder allocates and frees tens of MB of activations per batch. glibc's malloc
 gives free memory over its trim threshold back to the kernel as soon as it is freed
 (the threshold starts at 128 kB, then follows twice the largest mapped block freed), so
-every batch takes the same pages again, one page fault each. Measured on a 2-core VM decoding
-64^3 volumes in batches of 4: about 1,350 minor faults per volume; with the thresholds
-below, 41, and the decoder's own speed went from 107-111 to 127 volumes/s on one thread
-(from 126-129 to 133-135 on two model lanes). PyTorch's CPU tuning
-guide answers with jemalloc or tcmalloc through ``LD_PRELOAD``, which a pip-installed
-command cannot rely on; glibc's own ``mallopt`` does the same job for this pattern.
-The price is memory kept for reuse: in ``vae3d generate synthetic`` (64^3, 2 lanes, a
-fresh process) peak RSS settles 50-75 MB higher (730-765 instead of 673-688 MB) after
-about 100 volumes, then stays flat up to N=2000; that N=2000 run took 23 s instead of 31.
+every batch takes the same pages again, one page fault each. PyTorch's CPU tuning guide
+answers with jemalloc or tcmalloc through ``LD_PRELOAD``, which a pip-installed command
+cannot rely on; glibc's own ``mallopt`` does the same job for this pattern, at the price of
+memory kept for reuse. What it saves and costs: BENCHMARKS.md, "Measurements the code relies on".
 
 Set once per process by the entry points (the ``vae3d`` command, each torchrun rank, and
 the first model lane of a process, so Dask workers too). Left alone where the user tunes

@@ -25,7 +25,6 @@ def explain(exc: BaseException) -> tuple[str, int]:
     from pydantic import ValidationError
 
     from data_contracts import ContractViolation, PipelineError
-
     from flows import interrupts
 
     if isinstance(exc, interrupts.signals()):

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from prefect import flow
 
-from data_contracts.generation import GenerationRequest
+from data_contracts.generation import DEFAULT_MODEL_URI, GenerationRequest
 from flows.generate import run_generate
 from flows.ingest import run_ingest
 from flows.preprocess import run_preprocess
@@ -45,7 +45,7 @@ def retrain(workspace: str | None = None, config: str | None = None) -> dict:
 
 @flow(name="scheduled-generate")
 def scheduled_generate(mode: str, inputs: list[str] | None = None, n: int = 0, seed: int = 0,
-                       model_uri: str = "models:/vae3d@champion", out: str | None = None,
+                       model_uri: str = DEFAULT_MODEL_URI, out: str | None = None,
                        workspace: str | None = None, config: str | None = None) -> dict:
     """One generate request (any mode) from primitive parameters."""
     request = GenerationRequest(mode=mode, inputs=tuple(inputs or ()), n=n, seed=seed, model_uri=model_uri)

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
 from data_contracts import DatasetIndex, PipelineError
+from data_contracts.generation import DEFAULT_MODEL_URI
 from flows import model_loader
 from flows.settings import Settings
 from flows.tracking import init_store
@@ -20,8 +21,9 @@ from vae3d import inference
 from vae3d.data import load_volumes
 from vae3d.evaluation import anomaly, denoising, report, superres, synthesis
 from vae3d.figures import restoration_review, slice_grid
+from vae3d.files import atomic_write_text
 from vae3d.generation import synthesize
-from vae3d.io import atomic_write_text
+from vae3d.seeding import derive_seed
 
 NOISE_LEVELS = {"3%": 0.03, "5%": 0.05, "10%": 0.10}
 SR_FACTORS = {"x2": 2}
@@ -69,7 +71,8 @@ def eval_denoising(model, val: torch.Tensor, test: torch.Tensor, seed: int, mode
     rows, cases = {}, []
     tune_val = val[:3]
     for name, sigma in NOISE_LEVELS.items():
-        nv, nt = denoising.add_rician(tune_val, sigma, seed), denoising.add_rician(test, sigma, seed + 1)
+        nv = denoising.add_rician(tune_val, sigma, derive_seed(seed, "val"))
+        nt = denoising.add_rician(test, sigma, derive_seed(seed, "test"))
         g = denoising.tune(denoising.gaussian, nv, tune_val, [0.5, 0.75, 1.0, 1.5, 2.0])
         h = denoising.tune(denoising.nl_means, nv, tune_val, [f * sigma for f in (0.6, 0.9, 1.2, 1.6)])
         nlm, alone = denoising.nl_means(nt, h), _restore(model, nt)
@@ -144,7 +147,7 @@ def eval_synthesis(model, train: torch.Tensor, test: torch.Tensor, seed: int, n:
 
 
 @flow(name="evaluate")
-def evaluate_flow(settings: Settings, model_uri: str = "models:/vae3d@champion", n_synthetic: int = 8) -> dict:
+def evaluate_flow(settings: Settings, model_uri: str = DEFAULT_MODEL_URI, n_synthetic: int = 8) -> dict:
     """Evaluate a registered model; write report + tables; log them to MLflow on its version."""
     logger = get_run_logger()
     ws = Workspace.at(settings.workspace)
@@ -157,7 +160,8 @@ def evaluate_flow(settings: Settings, model_uri: str = "models:/vae3d@champion",
     torch.manual_seed(seed)
     with torch.no_grad():
         recon = denoising.scores(_restore(model, data["test"]), data["test"])
-    den_out, sr_out = eval_denoising(model, data["val"], data["test"], seed, model_rmse), eval_superres(model, data["test"])
+    den_out = eval_denoising(model, data["val"], data["test"], seed, model_rmse)
+    sr_out = eval_superres(model, data["test"])
     den, sr = den_out["rows"], sr_out["rows"]
     cases = den_out["_cases"] + sr_out["_cases"]
     ano = eval_anomaly(model, data["train"], data["test"], seed)

@@ -15,7 +15,7 @@ from flows.runners import chunks, retry_unless_user_error, task_runner
 from flows.settings import Settings
 from flows.workspace import Workspace
 from vae3d import ingest as lib
-from vae3d.io import atomic_write_text, remove_stale_temporaries
+from vae3d.files import remove_stale_temporaries
 
 
 @task(retries=2, retry_condition_fn=retry_unless_user_error, retry_delay_seconds=1, task_run_name="inspect-batch")
@@ -49,7 +49,8 @@ def publish_summary(manifest: Manifest, quarantine: QuarantineReport, reused: in
 
 
 @flow(name="ingest", log_prints=False)
-def ingest_flow(sources: list[str], settings: Settings, allow_shrink: bool = False) -> tuple[Manifest, QuarantineReport]:
+def ingest_flow(sources: list[str], settings: Settings,
+                allow_shrink: bool = False) -> tuple[Manifest, QuarantineReport]:
     """Validate every NIfTI file under ``sources``; write ``manifest.json`` and ``quarantine.json``.
 
     A source with no volumes at all is an error, and so is a manifest with fewer rows than
@@ -101,8 +102,8 @@ def _ingest(sources: list[str], settings: Settings, ws: Workspace,
             f"({len(quarantine.records)} quarantined)", where=str(ws.manifest),
             fix="check that every source is given and mounted; if scans were removed on purpose, re-run with "
                 "--allow-shrink. Nothing was written")
-    atomic_write_text(ws.manifest, manifest.model_dump_json(indent=1))
-    atomic_write_text(ws.quarantine, quarantine.model_dump_json(indent=1))
+    manifest.write(ws.manifest)
+    quarantine.write(ws.quarantine)
     publish_summary(manifest, quarantine, reused)
     logger.info("accepted %d, quarantined %d -> %s", len(manifest.rows), len(quarantine.records), ws.manifest)
     return manifest, quarantine

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -88,10 +89,8 @@ def install() -> None:
 
 def _own_session_dying_with_parent() -> None:  # runs in the child between fork and exec
     os.setsid()
-    try:
+    with contextlib.suppress(AttributeError, OSError):  # not Linux: the server still stops at this process's exit
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (AttributeError, OSError):  # not Linux: the server still stops at this process's exit
-        pass
 
 
 def detach_temporary_server() -> None:

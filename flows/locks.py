@@ -24,7 +24,7 @@ def exclusive(lock_file: Path, what: str, timeout_s: float = 3600.0, poll_s: flo
     """
     try:
         lock_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(lock_file, "a+")
+        fh = open(lock_file, "a+")  # noqa: SIM115 - opened apart to word its error; the with below closes it
     except OSError as exc:
         raise OSError(exc.errno, f"cannot create the lock file {lock_file} for {what}: {exc.strerror}; "
                       "the folder must exist and be writable", str(lock_file)) from exc

@@ -9,7 +9,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from data_contracts import PipelineError
-from data_contracts.generation import ModelRef
+from data_contracts.generation import DEFAULT_MODEL_URI, ModelRef
 from flows.settings import Settings
 from flows.tracking import init_store
 from flows.workspace import Workspace
@@ -24,7 +24,8 @@ def resolve(uri: str, settings: Settings) -> ModelRef:
     m = _URI.match(uri)
     if not m:
         raise PipelineError(f"model {uri!r} is not a registry URI", where="--model",
-                            fix="use models:/NAME@ALIAS or models:/NAME/VERSION, e.g. models:/vae3d@champion", exit_code=2)
+                            fix=f"use models:/NAME@ALIAS or models:/NAME/VERSION, e.g. {DEFAULT_MODEL_URI}",
+                            exit_code=2)
     name = m["name"]
     try:
         mv = (client.get_model_version_by_alias(name, m["alias"]) if m["alias"]
@@ -78,7 +79,8 @@ def load(ref: ModelRef, settings: Settings):
             source = "?"
         raise PipelineError(
             f"{ref.name} v{ref.version} is registered but its files cannot be loaded "
-            f"({type(exc).__name__}: {(str(exc).splitlines() or ['no detail'])[0][:200]})", where=f"{pinned} at {source}",
+            f"({type(exc).__name__}: {(str(exc).splitlines() or ['no detail'])[0][:200]})",
+            where=f"{pinned} at {source}",
             fix="its artifacts were deleted or moved: restore them, pick another version (--model "
                 f"models:/{ref.name}/N), or train and register a new one (vae3d train --fresh)") from None
     if ref.weights_sha256 and wrapper.meta["weights_sha256"] != ref.weights_sha256:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -11,14 +12,21 @@ from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
 from data_contracts import (
-    DatasetIndex, IndexItem, Manifest, ManifestRow, PipelineError, QuarantineRecord, QuarantineReport, Reason,
+    DatasetIndex,
+    IndexItem,
+    Manifest,
+    ManifestRow,
+    PipelineError,
+    QuarantineRecord,
+    QuarantineReport,
+    Reason,
 )
 from data_contracts.paths import PathEscape, confine
 from flows.locks import exclusive
 from flows.runners import chunks, retry_unless_user_error, task_runner
 from flows.settings import PreprocessSettings, Settings
 from flows.workspace import Workspace
-from vae3d.io import atomic_write_text, remove_stale_temporaries
+from vae3d.files import remove_stale_temporaries
 from vae3d.preprocessing import PreprocessCache, build_preprocess, template_affine
 from vae3d.preprocessing.stage import montage, preprocess_row
 
@@ -42,7 +50,7 @@ def publish(index: DatasetIndex, rejected: list[QuarantineRecord], hits: int, pn
         ] + [{"split": "quarantined", "volumes": len(rejected)}, {"split": "cache hits", "volumes": hits}],
         description=f"settings key {index.settings_key}",
     )
-    data = base64.b64encode(open(png, "rb").read()).decode()
+    data = base64.b64encode(Path(png).read_bytes()).decode()
     create_markdown_artifact(
         key="preprocess-montage",
         markdown=f"# Preprocessed volumes (mid-slices)\n\n`{png}`\n\n![montage](data:image/png;base64,{data})",
@@ -100,7 +108,8 @@ def _preprocess(settings: Settings, ws: Workspace, allow_shrink: bool) -> Datase
     if len(items) < min(before, len(manifest.rows)) and not allow_shrink:
         raise PipelineError(
             f"this preprocess would shrink the dataset index from {before} to {len(items)} volumes "
-            f"({len(rejected)} rejected{', e.g. ' + rejected[0].path + ': ' + str(rejected[0].reasons[0]) if rejected else ''})",
+            f"({len(rejected)} rejected"
+            f"{', e.g. ' + rejected[0].path + ': ' + str(rejected[0].reasons[0]) if rejected else ''})",
             where=str(ws.dataset_index),
             fix="check that the ingested scans are still readable where the manifest says (a missing mount?); "
                 "to drop them on purpose, re-run with --allow-shrink. Nothing was written")
@@ -111,11 +120,9 @@ def _preprocess(settings: Settings, ws: Workspace, allow_shrink: bool) -> Datase
         template_affine=template_affine(cfg.target_shape, cfg.target_spacing).tolist(),
         items=tuple(items),
     )
-    atomic_write_text(ws.dataset_index, index.model_dump_json(indent=1))
-    atomic_write_text(
-        ws.root / "quarantine_preprocess.json",
-        QuarantineReport(records=tuple(sorted(rejected, key=lambda r: r.path))).model_dump_json(indent=1),
-    )
+    index.write(ws.dataset_index)
+    rejected_report = QuarantineReport(records=tuple(sorted(rejected, key=lambda r: r.path)))
+    rejected_report.write(ws.root / "quarantine_preprocess.json")
     cache = PreprocessCache(cache_root)
     sample = [cache.load(i.source_sha256) for i in items[:4]]
     png = montage([s for s in sample if s is not None], ws.figures / "preprocess_montage.png") if items else None

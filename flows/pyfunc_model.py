@@ -24,22 +24,19 @@ MODES = ("reconstruct", "denoise", "anomaly", "embed")
 
 class VAE3DPyfunc(PythonModel):
     def load_context(self, context) -> None:
-        from vae3d.model import VAE3D
-        from vae3d.training.checkpoint import load_checkpoint
+        from vae3d.model import load_model
 
         with open(context.artifacts["meta"]) as fh:
             self.meta = json.load(fh)
         path = context.artifacts["weights"]
-        digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+        with open(path, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
         if digest != self.meta["weights_sha256"]:
             raise RuntimeError(
                 f"weights {path} have sha256 {digest}, registration recorded "
                 f"{self.meta['weights_sha256']}: the artifact was altered; re-register the model"
             )
-        state = load_checkpoint(path)
-        self.model = VAE3D(**state["hparams"])
-        self.model.load_state_dict(state["model"])
-        self.model.eval()
+        self.model = load_model(path)
 
     def predict(self, context, model_input, params=None):
         import torch

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
 import vae3d
-from vae3d.io import sha256_file
+from vae3d.files import sha256_file
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")

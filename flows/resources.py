@@ -50,10 +50,9 @@ def resolve_writers(requested: int, device: torch.device) -> int:
 
     The default is one writer while the model decodes on the CPU: writing then shares the
     decoder's cores, and more writers would only take them from it. On a GPU it is one per
-    spare CPU core, up to ``MAX_WRITERS``: checksumming and writing a 64^3 volume costs a
-    core 1.2-3.5 ms (280-830 volumes/s, ``bench/generate_bench.py``), while the default
-    decoder's 2.3 GFLOP a volume take a GPU well under a millisecond. The writers release
-    the GIL while hashing and writing, so they scale with cores.
+    spare CPU core, up to ``MAX_WRITERS``: a core checksums and writes a 64^3 volume in a few
+    milliseconds, a GPU decodes one in well under one (BENCHMARKS.md, "Measurements the code
+    relies on"). The writers release the GIL while hashing and writing, so they scale with cores.
     """
     if requested:
         return requested

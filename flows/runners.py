@@ -34,3 +34,31 @@ def retry_unless_user_error(task, task_run, state) -> bool:
     from data_contracts import ContractViolation, PipelineError
 
     return not isinstance(state.data, (PipelineError, ContractViolation, ValidationError))
+
+
+def wait_all(futures: list, desc: str, key: str, description: str) -> BaseException | None:
+    """Wait for every future with a progress bar and a Prefect progress artifact (``key``).
+
+    An interrupt (Ctrl-C, SIGTERM) asks the tasks to stop between volumes and waits for what
+    they finished; it is returned (not raised) so the caller can record that work first.
+    """
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+    from prefect.futures import as_completed
+    from tqdm.auto import tqdm
+
+    from flows import interrupts
+
+    progress = create_progress_artifact(progress=0.0, key=key, description=description)
+    try:
+        with tqdm(total=len(futures), desc=desc, unit="batch", disable=None) as bar:
+            for n, future in enumerate(as_completed(futures), 1):
+                future.wait()
+                bar.update(1)
+                update_progress_artifact(progress, progress=100.0 * n / len(futures))
+    except interrupts.signals() as exc:  # tasks stop between volumes; what they finished is collected
+        interrupts.request_stop()
+        interrupts.note(exc)
+        for future in futures:
+            future.wait()
+        return exc
+    return None

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,14 +25,11 @@ from pydantic_settings import (
 from data_contracts import SplitFractions, VolumeLimits
 from data_contracts.errors import PipelineError
 from data_contracts.paths import PathEscape, confine
+from data_contracts.schema import Schema
 from vae3d.config import TrainConfig
 from vae3d.device import DEVICE_HELP, DeviceName
 
 _CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("config", default=None)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class IngestSettings(VolumeLimits):
@@ -49,7 +46,7 @@ class IngestSettings(VolumeLimits):
         return VolumeLimits(**self.model_dump(include=set(VolumeLimits.model_fields)))
 
 
-class PreprocessSettings(_Section):
+class PreprocessSettings(Schema):
     """Every setting that changes the preprocessed tensors (and so the cache key)."""
 
     target_shape: tuple[int, int, int] = (64, 64, 64)
@@ -74,20 +71,20 @@ class PreprocessSettings(_Section):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class MlflowSettings(_Section):
+class MlflowSettings(Schema):
     tracking_uri: str | None = Field(None, description="default: SQLite inside the workspace")
     experiment: str = "vae3d"
     registered_model: str = "vae3d"
     promotion_metric: str = "val_ssim"
 
 
-class RegistrySettings(_Section):
+class RegistrySettings(Schema):
     min_val_ssim: float = Field(
         0.5, ge=0, le=1, description="quality floor: a model version below this validation SSIM stays "
         "'candidate' and never becomes 'champion', even when there is no champion yet")
 
 
-class PrefectSettings(_Section):
+class PrefectSettings(Schema):
     task_runner: Literal["threads", "dask"] = "threads"
     startup_timeout_s: int = Field(
         180, ge=1, description="seconds Prefect's temporary local server may take to start (its own default, "
@@ -96,7 +93,7 @@ class PrefectSettings(_Section):
     dask_address: str | None = Field(None, description="tcp://host:8786 of a running Dask scheduler")
 
 
-class GenerateSettings(_Section):
+class GenerateSettings(Schema):
     model_lanes: int = Field(
         0, ge=0, description="model calls run at once per process, each on 1/lanes of torch's CPU threads; "
         "0: two where torch has two or more threads, else one",
@@ -130,7 +127,7 @@ class Settings(BaseSettings):
     generate: GenerateSettings = GenerateSettings()
 
     @model_validator(mode="after")
-    def _fits_together(self) -> "Settings":
+    def _fits_together(self) -> Settings:
         """Constraints between sections, checked before any stage runs."""
         shape, m = self.preprocess.target_shape, self.train.model
         factor = m.patch_size * 2 ** (len(m.channels) - 1)
@@ -140,7 +137,7 @@ class Settings(BaseSettings):
                 f"preprocess.target_shape={list(shape)} does not fit the model: it must be a cube whose side is "
                 f"divisible by {factor} (train.model.patch_size {m.patch_size} x 2^(levels-1), levels "
                 f"{len(m.channels)}); use e.g. VAE3D_PREPROCESS__TARGET_SHAPE='[{side},{side},{side}]'")
-        arch = lambda c: c.model_dump(exclude={"logvar_init"})  # noqa: E731 - an init, not the architecture
+        arch = lambda c: c.model_dump(exclude={"logvar_init"})
         if self.train.init == "pretrained" and (shape != (64, 64, 64) or arch(m) != arch(type(m)())):
             raise ValueError(
                 "train.init='pretrained' needs the default train.model settings and preprocess.target_shape "
@@ -202,7 +199,7 @@ def load_settings(config: Path | None = None, **overrides) -> Settings:
         _CONFIG_FILE.reset(token)
 
 
-def setting_names(model: type[BaseModel] = None, prefix: str = "VAE3D_") -> dict[str, object]:
+def setting_names(model: type[BaseModel] | None = None, prefix: str = "VAE3D_") -> dict[str, object]:
     """Every setting's environment variable name, sections included, mapped to its field."""
     model = model or Settings
     names = {}
@@ -228,3 +225,27 @@ def unknown_env_settings(environ: dict[str, str]) -> list[str]:
             out.append(f"{key} is not a setting and is ignored" + (f"; did you mean {close[0]}?" if close else
                                                                    "; 'vae3d settings' lists them all"))
     return out
+
+
+def describe_settings(current: Settings) -> list[str]:
+    """One line per setting: ``VAE3D_NAME=value`` as it can be pasted into a shell, ``*`` where it
+    differs from the default, then the default and the setting's meaning."""
+    now_tree, default_tree = current.model_dump(mode="json"), Settings.model_construct().model_dump(mode="json")
+
+    def lookup(tree: dict, env: str):
+        for part in env.removeprefix("VAE3D_").lower().split("__"):
+            tree = tree[part]
+        return tree
+
+    def shell(value) -> str:
+        text = json.dumps(value, separators=(",", ":"))
+        return f"'{text}'" if isinstance(value, (list, dict)) else text
+
+    lines = []
+    for env, field in setting_names().items():
+        now, was = lookup(now_tree, env), lookup(default_tree, env)
+        if isinstance(now, dict):
+            continue  # a section: its fields follow
+        meaning = f"; {field.description}" if field.description else ""
+        lines.append(f"{env}={shell(now)}{' *' if now != was else ''}  # default {shell(was)}{meaning}")
+    return lines

@@ -11,12 +11,13 @@ from __future__ import annotations
 import fcntl
 import math
 import time
+from pathlib import Path
 
 import mlflow
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from flows.settings import MlflowSettings
+from flows.settings import MlflowSettings, Settings
 from flows.workspace import Workspace
 
 
@@ -77,3 +78,17 @@ def log_figure(client: MlflowClient, run_id: str, fig, name: str) -> None:
 
     client.log_figure(run_id, fig, f"figures/{name}")
     plt.close(fig)
+
+
+def mlflow_ui_command(s: Settings) -> str:
+    """The command that opens this workspace's MLflow UI, as it can be pasted: the mlflow
+    of this environment (a venv's bin is not on PATH after ``make demo``), quoted."""
+    import shlex
+    import shutil
+    import sys
+
+    ws = Workspace.at(s.workspace)
+    uri = s.mlflow.tracking_uri or f"sqlite:///{ws.mlflow_dir / 'mlflow.db'}"
+    local = Path(sys.executable).parent / "mlflow"
+    exe = "mlflow" if shutil.which("mlflow") == str(local) or not local.exists() else str(local)
+    return f"{shlex.quote(exe)} ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1"

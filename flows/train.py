@@ -8,10 +8,10 @@ import platform
 from pathlib import Path
 
 import torch
-from mlflow.exceptions import MlflowException
-from mlflow.entities import DatasetInput, InputTag, Param, RunTag
-from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.data.sources import LocalArtifactDatasetSource
+from mlflow.entities import DatasetInput, InputTag, Param, RunTag
+from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
@@ -25,8 +25,9 @@ from flows.tracking import MlflowCallback, flatten, init_store, log_figure, trac
 from flows.workspace import Workspace
 from vae3d import figures, inference
 from vae3d.data import load_volumes
-from vae3d.io import atomic_write_text, sha256_file
-from vae3d.training import build_model, fit, load_model
+from vae3d.files import atomic_write_text, sha256_file
+from vae3d.model import load_model
+from vae3d.training import build_model, fit
 
 
 def _marker(ws: Workspace, key: str) -> Path:
@@ -149,7 +150,8 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
         decision = promote_if_better(client, cfg.registered_model, version, cfg.promotion_metric,
                                      settings.registry.min_val_ssim)
     client.set_terminated(run_id, "FINISHED")
-    atomic_write_text(_marker(ws, run_key(index, settings)), json.dumps({"run_id": run_id, "registered_version": version}))
+    atomic_write_text(_marker(ws, run_key(index, settings)),
+                      json.dumps({"run_id": run_id, "registered_version": version}))
     return decision
 
 
@@ -201,7 +203,7 @@ def train_flow(settings: Settings, fresh: bool = False) -> dict:
     except Exception:
         try:
             init_store(ws, settings.mlflow)[0].set_terminated(run_id, "FAILED")
-        except Exception:  # noqa: BLE001 - the training error is the one to report
+        except Exception:
             logger.warning("could not mark MLflow run %s as failed", run_id)
         raise
     try:

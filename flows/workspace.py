@@ -20,7 +20,7 @@ class Workspace:
     root: Path
 
     @classmethod
-    def at(cls, root: Path | str) -> "Workspace":
+    def at(cls, root: Path | str) -> Workspace:
         return cls(Path(root).expanduser().resolve())
 
     @property
@@ -77,7 +77,16 @@ class Workspace:
                                 where=str(self.dataset_index), fix="run vae3d preprocess, then this command again")
         return self.dataset_index
 
-    def ensure(self) -> "Workspace":
+    def split_labels(self) -> dict[str, str]:
+        """Each ingested scan's split (train/val/test) by its content sha256: the default labels of
+        ``generate embed``; empty before the first ingest."""
+        if not self.manifest.exists():
+            return {}
+        from data_contracts import Manifest
+
+        return {r.header.sha256: r.split for r in Manifest.read(self.manifest).rows}
+
+    def ensure(self) -> Workspace:
         self.root.mkdir(parents=True, exist_ok=True)
         return self
 

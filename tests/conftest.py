@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-
 import shutil
 
 import pytest
+from nifti_factory import good
 
 from flows.settings import load_settings
-from nifti_factory import good
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")

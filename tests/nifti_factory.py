@@ -7,13 +7,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from vae3d import io
+from vae3d import nifti
 from vae3d.sample_data import phantom
 
 
 def good(path: Path, seed: int = 0, shape=(24, 24, 24), spacing: float = 4.0) -> Path:
     image, affine, _ = phantom(shape, spacing=spacing, seed=seed)
-    return io.save_volume(path, image, affine)
+    return nifti.save_volume(path, image, affine)
 
 
 def _nib_save(img, path: Path) -> Path:
@@ -29,7 +29,7 @@ def crafted_bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
     eye = np.eye(4)
     files: dict[str, tuple[Path, str]] = {}
 
-    full = io.encode_nifti(vol, eye)
+    full = nifti.encode_nifti(vol, eye)
     (folder / "truncated.nii.gz").write_bytes(full[: len(full) // 2])
     files["truncated"] = (folder / "truncated.nii.gz", "truncated")
 

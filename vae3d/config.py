@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from data_contracts.schema import Schema
 from vae3d.device import DeviceName
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(Schema):
     """Architecture of ``VAE3D`` (the input size comes from the data)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # measured on 2 CPU cores (bench.model_ablation, BENCHMARKS.md): a 32^3 latent grid of 4
-    # channels (one level after a 2x2x2 stem, 16 wide) reconstructs far better per wall-clock
-    # minute than a 16^3 grid after a 4x4x4 stem
+    # the best fidelity per CPU-minute of the ablation (BENCHMARKS.md, "Model ablation: stem")
     channels: tuple[int, ...] = (16,)
     latent_channels: int = Field(4, ge=1)
     num_res_blocks: int = Field(2, ge=1)
@@ -27,11 +24,9 @@ class ModelConfig(BaseModel):
                                "posterior (sigma 0.05) learns faster than the prior's sigma 1 (BENCHMARKS.md)")
 
 
-class RestorationConfig(BaseModel):
+class RestorationConfig(Schema):
     """Corruptions of the encoder's input during training (``vae3d.corruption``); the loss
     compares with the clean volume. Strengths are fractions of the [0, 1] range."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     prob: float = Field(0.6, ge=0, le=1, description="share of training inputs corrupted at all (0 disables)")
     noise_prob: float = Field(0.8, ge=0, le=1)
@@ -63,9 +58,7 @@ class RestorationConfig(BaseModel):
         return self
 
 
-class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class TrainConfig(Schema):
     epochs: int = Field(20, ge=1)
     # batch 2 beat batch 4 by 0.09 val SSIM in the same 6 minutes (2.7x the optimiser steps; BENCHMARKS.md)
     batch_size: int = Field(2, ge=1)

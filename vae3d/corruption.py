@@ -35,7 +35,7 @@ def degrade_resolution(x: torch.Tensor, factors: tuple[float, float, float]) -> 
     """Average down by ``factors`` per axis, then trilinear back up: a low-resolution or
     thick-slice acquisition resampled onto the model's grid (what preprocessing does to one)."""
     size = tuple(x.shape[1:])
-    small = tuple(max(1, round(s / f)) for s, f in zip(size, factors))
+    small = tuple(max(1, round(s / f)) for s, f in zip(size, factors, strict=True))
     down = F.interpolate(x[None], size=small, mode="area")
     return F.interpolate(down, size=size, mode="trilinear", align_corners=False)[0]
 

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-from vae3d.model import VAE3D  # noqa: E402
+from vae3d.model import VAE3D
 
 
 def _slices(vol: np.ndarray) -> list[np.ndarray]:
@@ -51,7 +51,8 @@ def prior_samples(model: VAE3D, n: int = 4, seed: int = 0) -> plt.Figure:
 
 
 @torch.no_grad()
-def latent_traversal(model: VAE3D, x: torch.Tensor, channel: int = 0, steps: Sequence[float] = (-3, -1.5, 0, 1.5, 3)) -> plt.Figure:
+def latent_traversal(model: VAE3D, x: torch.Tensor, channel: int = 0,
+                     steps: Sequence[float] = (-3, -1.5, 0, 1.5, 3)) -> plt.Figure:
     """Decode the posterior mean of ``x[0]`` with one latent channel shifted by +-sigma units."""
     mu = model.encode(x[:1])[0]
     rows = []
@@ -101,7 +102,8 @@ def restoration_examples(model: VAE3D, x: torch.Tensor, seed: int = 0) -> plt.Fi
     cases = []
     for sigma in (0.05, 0.10):
         noisy = denoising.add_rician(clean, sigma, seed)
-        cases.append({"label": f"Rician {sigma:.0%}", "corrupted": noisy, "restored": inference.reconstruct(model, noisy),
+        cases.append({"label": f"Rician {sigma:.0%}", "corrupted": noisy,
+                      "restored": inference.reconstruct(model, noisy),
                       "baseline": denoising.gaussian(noisy, 1.0), "baseline_name": "Gaussian, sigma 1"})
     low = superres.downsample(clean, 2)
     linear = superres.trilinear_upsample(low, clean.shape[2:])

@@ -13,13 +13,14 @@ from collections.abc import Sequence
 
 import torch
 
-from vae3d.io import INT16_SCALE
 from vae3d.model import VAE3D
+from vae3d.nifti import INT16_SCALE
+from vae3d.seeding import derive_seed
 
 
 def output_generator(seed: int, index: int) -> torch.Generator:
     """The CPU random stream of output ``index`` of a request with ``seed``."""
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(index)) % (2**63 - 1))
+    return torch.Generator().manual_seed(derive_seed(seed, index))
 
 
 def _normal(shape: Sequence[int], seed: int, index: int) -> torch.Tensor:
@@ -55,6 +56,6 @@ def latent_variants(
 
 
 def quantize(volumes: torch.Tensor) -> torch.Tensor:
-    """[0, 1] volumes as the int16 steps ``vae3d.io.quantize`` gives (scl_slope 1/32767),
+    """[0, 1] volumes as the int16 steps ``vae3d.nifti.quantize`` gives (scl_slope 1/32767),
     computed by torch on the calling thread: cheaper there than in the writer."""
     return volumes.float().mul(INT16_SCALE).round_().clamp_(-32768, 32767).to(torch.int16)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from monai.transforms import GaussianSmooth
 
+from data_contracts.generation import DETAIL_GAIN
 from vae3d.model import VAE3D
 from vae3d.preprocessing.augment import plain
 
@@ -55,7 +56,7 @@ def noise_sigma(x: torch.Tensor, head_threshold: float = 0.15) -> torch.Tensor:
     hhh = (b * signs).sum(-1) / 8**0.5
     inside = b.mean(-1) > head_threshold
     out = []
-    for c, m in zip(hhh, inside):
+    for c, m in zip(hhh, inside, strict=True):
         vals = c[m] if int(m.sum()) >= 64 else c.flatten()
         out.append(vals.abs().median() / 0.6745)
     return torch.stack(out)
@@ -95,7 +96,7 @@ def cubic_resize(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     out = []
     for v in x.float():
         arr = v[0].numpy().astype(np.float64)
-        factors = [s / d for s, d in zip(size, arr.shape)]
+        factors = [s / d for s, d in zip(size, arr.shape, strict=True)]
         out.append(zoom(arr, factors, order=3, mode="nearest", grid_mode=True)[None])
     return torch.from_numpy(np.stack(out).astype(np.float32))
 
@@ -120,8 +121,6 @@ def back_project(estimate: torch.Tensor, low: torch.Tensor, steps: int = 3) -> t
     return x.clamp_(0.0, 1.0)
 
 
-#: the default scale of the model's super-resolved detail (``amplify_detail``), chosen on validation
-DETAIL_GAIN = 2.0
 
 
 def amplify_detail(estimate: torch.Tensor, low: torch.Tensor, gain: float = DETAIL_GAIN) -> torch.Tensor:
@@ -214,4 +213,11 @@ def calibrate_anomaly(model: VAE3D, healthy: torch.Tensor, batch_size: int = 4, 
     v = torch.cat(voxels) if voxels else torch.zeros(1)
     score_thr = float(s.max()) if len(s) < 20 else float(torch.quantile(s, quantile))
     return {"score_threshold": score_thr, "voxel_threshold": float(torch.quantile(v, quantile)),
-            "calibration_volumes": int(len(s))}
+            "calibration_volumes": len(s)}
+
+
+def anomaly_verdict(score: float, thresholds: dict) -> dict:
+    """What an anomaly output's sidecar records: its ``score``, whether it is ``flagged`` (above
+    the calibrated ``score_threshold``; None for a model without calibration) and the thresholds."""
+    flagged = score > thresholds["score_threshold"] if "score_threshold" in thresholds else None
+    return {"score": score, "flagged": flagged, **thresholds}

@@ -26,12 +26,13 @@ from data_contracts import (
     SplitFractions,
     VolumeHeader,
     VolumeLimits,
-    inspect_volume,
     split_for,
 )
 from data_contracts.manifest import DuplicateFile
 from data_contracts.paths import PathEscape, confine
-from vae3d.io import file_kind, is_nifti_path
+from vae3d.files import file_kind
+from vae3d.nifti import is_nifti_path
+from vae3d.validate import inspect_volume
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class SourceFile:
     mtime_ns: int
 
     @classmethod
-    def stat(cls, path: Path) -> "SourceFile":
+    def stat(cls, path: Path) -> SourceFile:
         """Size and mtime; a file that cannot even be stat'ed (gone, a broken link) has -1 for both."""
         try:
             st = os.stat(path)
@@ -73,6 +74,27 @@ def _read_list(path: Path) -> list[Path]:
         start = 1 if rows[0][col] == "path" else 0
         items = [r[col] for r in rows[start:] if r and r[col].strip()]
     return [(base / p) if not Path(p).is_absolute() else Path(p) for p in items]
+
+
+def read_labels(sources: Iterable[Path], column: str) -> dict[str, str]:
+    """``column`` of every CSV list among ``sources``, keyed by the resolved path of its row's
+    ``path`` (relative paths are relative to the list's folder).
+
+    Raises:
+        PipelineError: a CSV list has no such column (names the file and the columns it has).
+    """
+    labels: dict[str, str] = {}
+    for src in sources:
+        if Path(src).suffix.lower() != ".csv":
+            continue
+        with open(src, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if column not in (reader.fieldnames or ()):
+                raise PipelineError(f"{src} has no column {column!r} (it has {list(reader.fieldnames or ())})",
+                                    where=str(src), fix="pass --label-column with one of its columns", exit_code=2)
+            for row in reader:
+                labels[str((Path(src).parent / Path(row.get("path", "")).expanduser()).resolve())] = row[column]
+    return labels
 
 
 def discover(
@@ -201,6 +223,22 @@ def inspect_file(path: str, limits: VolumeLimits) -> VolumeHeader | QuarantineRe
             reasons=tuple(exc.reasons),
         )
 
+
+
+def check_inputs(paths: Sequence[str], limits: VolumeLimits) -> None:
+    """Every input of a request through the ingest contract, before any model is loaded: a file
+    that can never work fails the request at once, with the reason codes and their fixes.
+
+    Raises:
+        PipelineError: naming up to five rejected files (exit code 2).
+    """
+    rejected = [r for r in (inspect_file(p, limits) for p in paths) if isinstance(r, QuarantineRecord)]
+    if rejected:
+        lines = [f"{r.path}: {r.reasons[0]}" for r in rejected[:5]]
+        more = f" (and {len(rejected) - 5} more)" if len(rejected) > 5 else ""
+        raise PipelineError(f"{len(rejected)} of {len(paths)} inputs break the NIfTI contract{more}:\n  "
+                            + "\n  ".join(lines), fix="fix or leave out these files; nothing was generated",
+                            exit_code=2)
 
 def assemble(
     results: Iterable[VolumeHeader | QuarantineRecord],

@@ -11,11 +11,14 @@ embedding-style use.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from monai.networks.blocks import Convolution
 from monai.networks.nets.autoencoderkl import AEKLDownsample, AEKLResBlock
 from torch import nn
+
+from vae3d.checkpoint import load_checkpoint
 
 
 def _conv(cin: int, cout: int, kernel: int = 3) -> Convolution:
@@ -129,16 +132,18 @@ class VAE3D(nn.Module):
         self.input_size, self.in_channels, self.channels = input_size, in_channels, channels
         self.latent_channels, self.flat_latent = latent_channels, flat_latent
         self.grid = input_size // factor
-        res = lambda cin, cout: AEKLResBlock(3, cin, norm_num_groups, norm_eps, cout)  # noqa: E731
+        res = lambda cin, cout: AEKLResBlock(3, cin, norm_num_groups, norm_eps, cout)
 
         enc: list[nn.Module] = [
-            Convolution(3, in_channels, channels[0], strides=patch_size, kernel_size=patch_size, padding=0, conv_only=True)
+            Convolution(3, in_channels, channels[0], strides=patch_size, kernel_size=patch_size, padding=0,
+                        conv_only=True)
         ]
         for level, ch in enumerate(channels):
             cin = channels[level - 1] if level else channels[0]
             enc += [res(cin if i == 0 else ch, ch) for i in range(num_res_blocks)]
             enc.append(AEKLDownsample(3, ch) if level < len(channels) - 1 else nn.Identity())
-        enc += [nn.GroupNorm(norm_num_groups, channels[-1], eps=norm_eps), nn.SiLU(), _conv(channels[-1], 2 * latent_channels)]
+        enc += [nn.GroupNorm(norm_num_groups, channels[-1], eps=norm_eps), nn.SiLU(),
+                _conv(channels[-1], 2 * latent_channels)]
         self.encoder = nn.Sequential(*[m for m in enc if not isinstance(m, nn.Identity)])
 
         dec: list[nn.Module] = [_conv(latent_channels, channels[-1])]
@@ -229,3 +234,12 @@ class VAE3D(nn.Module):
     def hparams(self) -> dict:
         """Constructor arguments (primitives): what a checkpoint needs to rebuild the model."""
         return dict(self._hparams)
+
+
+def load_model(path: Path, map_location: str | torch.device = "cpu") -> VAE3D:
+    """Rebuild a model from a checkpoint (``best.pt``/``last.pt``, or registered weights) in eval
+    mode; loads with ``weights_only=True``."""
+    state = load_checkpoint(path, map_location)
+    model = VAE3D(**state["hparams"])
+    model.load_state_dict(state["model"])
+    return model.eval()

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-
 from nifti_factory import good
 
 VAE3D = str(Path(sys.executable).parent / "vae3d")

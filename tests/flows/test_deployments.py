@@ -11,9 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from nifti_factory import good
 from net import free_port
+from nifti_factory import good
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -35,7 +34,7 @@ def server(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
                MLFLOW_DISABLE_TELEMETRY="true", VAE3D_PROJECT_DIR=str(ROOT), PATH=f"{BIN}:{env['PATH']}")
-    log = open(home / "server.log", "w")
+    log = open(home / "server.log", "w")  # noqa: SIM115 - the server writes it until the fixture stops it
     proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
@@ -47,7 +46,8 @@ def server(tmp_path_factory):
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError("prefect server did not start:\n" + (home / "server.log").read_text()[-3000:])
+                log_tail = (home / "server.log").read_text()[-3000:]
+                raise RuntimeError("prefect server did not start:\n" + log_tail) from None
             time.sleep(1)
     yield env
     proc.terminate()

@@ -10,22 +10,22 @@ import nibabel as nib
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from scipy.spatial.transform import Rotation
 import torch
 import torch.nn.functional as F
+from nifti_factory import good
+from scipy.spatial.transform import Rotation
 
 from data_contracts.generation import GenerationRequest, Provenance, RunManifest
 from flows.generate import run_generate
-from vae3d import io
-from nifti_factory import good
+from vae3d import files, nifti
 from vae3d.sample_data import insert_lesions, phantom
 
 
 def _check_outputs(manifest: RunManifest, n: int):
     assert len(manifest.outputs) == n
     for rec in manifest.outputs:
-        assert io.sha256_file(rec.path) == rec.sha256
-        prov = Provenance.model_validate_json(open(rec.sidecar).read())
+        assert files.sha256_file(rec.path) == rec.sha256
+        prov = Provenance.model_validate_json(Path(rec.sidecar).read_text())
         assert prov.output_sha256 == rec.sha256
         assert prov.model.name == "vae3d" and prov.model.version == "1" and prov.model.alias == "champion"
         assert prov.model.run_id and len(prov.model.weights_sha256) == 64
@@ -39,7 +39,7 @@ def test_synthetic_counts_affine_sidecars_determinism_and_rerun(trained, tmp_pat
     img = nib.load(first.outputs[0].path)
     assert img.shape == (24, 24, 24)
     # stored as scaled int16 by default; get_fdata gives the [0, 1] image back
-    assert img.get_data_dtype() == np.int16 and 0 <= img.get_fdata().min() and img.get_fdata().max() <= 1
+    assert img.get_data_dtype() == np.int16 and img.get_fdata().min() >= 0 and img.get_fdata().max() <= 1
     np.testing.assert_allclose(np.sqrt((img.affine[:3, :3] ** 2).sum(0)), [6, 6, 6])
     assert not np.allclose(img.affine, np.eye(4))
     # same seed, another folder, written by two writer threads: byte-identical volumes
@@ -63,7 +63,7 @@ def test_synthetic_counts_affine_sidecars_determinism_and_rerun(trained, tmp_pat
     assert raw.request_key != first.request_key
     as_float = nib.load(raw.outputs[0].path)
     assert as_float.get_data_dtype() == np.float32
-    np.testing.assert_allclose(as_float.get_fdata(), img.get_fdata(), atol=io.INT16_STEP)
+    np.testing.assert_allclose(as_float.get_fdata(), img.get_fdata(), atol=nifti.INT16_STEP)
 
 
 def _lps_oblique(path, seed=0, lesion=False):
@@ -98,8 +98,8 @@ def test_denoise_and_anomaly_share_the_inputs_grid(trained, tmp_path, mode):
     assert out.shape == src.shape
     assert out.get_data_dtype() == (np.float32 if mode == "anomaly" else np.int16)
     np.testing.assert_allclose(out.affine, src.affine, atol=1e-4)
-    prov = Provenance.model_validate_json(open(manifest.outputs[0].sidecar).read())
-    assert prov.input_sha256 == io.sha256_file(path)
+    prov = Provenance.model_validate_json(Path(manifest.outputs[0].sidecar).read_text())
+    assert prov.input_sha256 == files.sha256_file(path)
     if mode == "anomaly":
         assert "score" in prov.parameters and "score_threshold" in prov.parameters
 
@@ -147,7 +147,7 @@ def test_super_resolve_output_grid_and_intensity_scale(trained, tmp_path):
     rot[:3, :3] = Rotation.from_euler("zx", [15, -6], degrees=True).as_matrix()
     aff = rot @ np.diag([8.0, 8.0, 12.0, 1.0])
     path = tmp_path / "thick.nii.gz"
-    io.save_volume(path, (image * 700).astype(np.float32), aff)
+    nifti.save_volume(path, (image * 700).astype(np.float32), aff)
     req = GenerationRequest(mode="super-resolve", inputs=(str(path),), factor=2)
     manifest = run_generate(req, settings, str(tmp_path / "sr"))
     _check_outputs(manifest, 1)
@@ -157,7 +157,7 @@ def test_super_resolve_output_grid_and_intensity_scale(trained, tmp_path):
     np.testing.assert_allclose(out.affine, want_aff, atol=1e-4)
     assert "".join(nib.aff2axcodes(out.affine)) == "".join(nib.aff2axcodes(aff))
     assert Path(manifest.outputs[0].path).name == "thick_superres.nii.gz"
-    prov = Provenance.model_validate_json(open(manifest.outputs[0].sidecar).read())
+    prov = Provenance.model_validate_json(Path(manifest.outputs[0].sidecar).read_text())
     lo, hi = prov.parameters["intensity_range"]
     assert hi > 100 and out.get_fdata().max() > 100  # the input's units
     unit = run_generate(req.model_copy(update={"intensity": "unit"}), settings, str(tmp_path / "unit"))
@@ -165,9 +165,9 @@ def test_super_resolve_output_grid_and_intensity_scale(trained, tmp_path):
     # back-projected by default: averaged onto the input's voxels, the output gives the input back
     assert prov.parameters["back_projected"] is True
     alone = run_generate(req.model_copy(update={"fusion": False}), settings, str(tmp_path / "alone"))
-    assert "back_projected" not in json.loads(open(alone.outputs[0].sidecar).read())["parameters"]
+    assert "back_projected" not in json.loads(Path(alone.outputs[0].sidecar).read_text())["parameters"]
     measured = torch.from_numpy(image * 700).float().clip(lo, hi)[None, None]
-    gap = lambda p: float((F.adaptive_avg_pool3d(torch.from_numpy(nib.load(p).get_fdata()).float()[None, None],  # noqa: E731
+    gap = lambda p: float((F.adaptive_avg_pool3d(torch.from_numpy(nib.load(p).get_fdata()).float()[None, None],
                                                  (24, 24, 16)) - measured).abs().mean())
     assert gap(manifest.outputs[0].path) < 0.5 * gap(alone.outputs[0].path)
 
@@ -177,7 +177,7 @@ def test_outputs_are_reused_only_for_the_same_request(trained, tmp_path):
     input, pinned model version and parameters. Same-named inputs get distinct outputs."""
     from mlflow.tracking import MlflowClient
 
-    settings, src = trained
+    settings, _src = trained
     # two sites, one file name, different scans: two outputs, neither lost
     for site, seed in (("siteA", 1), ("siteB", 2)):
         good(tmp_path / site / "sub-001_T1w.nii.gz", seed=seed, shape=(32, 32, 32))
@@ -196,7 +196,7 @@ def test_outputs_are_reused_only_for_the_same_request(trained, tmp_path):
     hot = run_generate(syn.model_copy(update={"temperature": 3.0, "dtype": "float32"}), settings, str(tmp_path / "syn"))
     assert hot.skipped_existing == 0 and hot.regenerated == 2
     for r in hot.outputs:
-        prov = Provenance.model_validate_json(open(r.sidecar).read())
+        prov = Provenance.model_validate_json(Path(r.sidecar).read_text())
         assert prov.parameters["temperature"] == 3.0 and nib.load(r.path).get_data_dtype() == np.float32
     assert run_generate(syn.model_copy(update={"temperature": 3.0, "dtype": "float32"}), settings,
                         str(tmp_path / "syn")).skipped_existing == 2
@@ -210,7 +210,7 @@ def test_outputs_are_reused_only_for_the_same_request(trained, tmp_path):
         client.set_registered_model_alias("vae3d", "champion", v2.version)
         moved = run_generate(syn, settings, str(tmp_path / "syn"))
         assert moved.model.version == str(v2.version) and moved.regenerated == 2
-        assert all(Provenance.model_validate_json(open(r.sidecar).read()).model.version == str(v2.version)
+        assert all(Provenance.model_validate_json(Path(r.sidecar).read_text()).model.version == str(v2.version)
                    for r in moved.outputs)
         assert moved.request_key != run_generate(syn.model_copy(update={"model_uri": "models:/vae3d/1"}), settings,
                                                  str(tmp_path / "v1")).request_key
@@ -225,7 +225,7 @@ def test_a_folder_in_the_way_of_an_output_is_a_clear_error(trained, tmp_path):
     settings, _ = trained
     out = tmp_path / "out"
     (out / "synthetic_seed0_000001.json").mkdir(parents=True)  # where the second output's sidecar goes
-    with pytest.raises(PipelineError, match="synthetic_seed0_000001.json is a folder") as info:
+    with pytest.raises(PipelineError, match=r"synthetic_seed0_000001\.json is a folder") as info:
         run_generate(GenerationRequest(mode="synthetic", n=3, seed=0, batch_size=1), settings, str(out))
     assert "move or rename that folder" in info.value.fix
     assert (out / "synthetic_seed0_000000.json").is_file(), "the outputs before it are kept"

@@ -7,13 +7,13 @@ import json
 import shutil
 
 import pytest
+from nifti_factory import crafted_bad_files, good
 from typer.testing import CliRunner
 
 from data_contracts import Manifest, QuarantineReport
 from flows.cli import app
 from flows.ingest import run_ingest
 from flows.settings import load_settings
-from nifti_factory import crafted_bad_files, good
 
 
 def _digests(folder):
@@ -53,15 +53,15 @@ def test_ingest_batch_of_good_and_bad(prefect_server, tmp_path, mixed):
 
 
 def test_ingest_rerun_is_incremental_and_split_is_stable(prefect_server, tmp_path, mixed, monkeypatch):
-    src, goods, _ = mixed
+    src, _goods, _ = mixed
     settings = load_settings(workspace=tmp_path / "ws")
     first, _ = run_ingest([str(src)], settings)
 
-    import data_contracts.nifti as nifti
+    from vae3d import nifti  # what the contract check reads files with (vae3d.validate)
 
     reads = []
-    original = nifti.io.read_raw
-    monkeypatch.setattr(nifti.io, "read_raw", lambda p: reads.append(p) or original(p))
+    original = nifti.read_raw
+    monkeypatch.setattr(nifti, "read_raw", lambda p: reads.append(p) or original(p))
     new = good(src / "late_arrival.nii.gz", seed=42)
     second, quarantine = run_ingest([str(src)], settings)
 

@@ -10,8 +10,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from flows.cli import mlflow_ui_command
 from net import free_port
+
+from flows.tracking import mlflow_ui_command
 
 
 def _get(url: str) -> dict:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from nifti_factory import good
 
 from data_contracts import DatasetIndex, QuarantineReport
 from flows.ingest import run_ingest
 from flows.preprocess import run_preprocess
 from flows.settings import load_settings
-from nifti_factory import good
-from vae3d.preprocessing import PreprocessCache
-from vae3d.preprocessing import stage
+from vae3d.preprocessing import PreprocessCache, stage
 
 
 @pytest.fixture
@@ -42,7 +41,8 @@ def test_cache_hit_on_rerun_miss_after_settings_change(ingested, monkeypatch):
     second = run_preprocess(settings)
     assert calls == [], "a re-run with the same settings reads the cache"
     assert [i.cache_digest for i in second.items] == [i.cache_digest for i in first.items]
-    changed = settings.model_copy(update={"preprocess": settings.preprocess.model_copy(update={"upper_percentile": 99.0})})
+    changed = settings.model_copy(
+        update={"preprocess": settings.preprocess.model_copy(update={"upper_percentile": 99.0})})
     third = run_preprocess(changed)
     assert len(calls) == 5 and third.settings_key != first.settings_key
     index = DatasetIndex.read(settings.workspace / "dataset_index.json")
@@ -50,7 +50,7 @@ def test_cache_hit_on_rerun_miss_after_settings_change(ingested, monkeypatch):
     item = PreprocessCache(settings.workspace / "cache" / "preprocess" / third.settings_key).load(
         third.items[0].source_sha256
     )
-    assert item.image.shape == (1, 16, 16, 16) and 0 <= item.image.min() and item.image.max() <= 1
+    assert item.image.shape == (1, 16, 16, 16) and item.image.min() >= 0 and item.image.max() <= 1
 
 
 def test_corrupt_cache_entry_is_rebuilt_not_used(ingested, monkeypatch):

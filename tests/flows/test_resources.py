@@ -41,7 +41,8 @@ def test_model_map_keeps_order_and_bounds_the_calls_in_flight():
 
     # two callers at once, as two Prefect task threads would be
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda r: list(resources.model_map(slow_square, r, lanes=2)), [range(20), range(20, 40)]))
+        results = list(pool.map(lambda r: list(resources.model_map(slow_square, r, lanes=2)),
+                                [range(20), range(20, 40)]))
     assert results == [[i * i for i in range(20)], [i * i for i in range(20, 40)]]
     assert peak[0] <= 2  # never more calls running than lanes
 

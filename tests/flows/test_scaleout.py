@@ -11,10 +11,10 @@ import nibabel as nib
 import numpy as np
 import yaml
 from mlflow.tracking import MlflowClient
+from net import free_port
 
 from data_contracts.generation import GenerationRequest
-from net import free_port
-from vae3d import io
+from vae3d import nifti
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,7 +65,7 @@ def test_generate_on_a_dask_cluster_matches_the_thread_runner(trained, tmp_path)
     assert [Path(r.path).name for r in dask.outputs] == [Path(r.path).name for r in threads.outputs]
     # Dask workers run torch with another thread count, so the last float bits may differ,
     # and move a value across an int16 rounding boundary: one step at most
-    for a, b in zip(dask.outputs, threads.outputs):
+    for a, b in zip(dask.outputs, threads.outputs, strict=True):
         np.testing.assert_allclose(nib.load(a.path).get_fdata(), nib.load(b.path).get_fdata(),
-                                   atol=io.INT16_STEP + 1e-5)
+                                   atol=nifti.INT16_STEP + 1e-5)
         np.testing.assert_array_equal(nib.load(a.path).affine, nib.load(b.path).affine)

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from nifti_factory import good
 from pydantic import ValidationError
 
 from flows.settings import load_settings
-from nifti_factory import good
 
 
 def test_precedence_flags_env_file_defaults(tmp_path, monkeypatch):
@@ -37,7 +37,7 @@ def test_yaml_config_and_nested_env(tmp_path, monkeypatch):
 
 def test_bad_values_are_named(tmp_path, monkeypatch):
     monkeypatch.setenv("VAE3D_TRAIN__EPOCHS", "0")
-    with pytest.raises(ValidationError, match="train.epochs"):
+    with pytest.raises(ValidationError, match=r"train\.epochs"):
         load_settings()
     monkeypatch.delenv("VAE3D_TRAIN__EPOCHS")
     with pytest.raises(ValidationError, match="sum to 1"):
@@ -85,5 +85,5 @@ def test_the_generate_device_is_a_setting(tmp_path, monkeypatch):
     monkeypatch.setenv("VAE3D_GENERATE__DEVICE", "cpu")
     assert load_settings(workspace=tmp_path).generate.device == "cpu"
     monkeypatch.setenv("VAE3D_GENERATE__DEVICE", "graphics-card")
-    with pytest.raises(ValueError, match="generate.device"):
+    with pytest.raises(ValueError, match=r"generate\.device"):
         load_settings(workspace=tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -35,7 +36,7 @@ def test_train_registers_champion_then_worse_run_stays_candidate(preprocessed):
                          ("reconstructions", "restoration", "prior_samples", "latent_traversal", "loss_curves")}
     top = {a.path for a in client.list_artifacts(first["run_id"])}
     assert {"model_card.md", "settings.json", "checkpoint"} <= top
-    card = open(client.download_artifacts(first["run_id"], "model_card.md", str(settings.workspace))).read()
+    card = Path(client.download_artifacts(first["run_id"], "model_card.md", str(settings.workspace))).read_text()
     assert "Starting weights: **from scratch**" in card and "restore corrupted inputs" in card
     assert run.inputs.dataset_inputs, "the dataset is logged as a run input"
 
@@ -90,8 +91,8 @@ print(json.dumps({{"recon": list(r.shape), "anomaly": list(a.shape), "embed": li
 def test_interrupted_training_resumes_in_the_same_mlflow_run(preprocessed):
     """A re-run with the same data and settings continues the checkpoint and the run."""
     settings = preprocessed
-    from flows.train import run_key, start_run
     from data_contracts import DatasetIndex
+    from flows.train import run_key, start_run
 
     index = DatasetIndex.read(settings.workspace / "dataset_index.json")
     key = run_key(index, settings)

@@ -14,9 +14,9 @@ def test_heartbeats_are_off_only_for_runs_on_a_temporary_server():
         with local_prefect_mode():
             assert get_current_settings().flows.heartbeat_frequency is None
         assert get_current_settings().flows.heartbeat_frequency == default
-    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
-        with local_prefect_mode():  # a real server watches heartbeats to find crashed runs
-            assert get_current_settings().flows.heartbeat_frequency == default
+    # a real server watches heartbeats to find crashed runs
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}), local_prefect_mode():
+        assert get_current_settings().flows.heartbeat_frequency == default
 
 
 def test_a_fresh_process_gives_the_temporary_server_time_to_start_on_a_loaded_machine(tmp_path):
@@ -30,7 +30,7 @@ def test_a_fresh_process_gives_the_temporary_server_time_to_start_on_a_loaded_ma
             "from prefect.settings import get_current_settings;"
             "print(get_current_settings().server.ephemeral.startup_timeout_seconds)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    run = lambda e: subprocess.run([sys.executable, "-c", code, str(tmp_path / "ws")], env=e,  # noqa: E731
+    run = lambda e: subprocess.run([sys.executable, "-c", code, str(tmp_path / "ws")], env=e,
                                    capture_output=True, text=True, timeout=120, check=True).stdout.split()[-1]
     assert float(run(env)) == 180
     assert float(run({**env, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "45"})) == 45

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 
+from nifti_factory import good
+
 from data_contracts import Manifest
 from data_contracts.generation import GenerationRequest, RunManifest
 from flows.generate import run_generate
 from flows.ingest import run_ingest
 from flows.settings import load_settings
-from nifti_factory import good
-from vae3d import io
+from vae3d import files
 
 
 def _race(*calls):
@@ -19,7 +20,7 @@ def _race(*calls):
     def go(i, fn):
         try:
             results[i] = fn()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=go, args=(i, fn)) for i, fn in enumerate(calls)]
@@ -37,7 +38,8 @@ def test_two_ingests_on_one_workspace(prefect_server, tmp_path):
         good(a / f"a{i}.nii.gz", seed=i)
         good(b / f"b{i}.nii.gz", seed=100 + i)
     settings = load_settings(workspace=tmp_path / "ws")
-    first, second = _race(lambda: run_ingest([str(a), str(b)], settings), lambda: run_ingest([str(a), str(b)], settings))
+    first, second = _race(lambda: run_ingest([str(a), str(b)], settings),
+                          lambda: run_ingest([str(a), str(b)], settings))
     on_disk = Manifest.read(tmp_path / "ws" / "manifest.json")
     assert len(on_disk.rows) == 12 == len({r.header.sha256 for r in on_disk.rows})
     assert {r.id for r in first[0].rows} == {r.id for r in second[0].rows} == {r.id for r in on_disk.rows}
@@ -49,11 +51,11 @@ def test_two_generate_runs_into_one_folder(trained, tmp_path):
     out = tmp_path / "shared"
     req = GenerationRequest(mode="synthetic", n=8, seed=9, batch_size=2)
     m1, m2 = _race(lambda: run_generate(req, settings, str(out)), lambda: run_generate(req, settings, str(out)))
-    files = sorted(out.glob("synthetic_*.nii.gz"))
-    assert len(files) == 8 and len(list(out.glob("synthetic_*.json"))) == 8
+    vols = sorted(out.glob("synthetic_*.nii.gz"))
+    assert len(vols) == 8 and len(list(out.glob("synthetic_*.json"))) == 8
     assert m1.skipped_existing + m2.skipped_existing == 8, "one run made them, the other found them complete"
     final = RunManifest.read(out / "run_manifest.json")
-    assert [io.sha256_file(p) for p in files] == [r.sha256 for r in sorted(final.outputs, key=lambda r: r.path)]
+    assert [files.sha256_file(p) for p in vols] == [r.sha256 for r in sorted(final.outputs, key=lambda r: r.path)]
 
 
 def _cli_env(**extra) -> dict:

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from data_contracts.generation import RunManifest
-from vae3d import io
-from vae3d.training import load_checkpoint
+from vae3d import files
+from vae3d.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = """
@@ -50,10 +50,10 @@ def test_sigkill_mid_epoch_resumes_to_identical_weights(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(TRAIN_SCRIPT)
     run = [sys.executable, str(script)]
-    subprocess.run(run + [str(tmp_path / "straight")], env=_env(), cwd=ROOT, check=True, timeout=600)
+    subprocess.run([*run, str(tmp_path / "straight")], env=_env(), cwd=ROOT, check=True, timeout=600)
 
     ckpt = tmp_path / "killed"
-    proc = subprocess.Popen(run + [str(ckpt)], env=_env(), cwd=ROOT, start_new_session=True,
+    proc = subprocess.Popen([*run, str(ckpt)], env=_env(), cwd=ROOT, start_new_session=True,
                             stderr=subprocess.PIPE, text=True)
 
     def mid_epoch_two() -> bool:  # epoch 1 is checkpointed, epoch 2 is running
@@ -64,7 +64,7 @@ def test_sigkill_mid_epoch_resumes_to_identical_weights(tmp_path):
 
     _kill_when(proc, mid_epoch_two)
     assert load_checkpoint(ckpt / "last.pt")["epoch"] in (1, 2), "the last checkpoint is intact"
-    subprocess.run(run + [str(ckpt)], env=_env(), cwd=ROOT, check=True, timeout=600)
+    subprocess.run([*run, str(ckpt)], env=_env(), cwd=ROOT, check=True, timeout=600)
     assert not list(ckpt.glob(".*.tmp")), "no partial checkpoint is left behind"
 
     a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(ckpt / "last.pt")
@@ -80,15 +80,15 @@ def test_sigkill_mid_generation_then_rerun_gives_exactly_the_request(trained, tm
     env = {**_env(), "PREFECT_API_URL": PREFECT_API_URL.value()}
     cmd = [str(Path(sys.executable).parent / "vae3d"), "--workspace", str(settings.workspace), "generate",
            "synthetic", "--n", "150", "--seed", "5", "--batch-size", "2"]
-    subprocess.run(cmd + ["--out", str(tmp_path / "straight")], env=env, check=True, timeout=600,
+    subprocess.run([*cmd, "--out", str(tmp_path / "straight")], env=env, check=True, timeout=600,
                    capture_output=True)
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(cmd + ["--out", str(out)], env=env, start_new_session=True,
+    proc = subprocess.Popen([*cmd, "--out", str(out)], env=env, start_new_session=True,
                             stderr=subprocess.PIPE, text=True)
     _kill_when(proc, lambda: len(list(out.glob("synthetic_*.json"))) >= 6)
     assert len(list(out.glob("synthetic_*.json"))) < 150, "killed before the end"
-    rerun = subprocess.run(cmd + ["--out", str(out)], env=env, timeout=600, capture_output=True, text=True)
+    rerun = subprocess.run([*cmd, "--out", str(out)], env=env, timeout=600, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
 
     volumes = sorted(out.glob("synthetic_*.nii.gz"))
@@ -98,18 +98,19 @@ def test_sigkill_mid_generation_then_rerun_gives_exactly_the_request(trained, tm
     assert manifest.skipped_existing >= 6
     assert sorted(Path(r.path).name for r in manifest.outputs) == [p.name for p in volumes]
     for record in manifest.outputs:
-        assert io.sha256_file(Path(record.path)) == record.sha256
-    straight = {Path(r.path).name: r.sha256 for r in RunManifest.read(tmp_path / "straight" / "run_manifest.json").outputs}
+        assert files.sha256_file(Path(record.path)) == record.sha256
+    straight_run = RunManifest.read(tmp_path / "straight" / "run_manifest.json")
+    straight = {Path(r.path).name: r.sha256 for r in straight_run.outputs}
     assert {Path(r.path).name: r.sha256 for r in manifest.outputs} == straight
 
 
 def test_a_killed_preprocess_leaves_no_partial_cache_file_after_the_next_run(prefect_server, tmp_path):
+    from nifti_factory import good
     from prefect.settings import PREFECT_API_URL
 
     from data_contracts import DatasetIndex
     from flows.ingest import run_ingest
     from flows.settings import load_settings
-    from nifti_factory import good
 
     src, ws = tmp_path / "src", tmp_path / "ws"
     for i in range(20):

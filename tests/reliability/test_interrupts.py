@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from data_contracts.generation import RunManifest
-from vae3d import io
+from vae3d import files
 
 STOP_WITHIN_S = 15  # seconds, against the minutes the 5000 volumes would take
 
@@ -68,7 +68,7 @@ def test_an_interrupt_stops_generate_within_seconds_with_a_consistent_run_manife
     assert 4 <= len(on_disk) < 5000
     assert sorted(Path(r.path).name for r in manifest.outputs) == on_disk, "the manifest lists what is on disk"
     for record in manifest.outputs:
-        assert io.sha256_file(Path(record.path)) == record.sha256
+        assert files.sha256_file(Path(record.path)) == record.sha256
         assert Path(record.path).with_suffix("").with_suffix(".json").exists()
     assert not [p for p in out.iterdir() if ".tmp" in p.name], "no partial file is left"
     if temporary:  # the server logged to its file, not to the user's terminal

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from nifti_factory import good
 
 VAE3D = str(Path(sys.executable).parent / "vae3d")
@@ -91,7 +90,7 @@ def test_a_truncated_manifest_names_the_file_and_ingest_rebuilds_it(prefect_serv
     run_ingest([str(src)], settings)
     manifest = tmp_path / "ws" / "manifest.json"
     manifest.write_text(manifest.read_text()[:300])  # cut short, as a full disk leaves it
-    with pytest.raises(PipelineError, match="manifest.json is not a valid Manifest") as info:
+    with pytest.raises(PipelineError, match=r"manifest\.json is not a valid Manifest") as info:
         run_preprocess(settings)
     assert "vae3d ingest" in info.value.fix
     rebuilt, _ = run_ingest([str(src)], settings)

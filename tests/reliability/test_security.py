@@ -9,14 +9,14 @@ import os
 import mlflow
 import pytest
 import torch
+from nifti_factory import good
 
 from data_contracts import PipelineError, QuarantineReport
 from data_contracts.paths import PathEscape, confine
 from flows.ingest import run_ingest
 from flows.preprocess import run_preprocess
 from flows.settings import load_settings
-from nifti_factory import good
-from vae3d.training import load_checkpoint
+from vae3d.checkpoint import load_checkpoint
 
 
 def test_confine_rejects_dotdot_and_symlink_escapes(tmp_path):

@@ -11,10 +11,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from net import free_port
 
 from flows import tracking
 from flows.train import train_flow
-from net import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -35,7 +35,8 @@ def test_unreachable_tracking_server_is_a_clear_bounded_error(preprocessed, monk
         train_flow(settings)
     assert uri in str(info.value) and "nothing was trained" in str(info.value)
     assert time.monotonic() - start < 180
-    assert not (settings.workspace / "checkpoints").exists() or not any((settings.workspace / "checkpoints").rglob("*.pt"))
+    checkpoints = settings.workspace / "checkpoints"
+    assert not checkpoints.exists() or not any(checkpoints.rglob("*.pt"))
 
 
 class MlflowServer:
@@ -53,14 +54,16 @@ class MlflowServer:
             [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
              "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "1"],
-            env=env, stdout=open(self.root / "server.log", "a"), stderr=subprocess.STDOUT, start_new_session=True)
+            env=env, stdout=open(self.root / "server.log", "a"),  # noqa: SIM115 - the child holds it
+            stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 120
         while True:
             try:
                 urllib.request.urlopen(self.uri + "/health", timeout=2)
                 return
             except OSError:
-                assert self.proc.poll() is None and time.monotonic() < deadline, (self.root / "server.log").read_text()[-2000:]
+                alive = self.proc.poll() is None and time.monotonic() < deadline
+                assert alive, (self.root / "server.log").read_text()[-2000:]
                 time.sleep(0.5)
 
     def kill(self) -> None:
@@ -74,7 +77,8 @@ def test_checkpoint_survives_a_dead_server_and_registration_is_retried(preproces
     subprocess.run([str(BIN / "mlflow"), "db", "upgrade", f"sqlite:///{tmp_path / 'mlflow.db'}"], check=True,
                    capture_output=True)
     server.start()
-    settings = preprocessed.model_copy(update={"mlflow": preprocessed.mlflow.model_copy(update={"tracking_uri": server.uri})})
+    settings = preprocessed.model_copy(
+        update={"mlflow": preprocessed.mlflow.model_copy(update={"tracking_uri": server.uri})})
     epochs = settings.train.epochs
     original = tracking.MlflowCallback.on_epoch_end
 

@@ -7,10 +7,9 @@ import subprocess
 
 import pytest
 
-from data_contracts.generation import GenerationRequest
-from data_contracts.generation import Provenance
+from data_contracts.generation import GenerationRequest, Provenance
 from flows.generate import run_generate
-from vae3d import io
+from vae3d import files
 from vae3d.outputs import sidecar_path
 
 
@@ -28,7 +27,7 @@ def tiny_fs(tmp_path):
 
 
 def _snapshot(folder):
-    return {p: io.sha256_file(p) for p in folder.rglob("*") if p.is_file()}
+    return {p: files.sha256_file(p) for p in folder.rglob("*") if p.is_file()}
 
 
 def test_disk_full_gives_a_clear_error_and_no_partial_output(trained, tiny_fs):
@@ -45,7 +44,7 @@ def test_disk_full_gives_a_clear_error_and_no_partial_output(trained, tiny_fs):
     for volume in (tiny_fs / "out").glob("*.nii.gz"):  # what was finished is complete or absent
         side = sidecar_path(volume)
         if side.exists():
-            assert Provenance.model_validate_json(side.read_text()).output_sha256 == io.sha256_file(volume)
+            assert Provenance.model_validate_json(side.read_text()).output_sha256 == files.sha256_file(volume)
     assert _snapshot(settings.workspace / "checkpoints") == ckpts
     assert _snapshot(src) == inputs
 

@@ -25,7 +25,7 @@ def test_corrupt_is_seeded_and_leaves_its_input_untouched():
     a, b, c = corrupt(x, cfg, seed=5), corrupt(x, cfg, seed=5), corrupt(x, cfg, seed=6)
     assert torch.equal(x, before)  # the clean volume (the loss target) is never modified
     assert torch.equal(a, b) and not torch.equal(a, c)
-    assert a.shape == x.shape and 0 <= float(a.min()) and float(a.max()) <= 1
+    assert a.shape == x.shape and float(a.min()) >= 0 and float(a.max()) <= 1
     assert float((a - x).abs().mean()) > 0.02
     # prob 0: a clean copy, not the same tensor
     clean = corrupt(x, RestorationConfig(prob=0.0), seed=5)

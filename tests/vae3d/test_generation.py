@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vae3d import io
+from vae3d import nifti
 from vae3d.generation import latent_variants, quantize, synthesize
 from vae3d.model import VAE3D
 
@@ -34,7 +34,7 @@ def test_torch_quantize_matches_the_numpy_writer():
     vols[0, 0, 0, 0, :3] = torch.tensor([0.5 / 32767, 1.5 / 32767, 1.0])
     q = quantize(vols)
     assert q.dtype == torch.int16
-    assert np.array_equal(q.numpy(), io.quantize(vols.numpy()))
+    assert np.array_equal(q.numpy(), nifti.quantize(vols.numpy()))
 
 
 def test_latents_are_drawn_on_the_cpu_whatever_the_models_device():

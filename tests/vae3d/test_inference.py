@@ -36,7 +36,7 @@ def test_fusion_keeps_a_clean_input_and_restores_a_noisy_one():
     noisy = add_rician(clean, 0.2, seed=2)
     fused = inference.fuse(noisy, clean, 0.01)  # a near-perfect restoration of a very noisy input
     assert float((fused - clean).abs().mean()) < 0.2 * float((noisy - clean).abs().mean())
-    err = lambda v: float((v - clean)[head].pow(2).mean())  # noqa: E731
+    err = lambda v: float((v - clean)[head].pow(2).mean())
     noisy = add_rician(clean, rmse, seed=3)  # noise as large as the restoration's error
     mid = inference.fuse(noisy, blurred, rmse)
     assert err(mid) < min(err(noisy), err(blurred))
@@ -54,7 +54,7 @@ def test_back_projection_agrees_with_the_low_resolution_data_and_keeps_the_estim
     out = inference.back_project(estimate, low)
     assert out.shape == clean.shape
     assert float((F.avg_pool3d(out, 2) - low).abs().max()) < 0.01
-    err = lambda v: float((v - clean).pow(2).mean().sqrt())  # noqa: E731
+    err = lambda v: float((v - clean).pow(2).mean().sqrt())
     assert err(out) < 0.3 * err(estimate)
     cubic = inference.cubic_resize(low, (32, 32, 32))
     assert err(out) < err(cubic), "the estimate's fine detail survives"
@@ -71,7 +71,7 @@ def test_detail_gain_scales_the_models_detail_and_keeps_the_data():
     low = F.avg_pool3d(clean, 2)
     cubic_bp = inference.back_project(inference.cubic_resize(low, (32, 32, 32)), low)
     half = cubic_bp + 0.5 * (clean - cubic_bp)  # the right detail at half its amplitude
-    err = lambda v: float((v - clean).pow(2).mean().sqrt())  # noqa: E731
+    err = lambda v: float((v - clean).pow(2).mean().sqrt())
     assert torch.equal(inference.amplify_detail(half, low, 1.0), half)
     assert torch.allclose(inference.amplify_detail(half, low, 0.0), cubic_bp, atol=1e-5)
     doubled = inference.amplify_detail(half, low, 2.0)

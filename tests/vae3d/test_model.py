@@ -24,7 +24,7 @@ def test_shapes(kwargs, size, latent):
     mu, logvar = model.encode(x)
     assert mu.shape == logvar.shape == (2, *latent)
     assert model.latent_shape == latent
-    recon, mu2, _ = model(x)
+    recon, _mu2, _ = model(x)
     assert recon.shape == x.shape
     assert model.reconstruct(x).shape == x.shape
     assert model.decode(mu).shape == x.shape

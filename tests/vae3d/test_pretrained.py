@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from vae3d import pretrained
+from vae3d.checkpoint import load_checkpoint
 from vae3d.pretrained.build import build
-from vae3d.training import TrainConfig, build_model, load_checkpoint
+from vae3d.training import TrainConfig, build_model
 
 
 @pytest.mark.slow
@@ -33,8 +34,8 @@ def test_pretrained_init_refuses_another_architecture_with_the_fix(tmp_path, mon
         with pytest.raises(pretrained.PretrainedUnavailable, match="--init scratch"):
             build_model(cfg, 16)
         return
-    with pytest.raises(pretrained.PretrainedUnavailable, match="default train.model settings.*--init scratch"):
+    with pytest.raises(pretrained.PretrainedUnavailable, match=r"default train\.model settings.*--init scratch"):
         build_model(cfg, 16)
     monkeypatch.setattr(pretrained, "WEIGHTS", tmp_path / "missing.pt")
-    with pytest.raises(pretrained.PretrainedUnavailable, match="missing.*reinstall"):
+    with pytest.raises(pretrained.PretrainedUnavailable, match=r"missing.*reinstall"):
         build_model(TrainConfig(init="pretrained"), 64)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from data_contracts import inspect_volume
 from vae3d.sample_data import CohortSpec, phantom, write_cohort
+from vae3d.validate import inspect_volume
 
 
 def test_phantom_is_seeded_and_varies_with_seed():
@@ -25,7 +25,7 @@ def test_cohort_same_seed_same_bytes(tmp_path):
     spec = CohortSpec(n=2, seed=5, spacing_mm=4.0, lesion_fraction=1.0)
     a = write_cohort(tmp_path / "a", spec)
     b = write_cohort(tmp_path / "b", spec)
-    for pa, pb in zip(a, b):
+    for pa, pb in zip(a, b, strict=True):
         assert pa.read_bytes() == pb.read_bytes()
     assert (tmp_path / "a" / "participants.tsv").read_text() == (tmp_path / "b" / "participants.tsv").read_text()
     masks = sorted((tmp_path / "a" / "derivatives" / "lesions").glob("*.nii.gz"))

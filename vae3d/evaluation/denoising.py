@@ -12,6 +12,7 @@ from skimage.restoration import denoise_nl_means
 
 from vae3d.metrics import psnr_ssim
 from vae3d.preprocessing.augment import plain
+from vae3d.seeding import derive_seed
 
 
 def add_rician(volumes: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
@@ -19,7 +20,7 @@ def add_rician(volumes: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
     out = []
     for i, v in enumerate(volumes):
         t = RandRicianNoise(prob=1.0, std=sigma, sample_std=False)
-        t.set_random_state(seed=seed * 7919 + i)
+        t.set_random_state(seed=derive_seed(seed, "rician", i))
         out.append(plain(t(v)).float())
     return torch.stack(out)
 

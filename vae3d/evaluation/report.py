@@ -35,7 +35,8 @@ def markdown(results: dict) -> str:
     s = r["synthesis"]
     lines += ["", "## Synthesis", "",
               f"- samples: {s['n']} (seed {s['seed']})",
-              f"- Wasserstein distance of in-brain intensity histograms, synthetic vs test: {_f(s['histogram_wasserstein'], 4)}",
+              "- Wasserstein distance of in-brain intensity histograms, synthetic vs test: "
+              f"{_f(s['histogram_wasserstein'], 4)}",
               f"- diversity, mean pairwise SSIM among samples (lower = more diverse): {_f(s['diversity_ssim'])}",
               "", "| tissue band | real (mean ± sd) | synthetic (mean ± sd) |", "|---|---|---|"]
     for band, (mr, sr) in s["tissue_real"].items():

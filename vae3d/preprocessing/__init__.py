@@ -7,6 +7,11 @@ from vae3d.preprocessing.inverse import template_affine, to_original_space
 from vae3d.preprocessing.transforms import build_preprocess, preprocess_volume
 
 __all__ = [
-    "build_augment", "CachedVolume", "PreprocessCache", "template_affine",
-    "to_original_space", "build_preprocess", "preprocess_volume",
+    "CachedVolume",
+    "PreprocessCache",
+    "build_augment",
+    "build_preprocess",
+    "preprocess_volume",
+    "template_affine",
+    "to_original_space",
 ]

@@ -9,13 +9,13 @@ Loading uses ``allow_pickle=False``: a cache file cannot execute code.
 from __future__ import annotations
 
 import hashlib
-import io as _io
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from vae3d.io import atomic_write_bytes
+from vae3d.files import atomic_write_bytes
 
 _FIELDS = ("image", "affine", "original_affine", "original_shape")
 
@@ -44,7 +44,7 @@ class PreprocessCache:
         return self.root / f"{sha256}.npz"
 
     def store(self, sha256: str, item: CachedVolume) -> Path:
-        buf = _io.BytesIO()
+        buf = io.BytesIO()
         np.savez(buf, digest=np.array(item.digest()), **{k: getattr(item, k) for k in _FIELDS})
         path = self.path_for(sha256)
         atomic_write_bytes(path, buf.getvalue())
@@ -59,6 +59,6 @@ class PreprocessCache:
             with np.load(path, allow_pickle=False) as z:
                 item = CachedVolume(**{k: z[k] for k in _FIELDS})
                 expected = str(z["digest"])
-        except Exception:  # noqa: BLE001 - damaged bytes fail in many ways (zipfile raises even
+        except Exception:
             return None  # NotImplementedError); each one means "rebuild", none may escape
         return item if item.digest() == expected else None

@@ -8,7 +8,7 @@ and the two intensities that the percentile scaling mapped to 0 and 1.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +16,8 @@ import torch
 from monai.transforms import Compose
 from nibabel.affines import voxel_sizes
 
-from vae3d import io
-from vae3d.preprocessing.transforms import KEY, INTENSITY_RANGE
+from vae3d import files, nifti
+from vae3d.preprocessing.transforms import INTENSITY_RANGE, KEY
 
 
 @dataclass(frozen=True)
@@ -30,32 +30,29 @@ class PreparedInput:
     original_shape: tuple[int, int, int]
     sha256: str
     intensity_range: tuple[float, float]  # input intensities mapped to 0 and 1
-    original: np.ndarray | None = None  # (X, Y, Z) the input's own voxels in [0, 1], when asked for
+    raw: bytes = field(default=b"", repr=False)  # the file's bytes, for ``measured``
+    path: str = ""
 
     def measured(self) -> torch.Tensor:
         """The input's own voxels on the model's intensity scale, (1, 1, X, Y, Z): what a
-        super-resolved output must agree with (``inference.back_project``)."""
-        if self.original is None:
-            raise ValueError("prepare_input(..., keep_original=True) keeps the input's voxels")
-        return torch.from_numpy(self.original)[None, None]
+        super-resolved output must agree with (``inference.back_project``). Decoded on demand."""
+        voxels = nifti.volume_from_image(nifti.image_from_bytes(self.raw, 2**40), self.path).array
+        lo, hi = self.intensity_range
+        original = np.clip((voxels - lo) / max(hi - lo, 1e-12), 0.0, 1.0).astype(np.float32)
+        return torch.from_numpy(original)[None, None]
 
 
-def prepare_input(path: Path, chain: Compose, keep_original: bool = False) -> PreparedInput:
-    """Read ``path`` once (for its sha256 and header) and preprocess it with ``chain``.
-    ``keep_original``: also keep the input's voxels, scaled like the model's input."""
-    raw = io.read_raw(Path(path))
-    header = io.parse_header(raw)
+def prepare_input(path: Path, chain: Compose) -> PreparedInput:
+    """Read ``path`` once (for its sha256, header and voxels) and preprocess it with ``chain``."""
+    raw = nifti.read_raw(Path(path))
+    header = nifti.parse_header(raw)
     out = chain({KEY: str(path)})[KEY]
     image = out.as_tensor().numpy().astype(np.float32, copy=False)
     lo, hi = out.meta.get(INTENSITY_RANGE, (0.0, 1.0))
-    original = None
-    if keep_original:
-        voxels = io.volume_from_image(io.image_from_bytes(raw, 2**40), path).array
-        original = np.clip((voxels - float(lo)) / max(float(hi) - float(lo), 1e-12), 0.0, 1.0).astype(np.float32)
     return PreparedInput(
         x=torch.from_numpy(image)[None], affine=out.affine.numpy().astype(np.float64),
         original_affine=header.get_best_affine(), original_shape=tuple(int(s) for s in header.get_data_shape()[:3]),
-        sha256=io.sha256_bytes(raw), intensity_range=(float(lo), float(hi)), original=original,
+        sha256=files.sha256_bytes(raw), intensity_range=(float(lo), float(hi)), raw=raw, path=str(path),
     )
 
 
@@ -83,7 +80,7 @@ def super_resolution_grid(
     target = np.asarray(model_spacing, dtype=np.float64)
     new = target if factor is None else np.maximum(zooms / float(factor), target)
     new = np.minimum(new, zooms)  # never coarser than the input
-    shape = tuple(max(1, int(round(n * z / s))) for n, z, s in zip(original_shape, zooms, new))
+    shape = tuple(max(1, round(n * z / s)) for n, z, s in zip(original_shape, zooms, new, strict=True))
     old = np.asarray(original_affine, dtype=np.float64)
     affine = np.eye(4)
     affine[:3, :3] = old[:3, :3] / zooms * new  # same direction cosines, new voxel sizes

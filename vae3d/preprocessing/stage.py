@@ -9,7 +9,7 @@ import numpy as np
 from monai.transforms import Compose
 
 from data_contracts import IndexItem, ManifestRow, QuarantineRecord, Reason
-from vae3d.io import atomic_write_bytes
+from vae3d.files import atomic_write_bytes
 from vae3d.preprocessing.cache import CachedVolume, PreprocessCache
 from vae3d.preprocessing.transforms import preprocess_volume
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms.utils_pytorch_numpy_unification import percentile
 from monai.transforms import (
     Compose,
     CropForegroundd,
@@ -26,8 +25,9 @@ from monai.transforms import (
     ScaleIntensityRangePercentilesd,
     Spacingd,
 )
+from monai.transforms.utils_pytorch_numpy_unification import percentile
 
-from vae3d import io
+from vae3d import nifti
 
 KEY = "image"
 INTENSITY_RANGE = "intensity_range"  # meta key: the input intensities scaled to 0 and 1
@@ -50,7 +50,7 @@ class AboveFraction:
 class LoadVolumed(MapTransform):
     """Load ``data[key]`` (a path) into a MetaTensor with its affine.
 
-    MONAI's ``LoadImaged`` would work too; this goes through ``vae3d.io`` so every read
+    MONAI's ``LoadImaged`` would work too; this goes through ``vae3d.nifti`` so every read
     in the project is bounded against decompression bombs and uses ISA-L gzip.
     """
 
@@ -61,7 +61,7 @@ class LoadVolumed(MapTransform):
     def __call__(self, data):
         d = dict(data)
         for key in self.key_iterator(d):
-            vol = io.load_volume(Path(d[key]), self.max_bytes)
+            vol = nifti.load_volume(Path(d[key]), self.max_bytes)
             d[key] = MetaTensor(
                 torch.from_numpy(vol.array),
                 affine=torch.as_tensor(vol.affine, dtype=torch.float64),

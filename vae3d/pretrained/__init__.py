@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from vae3d.checkpoint import load_checkpoint
 from vae3d.model import VAE3D
-from vae3d.training.checkpoint import load_checkpoint
 
 WEIGHTS = Path(__file__).parent / "vae3d_64cube_3mm.pt"
 PRETRAIN_SEED = 90_210
@@ -43,7 +43,7 @@ def load_pretrained(model: VAE3D) -> VAE3D:
         PretrainedUnavailable: the file is missing, or ``model`` is another architecture.
     """
     info = describe()
-    arch = lambda h: {k: v for k, v in h.items() if k != "logvar_init"}  # noqa: E731 - an init, not the architecture
+    arch = lambda h: {k: v for k, v in h.items() if k != "logvar_init"}
     if arch(info["hparams"]) != arch(model.hparams()):
         raise PretrainedUnavailable(
             f"the shipped pretrained weights are for {info['hparams']}, not this model's {model.hparams()}; "

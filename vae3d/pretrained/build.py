@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vae3d.checkpoint import save_checkpoint
 from vae3d.config import TrainConfig
-from vae3d.pretrained import PRETRAIN_SEED, WEIGHTS
+from vae3d.model import load_model
 from vae3d.preprocessing import build_preprocess, preprocess_volume
+from vae3d.pretrained import PRETRAIN_SEED, WEIGHTS
 from vae3d.sample_data import CohortSpec, write_cohort
-from vae3d.training import build_model, fit, load_model, save_checkpoint
+from vae3d.training import build_model, fit
 
 
 def build(n: int, epochs: int, out: Path = WEIGHTS, n_val: int = 6, progress: bool = True) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import functools
-import io as _io
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ import torch
 from monai.transforms import Rand3DElastic, RandBiasField, RandRicianNoise
 from nibabel.processing import resample_to_output
 
-from vae3d import io
+from vae3d import files, nifti
 from vae3d.sample_data.lesions import insert_lesions
 
 _TEMPLATE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
@@ -134,13 +134,13 @@ def thick_slice_copy(path: Path, out: Path, slice_mm: float = 6.0) -> Path:
     img = nib.load(str(path))
     data = np.asarray(img.get_fdata(dtype=np.float32))
     zooms = nib.affines.voxel_sizes(img.affine)
-    k = max(1, int(round(slice_mm / zooms[2])))
+    k = max(1, round(slice_mm / zooms[2]))
     n = data.shape[2] // k
     slabs = data[:, :, : n * k].reshape(data.shape[0], data.shape[1], n, k).mean(3)
     affine = img.affine.copy()
     affine[:3, 2] *= k
     affine[:3, 3] += img.affine[:3, 2] * (k - 1) / 2  # slab centres
-    return io.save_volume(Path(out), np.rint(slabs).astype(np.int16), affine, dtype=np.int16)
+    return nifti.save_volume(Path(out), np.rint(slabs).astype(np.int16), affine, dtype=np.int16)
 
 
 def write_cohort(
@@ -156,17 +156,17 @@ def write_cohort(
     for i in range(spec.n):
         image, affine, mask, params = synthesize_subject(spec, i)
         path = out / f"{params['subject']}_T1w.nii.gz"
-        io.save_volume(path, image, affine, dtype=np.int16)
+        nifti.save_volume(path, image, affine, dtype=np.int16)
         if params["lesions"]:
             mask_path = out / "derivatives" / "lesions" / f"{params['subject']}_T1w_lesionmask.nii.gz"
-            io.save_volume(mask_path, mask, affine, dtype=np.uint8)
+            nifti.save_volume(mask_path, mask, affine, dtype=np.uint8)
         rows.append(params)
         paths.append(path)
         if progress:
             progress(1)
-    buf = _io.StringIO()
+    buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    io.atomic_write_text(out / "participants.tsv", buf.getvalue())
+    files.atomic_write_text(out / "participants.tsv", buf.getvalue())
     return paths

@@ -1,34 +1,6 @@
-"""Atomic checkpoints that load with ``weights_only=True`` (no pickled code)."""
+"""Kept for registered models: a model version stores its pyfunc code (MLflow "models from
+code"), and versions registered before ``vae3d.checkpoint`` existed import this path."""
 
-from __future__ import annotations
+from vae3d.checkpoint import load_checkpoint, save_checkpoint
 
-import io
-from pathlib import Path
-
-import torch
-
-from vae3d.io import atomic_write_bytes
-
-
-def save_checkpoint(path: Path, state: dict) -> Path:
-    """Write ``state`` (tensors and primitives only) atomically."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
-
-
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint; refuses anything but tensors and primitive containers.
-
-    Raises:
-        FileNotFoundError: no checkpoint at ``path``.
-        RuntimeError: the file is damaged (message names the path).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - report which file is damaged
-        raise RuntimeError(f"checkpoint {path} is damaged or not a vae3d checkpoint: {exc}") from exc
+__all__ = ["load_checkpoint", "save_checkpoint"]

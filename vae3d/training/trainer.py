@@ -20,17 +20,17 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from vae3d.config import TrainConfig
+from vae3d.corruption import corrupt
 from vae3d.device import resolve_device
-from vae3d.io import remove_stale_temporaries
+from vae3d.files import remove_stale_temporaries
 from vae3d.losses import VAELoss, kl_weight
 from vae3d.metrics import psnr_ssim, ssim_per_volume
 from vae3d.model import VAE3D
 from vae3d.preprocessing.augment import augment, build_augment
-from vae3d.corruption import corrupt
-from vae3d.training.checkpoint import load_checkpoint, save_checkpoint
-from vae3d.config import TrainConfig
+from vae3d.seeding import derive_seed
+from vae3d.training.state import BEST, LAST, Optimisation, TrainState, load_state, save_best, save_state
 
-LAST, BEST = "last.pt", "best.pt"
 log = logging.getLogger(__name__)
 
 
@@ -91,7 +91,7 @@ def _lr_lambda(warmup: int, total: int, budget_used=None):
 
 
 @torch.no_grad()
-def evaluate(model: VAE3D, volumes: torch.Tensor, batch_size: int, device: torch.device) -> dict[str, float]:
+def validate(model: VAE3D, volumes: torch.Tensor, batch_size: int, device: torch.device) -> dict[str, float]:
     """Posterior-mean reconstructions scored with MONAI's PSNR and SSIM (data range 1; SSIM
     through ``ssim_per_volume``, the same numbers as MONAI's metric at a fraction of the cost)."""
     psnr, _ = psnr_ssim(volumes.shape[2:])
@@ -110,15 +110,11 @@ def evaluate(model: VAE3D, volumes: torch.Tensor, batch_size: int, device: torch
     return {"val_psnr": float(psnr.aggregate()), "val_ssim": float(torch.cat(ssim).mean()), "val_l1": l1 / max(n, 1)}
 
 
-def _sample_seed(seed: int, epoch: int, index: int) -> int:
-    return (seed * 1_000_003 + epoch * 10_007 + index) % (2**31 - 1)
-
-
 def _batch(train: torch.Tensor, idx: torch.Tensor, epoch: int, cfg: TrainConfig, chain) -> torch.Tensor:
     if cfg.augment_prob <= 0:
         return train[idx]
     return torch.stack(
-        [augment(chain, train[i], seed=_sample_seed(cfg.seed, epoch, int(i))) for i in idx.tolist()]
+        [augment(chain, train[i], seed=derive_seed(cfg.seed, "augment", epoch, int(i))) for i in idx.tolist()]
     )
 
 
@@ -129,14 +125,37 @@ def training_pair(train: torch.Tensor, idx: torch.Tensor, epoch: int, cfg: Train
     target = _batch(train, idx, epoch, cfg, chain)
     if cfg.restoration.prob <= 0:
         return target, target
-    seeds = [_sample_seed(cfg.seed + 7_919, epoch, int(i)) for i in idx.tolist()]
-    return torch.stack([corrupt(v, cfg.restoration, s) for v, s in zip(target, seeds)]), target
+    seeds = [derive_seed(cfg.seed, "corrupt", epoch, int(i)) for i in idx.tolist()]
+    return torch.stack([corrupt(v, cfg.restoration, s) for v, s in zip(target, seeds, strict=True)]), target
 
 
 def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+@dataclass
+class _Run:
+    """What every step of one ``fit`` call shares."""
+
+    model: VAE3D
+    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    opt: Optimisation
+    loss_fn: VAELoss
+    chain: object  # the augmentation chain
+    config: TrainConfig
+    device: torch.device
+    fmt: torch.memory_format
+    rank: int
+    world: int
+    checkpoint_dir: Path
+    steps_per_epoch: int
+    t0: float = 0.0  # when the time budget started
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoint_dir / LAST
 
 
 def fit(
@@ -168,8 +187,37 @@ def fit(
             f"need training and validation volumes, got {len(train)} train and {len(val)} val; "
             "ingest more scans or change the split fractions"
         )
+    run = _setup(model, config, Path(checkpoint_dir), len(train))
+    state = TrainState()
+    if resume and run.last.exists():
+        state = load_state(run.last, model, run.opt, run.rank, run.device)
+        log.info("resuming from %s after epoch %d", run.last, state.epoch)
+    result = TrainResult(epochs_run=state.epoch, best_epoch=state.best["epoch"], best_metrics={},
+                         history=state.history)
+    run.t0 = time.perf_counter()  # the budget counts from here (after any resume's loading)
+    run.net.train()
+    for epoch in range(state.epoch, config.epochs):
+        sums, w = train_epoch(run, train, epoch, state, progress)
+        # every rank validates (on the whole set): MONAI's metrics gather across ranks when a
+        # process group exists, so a rank-0-only evaluation would deadlock the others
+        scores = validate(model, val, config.batch_size, run.device)
+        stop = _end_epoch(run, state, epoch, sums, scores, w, callbacks)
+        result.epochs_run = epoch + 1
+        if stop:
+            result.stopped_early = True
+            break
+    result.best_epoch = state.best["epoch"]
+    result.best_metrics = next((h for h in state.history if h["epoch"] == state.best["epoch"]), {})
+    result.history = state.history
+    result.last_checkpoint = run.last if run.last.exists() else None
+    best = run.checkpoint_dir / BEST
+    result.best_checkpoint = best if best.exists() else None
+    return result
+
+
+def _setup(model: VAE3D, config: TrainConfig, checkpoint_dir: Path, n_train: int) -> _Run:
+    """Device, layout, optimiser, schedule, noise and loss of a run; a killed run's temp files removed."""
     rank, world = _rank_world()
-    checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         remove_stale_temporaries(checkpoint_dir)  # a killed run's half-written checkpoint
@@ -180,112 +228,94 @@ def fit(
     model = model.to(device=device, memory_format=fmt)
     net = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    global_batch = config.batch_size * world
-    steps_per_epoch = math.ceil(len(train) / global_batch)
-    t0 = time.perf_counter()
+    steps_per_epoch = math.ceil(n_train / (config.batch_size * world))
+    run = _Run(model, net, None, VAELoss(config.recon, config.ssim_weight, config.free_bits),
+               build_augment(prob=config.augment_prob, artifacts=False),  # artifacts: restoration's job
+               config, device, fmt, rank, world, checkpoint_dir, steps_per_epoch, time.perf_counter())
     # a time budget shapes the schedule on a single process; under DDP every rank must step
     # the same learning rate, so there the schedule follows the step count alone
-    budget_used = (lambda: (time.perf_counter() - t0) / config.max_time_s) if config.max_time_s and world == 1 else None
+    budget_used = ((lambda: (time.perf_counter() - run.t0) / config.max_time_s)
+                   if config.max_time_s and world == 1 else None)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, _lr_lambda(config.warmup_steps, config.epochs * steps_per_epoch, budget_used))
-    noise = torch.Generator(device=device).manual_seed(config.seed + 1 + rank)
-    loss_fn = VAELoss(config.recon, config.ssim_weight, config.free_bits)
-    chain = build_augment(prob=config.augment_prob, artifacts=False)  # artifacts: restoration's job
-    use_amp = config.amp and device.type == "cuda"
+    noise = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "noise", rank))
+    run.opt = Optimisation(opt, sched, noise)
+    return run
 
-    start, step, history = 0, 0, []
-    best = {"epoch": 0, "val_ssim": -math.inf}
-    bad_epochs = 0
-    last_path = checkpoint_dir / LAST
-    if resume and last_path.exists():
-        state = load_checkpoint(last_path, map_location=device)
-        if state["hparams"] != model.hparams():
-            raise ValueError(
-                f"{last_path} holds a model with {state['hparams']}, not {model.hparams()}; "
-                "use another checkpoint folder or resume=False"
-            )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        noise_states = state["noise_rng"]
-        noise.set_state(noise_states[rank] if isinstance(noise_states, list) else noise_states)
-        start, step, history = state["epoch"], state["step"], list(state["history"])
-        best, bad_epochs = dict(state["best"]), state["bad_epochs"]
-        log.info("resuming from %s after epoch %d", last_path, start)
-    result = TrainResult(epochs_run=start, best_epoch=best["epoch"], best_metrics={}, history=history)
-    t0 = time.perf_counter()  # the budget counts from here (after any resume's loading)
-    net.train()
-    for epoch in range(start, config.epochs):
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
-        sums: dict[str, float] = {}
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
-                   disable=(not progress or rank > 0) or None, leave=False)
-        for b in bar:
-            chunk = order[b * global_batch : (b + 1) * global_batch]
-            idx = chunk[rank::world] if len(chunk) >= world else chunk
-            x_in, target = training_pair(train, idx, epoch, config, chain)
-            x_in = x_in.to(device).contiguous(memory_format=fmt)
-            x = target.to(device).contiguous(memory_format=fmt)
-            w = kl_weight(step, config.beta, config.kl_schedule, config.kl_warmup_steps, config.kl_cycle_steps)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                recon, mu, logvar = net(x_in, generator=noise)
-            losses = loss_fn(recon.float(), x, mu, logvar, w)
-            if not torch.isfinite(losses["loss"]):
-                raise NonFiniteLossError(
-                    epoch + 1, b + 1, last_path if last_path.exists() else None,
-                    {k: float(v.detach()) for k, v in losses.items()},
-                )
-            opt.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            opt.step()
-            sched.step()
-            step += 1
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            bar.set_postfix(loss=f"{sums['loss'] / (b + 1):.4f}", kl=f"{sums['kl'] / (b + 1):.1f}")
-        stop = torch.zeros(1)
-        # every rank validates (on the whole set): MONAI's metrics gather across ranks when a
-        # process group exists, so a rank-0-only evaluation would deadlock the others
-        scores = evaluate(model, val, config.batch_size, device)
-        if rank == 0:
-            metrics = {f"train_{k}": v / steps_per_epoch for k, v in sums.items()}
-            metrics.update(scores)
-            metrics.update(epoch=epoch + 1, kl_weight=w, lr=sched.get_last_lr()[0], elapsed_s=time.perf_counter() - t0)
-            history.append(metrics)
-            log.info("epoch %d/%d: loss %.4f, val SSIM %.3f, val PSNR %.2f dB", epoch + 1, config.epochs,
-                     metrics["train_loss"], metrics["val_ssim"], metrics["val_psnr"])
-            if metrics["val_ssim"] > best["val_ssim"] + config.min_delta:
-                best, bad_epochs = {"epoch": epoch + 1, "val_ssim": metrics["val_ssim"]}, 0
-                save_checkpoint(checkpoint_dir / BEST, {"model": model.state_dict(), "hparams": model.hparams(),
-                                                        "config": config.to_dict(), "metrics": metrics})
-            else:
-                bad_epochs += 1
-            save_checkpoint(last_path, {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "noise_rng": _gather_states(noise, world), "epoch": epoch + 1, "step": step, "history": history,
-                "best": best, "bad_epochs": bad_epochs, "hparams": model.hparams(), "config": config.to_dict(),
-            })
-            for cb in callbacks:
-                cb.on_epoch_end(epoch + 1, metrics, model)
-            over_time = config.max_time_s is not None and time.perf_counter() - t0 >= config.max_time_s
-            stop[0] = float(bad_epochs >= config.patience or over_time)
-        elif world > 1:
-            _gather_states(noise, world)
-        if world > 1:
-            dist.broadcast(stop, src=0)
-        result.epochs_run = epoch + 1
-        if stop.item():
-            result.stopped_early = True
-            break
-    result.best_epoch = best["epoch"]
-    result.best_metrics = next((h for h in history if h["epoch"] == best["epoch"]), {})
-    result.history = history
-    result.last_checkpoint = last_path if last_path.exists() else None
-    result.best_checkpoint = checkpoint_dir / BEST if (checkpoint_dir / BEST).exists() else None
-    return result
+
+def train_epoch(run: _Run, train: torch.Tensor, epoch: int, state: TrainState,
+                progress: bool) -> tuple[dict[str, float], float]:
+    """One pass over ``train`` in this epoch's seeded order. Returns (summed losses, last KL weight)."""
+    cfg, global_batch = run.config, run.config.batch_size * run.world
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "order", epoch)))
+    sums: dict[str, float] = {}
+    w = 0.0
+    bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               disable=(not progress or run.rank > 0) or None, leave=False)
+    for b in bar:
+        chunk = order[b * global_batch : (b + 1) * global_batch]
+        idx = chunk[run.rank :: run.world] if len(chunk) >= run.world else chunk
+        x_in, target = training_pair(train, idx, epoch, cfg, run.chain)
+        w = kl_weight(state.step, cfg.beta, cfg.kl_schedule, cfg.kl_warmup_steps, cfg.kl_cycle_steps)
+        losses = train_step(run, x_in, target, w)
+        if not math.isfinite(losses["loss"]):
+            raise NonFiniteLossError(epoch + 1, b + 1, run.last if run.last.exists() else None, losses)
+        state.step += 1
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v
+        bar.set_postfix(loss=f"{sums['loss'] / (b + 1):.4f}", kl=f"{sums['kl'] / (b + 1):.1f}")
+    return sums, w
+
+
+def train_step(run: _Run, x_in: torch.Tensor, target: torch.Tensor, kl_w: float) -> dict[str, float]:
+    """One optimiser step on a batch (nothing is stepped when the loss is not finite)."""
+    x_in = x_in.to(run.device).contiguous(memory_format=run.fmt)
+    x = target.to(run.device).contiguous(memory_format=run.fmt)
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.config.amp and run.device.type == "cuda"):
+        recon, mu, logvar = run.net(x_in, generator=run.opt.noise)
+    losses = run.loss_fn(recon.float(), x, mu, logvar, kl_w)
+    if not torch.isfinite(losses["loss"]):
+        return {k: float(v.detach()) for k, v in losses.items()}
+    run.opt.optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
+    run.opt.optimizer.step()
+    run.opt.scheduler.step()
+    return {k: float(v.detach()) for k, v in losses.items()}
+
+
+def _end_epoch(run: _Run, state: TrainState, epoch: int, sums: dict[str, float], scores: dict[str, float],
+               kl_w: float, callbacks: Sequence[Callback]) -> bool:
+    """Rank 0 records the epoch, saves ``best.pt``/``last.pt`` and calls the callbacks; every
+    rank learns whether to stop (patience or time budget)."""
+    cfg, stop = run.config, torch.zeros(1)
+    if run.rank == 0:
+        metrics = {f"train_{k}": v / run.steps_per_epoch for k, v in sums.items()}
+        metrics.update(scores)
+        metrics.update(epoch=epoch + 1, kl_weight=kl_w, lr=run.opt.scheduler.get_last_lr()[0],
+                       elapsed_s=time.perf_counter() - run.t0)
+        state.history.append(metrics)
+        log.info("epoch %d/%d: loss %.4f, val SSIM %.3f, val PSNR %.2f dB", epoch + 1, cfg.epochs,
+                 metrics["train_loss"], metrics["val_ssim"], metrics["val_psnr"])
+        if metrics["val_ssim"] > state.best["val_ssim"] + cfg.min_delta:
+            state.best, state.bad_epochs = {"epoch": epoch + 1, "val_ssim": metrics["val_ssim"]}, 0
+            save_best(run.checkpoint_dir / BEST, run.model, cfg, metrics)
+        else:
+            state.bad_epochs += 1
+        state.epoch = epoch + 1
+        save_state(run.last, run.model, run.opt, _gather_states(run.opt.noise, run.world), state, cfg)
+        for cb in callbacks:
+            cb.on_epoch_end(epoch + 1, metrics, run.model)
+        over_time = cfg.max_time_s is not None and time.perf_counter() - run.t0 >= cfg.max_time_s
+        stop[0] = float(state.bad_epochs >= cfg.patience or over_time)
+    elif run.world > 1:
+        _gather_states(run.opt.noise, run.world)
+    if run.world > 1:
+        dist.broadcast(stop, src=0)
+    return bool(stop.item())
 
 
 def _gather_states(noise: torch.Generator, world: int):
@@ -297,11 +327,3 @@ def _gather_states(noise: torch.Generator, world: int):
     gathered = [torch.empty_like(state, device=on) for _ in range(world)]
     dist.all_gather(gathered, state.to(on))
     return [g.cpu() for g in gathered]
-
-
-def load_model(path: Path, map_location: str | torch.device = "cpu") -> VAE3D:
-    """Rebuild a model from ``best.pt``/``last.pt`` (weights_only loading)."""
-    state = load_checkpoint(path, map_location)
-    model = VAE3D(**state["hparams"])
-    model.load_state_dict(state["model"])
-    return model.eval()

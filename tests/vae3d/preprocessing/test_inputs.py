@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from vae3d import io
+from vae3d import nifti
 from vae3d.preprocessing import build_preprocess, to_original_space
 from vae3d.preprocessing.inputs import prepare_input, super_resolution_grid, to_input_scale
 from vae3d.sample_data import phantom
@@ -21,7 +21,7 @@ def _oblique_anisotropic(path, spacing=(4.0, 4.0, 10.0), shape=(36, 36, 14), sca
     aff = np.diag([*spacing, 1.0])
     aff[:3, 3] = [-70.0, -80.0, -60.0]
     aff = rot @ aff
-    io.save_volume(path, (image * scale).astype(np.float32), aff)
+    nifti.save_volume(path, (image * scale).astype(np.float32), aff)
     return path, aff
 
 
@@ -46,7 +46,7 @@ def test_intensity_round_trip_back_to_the_inputs_scale(tmp_path):
 
 
 def test_super_resolution_grid_of_an_oblique_anisotropic_input(tmp_path):
-    path, aff = _oblique_anisotropic(tmp_path / "thick.nii.gz")
+    _path, aff = _oblique_anisotropic(tmp_path / "thick.nii.gz")
     shape = (36, 36, 14)
     # factor 2: (4, 4, 10) mm -> (2, 2, 5) mm, but never finer than the model's 3 mm
     new_aff, new_shape = super_resolution_grid(aff, shape, (3.0, 3.0, 3.0), factor=2)
@@ -56,7 +56,7 @@ def test_super_resolution_grid_of_an_oblique_anisotropic_input(tmp_path):
     np.testing.assert_allclose(new_aff[:3, :3] / nib.affines.voxel_sizes(new_aff),
                                aff[:3, :3] / nib.affines.voxel_sizes(aff), atol=1e-9)
     # same field of view: the centre of the volume lands on the same world point
-    centre = lambda a, s: a[:3, :3] @ ((np.asarray(s) - 1) / 2) + a[:3, 3]  # noqa: E731
+    centre = lambda a, s: a[:3, :3] @ ((np.asarray(s) - 1) / 2) + a[:3, 3]
     np.testing.assert_allclose(centre(new_aff, new_shape), centre(aff, shape), atol=1e-6)
     # default: the model's spacing on every axis
     a3, s3 = super_resolution_grid(aff, shape, (3.0, 3.0, 3.0))

@@ -8,9 +8,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
-from data_contracts import ContractViolation, VolumeLimits, inspect_volume
 from nifti_factory import crafted_bad_files, good
+
+from data_contracts import ContractViolation, VolumeLimits
+from vae3d.validate import inspect_volume
 
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-import io as _io
+import io
 import tempfile
 from pathlib import Path
 
@@ -12,7 +12,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data_contracts import ContractViolation, VolumeHeader, inspect_volume
+from data_contracts import ContractViolation, VolumeHeader
+from vae3d.validate import inspect_volume
 
 FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -75,7 +76,7 @@ def test_hostile_header_fields_never_allocate_or_crash(dims, datatype, pixdim):
 
 def test_truncations_at_every_boundary():
     gz = gzip.compress(VALID)
-    for cut in list(range(0, 400, 7)) + [len(VALID) - 1]:
+    for cut in [*list(range(0, 400, 7)), len(VALID) - 1]:
         _check(VALID[:cut])
     for cut in range(0, len(gz), max(1, len(gz) // 40)):
         _check(gz[:cut], "t.nii.gz")
@@ -87,7 +88,7 @@ def test_decompression_bomb_is_refused_before_inflating():
     header.set_data_dtype(np.float64)
     header["vox_offset"] = 352
     payload = header.binaryblock + b"\x00" * 4
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb") as fh:
         fh.write(payload)
         fh.write(b"\x00" * (64 * 2**20))  # 64 MiB of zeros: compresses to ~64 KiB
