@@ -104,7 +104,8 @@ def per_input(items: list[tuple[int, str]], req: GenerationRequest, ref: ModelRe
             continue
         prep = model.prepare(path)
         wrapper = model.load()
-        products = make(wrapper.model, wrapper.meta, prep, idx, req, model.call)
+        meta = {**wrapper.meta, "healthy": getattr(wrapper, "healthy", None)}  # None: registered before them
+        products = make(wrapper.model, meta, prep, idx, req, model.call)
         base = {"input_path": path, "input_sha256": prep.sha256}
         for out, prior, p in zip(outs, done, products, strict=True):
             batch.records.append(prior or write_volume(

@@ -28,20 +28,19 @@ class VAE3DPyfunc(PythonModel):
 
         with open(context.artifacts["meta"]) as fh:
             self.meta = json.load(fh)
-        path = context.artifacts["weights"]
-        with open(path, "rb") as fh:
-            digest = hashlib.file_digest(fh, "sha256").hexdigest()
-        if digest != self.meta["weights_sha256"]:
-            raise RuntimeError(
-                f"weights {path} have sha256 {digest}, registration recorded "
-                f"{self.meta['weights_sha256']}: the artifact was altered; re-register the model"
-            )
-        self.model = load_model(path)
+        self.model = load_model(_verified(context.artifacts["weights"], self.meta["weights_sha256"]))
+        self.healthy = None  # the healthy-residual statistics of the anomaly map, when registered
+        if "anomaly" in context.artifacts:
+            from vae3d.anomaly import HealthyResiduals
+            from vae3d.checkpoint import load_checkpoint
+
+            path = _verified(context.artifacts["anomaly"], self.meta["artifacts_sha256"]["anomaly"])
+            self.healthy = HealthyResiduals.from_state(load_checkpoint(path))
 
     def predict(self, context, model_input, params=None):
         import torch
 
-        from vae3d import inference
+        from vae3d import anomaly, inference
 
         mode = (params or {}).get("mode", "reconstruct")
         if mode not in MODES:
@@ -60,8 +59,18 @@ class VAE3DPyfunc(PythonModel):
                 rmse = self.meta.get("restoration", {}).get("model_rmse")
                 if mode == "denoise" and rmse is not None:  # as `vae3d generate denoise`
                     recon = inference.fuse(chunk, recon, rmse)
-                outs.append(recon if mode != "anomaly" else inference.anomaly_map(chunk, recon))
+                outs.append(recon if mode != "anomaly" else anomaly.anomaly_map(chunk, recon, self.healthy))
         return torch.cat(outs).numpy()
+
+
+def _verified(path: str, sha256: str) -> str:
+    """``path``, after checking its sha256 against the one recorded at registration."""
+    with open(path, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    if digest != sha256:
+        raise RuntimeError(f"{path} has sha256 {digest}, registration recorded {sha256}: the artifact was "
+                           "altered; re-register the model")
+    return path
 
 
 mlflow.models.set_model(VAE3DPyfunc())

@@ -63,12 +63,18 @@ def _requirements() -> list[str]:
 
 def log_and_register(
     client: MlflowClient, run_id: str, name: str, weights: Path, meta: dict, tags: dict[str, str], size: int,
+    extra: dict[str, Path] | None = None,
 ) -> str:
     """Log the pyfunc (models-from-code, vae3d bundled) and register a new version as candidate.
 
+    ``extra``: more artifacts by name (the anomaly statistics); the sha256 of each is recorded in
+    the metadata (``artifacts_sha256``) and checked when the model loads.
+
     Returns the new version number.
     """
-    meta = {**meta, "weights_sha256": sha256_file(weights)}
+    extra = extra or {}
+    meta = {**meta, "weights_sha256": sha256_file(weights),
+            "artifacts_sha256": {k: sha256_file(p) for k, p in extra.items()}}
     with tempfile.TemporaryDirectory() as tmp:
         meta_path = Path(tmp) / "meta.json"
         meta_path.write_text(json.dumps(meta, indent=1))
@@ -76,7 +82,7 @@ def log_and_register(
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(PYFUNC_CODE),
-                artifacts={"weights": str(weights), "meta": str(meta_path)},
+                artifacts={"weights": str(weights), "meta": str(meta_path), **{k: str(p) for k, p in extra.items()}},
                 code_paths=[str(Path(vae3d.__file__).parent)],
                 signature=signature(size),
                 pip_requirements=_requirements(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import tempfile
 from pathlib import Path
 
 import torch
@@ -23,7 +24,8 @@ from flows.runners import retry_unless_user_error
 from flows.settings import Settings
 from flows.tracking import MlflowCallback, flatten, init_store, log_figure, tracking_uri
 from flows.workspace import Workspace
-from vae3d import figures, inference
+from vae3d import anomaly, figures, inference
+from vae3d.checkpoint import save_checkpoint
 from vae3d.data import load_volumes
 from vae3d.files import atomic_write_text, sha256_file
 from vae3d.model import load_model
@@ -131,7 +133,9 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
     best = outcome["best"]
     model = load_model(outcome["best_checkpoint"])
     val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")])
-    meta = {"anomaly": inference.calibrate_anomaly(model, val),
+    val_recon = inference.reconstruct_all(model, val)
+    healthy = anomaly.fit_healthy(val, val_recon)
+    meta = {"anomaly": anomaly.calibrate(val, val_recon, healthy),
             "restoration": {"model_rmse": inference.restoration_error(model, val)},
             "template_affine": index.template_affine, "target_shape": list(index.target_shape),
             "target_spacing": list(index.target_spacing), "preprocess": index.settings, "run_id": run_id,
@@ -141,8 +145,10 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
     with exclusive(ws.locks / "register.lock", f"registered model {cfg.registered_model}"):
         version = find_version(client, cfg.registered_model, run_id, sha256_file(outcome["best_checkpoint"]))
         if version is None:
-            version = log_and_register(client, run_id, cfg.registered_model, outcome["best_checkpoint"],
-                                       meta, tags, index.target_shape[0])
+            with tempfile.TemporaryDirectory() as tmp:
+                stats = save_checkpoint(Path(tmp) / "anomaly.pt", healthy.state())
+                version = log_and_register(client, run_id, cfg.registered_model, outcome["best_checkpoint"],
+                                           meta, tags, index.target_shape[0], extra={"anomaly": stats})
         else:  # registered before a kill could mark it: the same version, not a second one
             get_run_logger().info("run %s is already registered as v%s: not registered again", run_id, version)
             client.set_registered_model_alias(cfg.registered_model, CANDIDATE, version)

@@ -148,3 +148,30 @@ def embedding_scatter(xy: np.ndarray, labels: Sequence[str]) -> plt.Figure:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def anomaly_overlay(cases: Sequence[dict], threshold: float) -> plt.Figure:
+    """One row per case (``label``, ``image``, ``map``, ``mask``; (D, H, W) arrays): the three
+    slices through the centre of the case's lesion (the image's centre when it has none), the
+    anomaly map over the image where it exceeds ``threshold`` (hot colours), and the true lesion's
+    contour in cyan."""
+    fig, axes = plt.subplots(len(cases), 3, figsize=(7, 2.4 * len(cases)), squeeze=False)
+    for r, case in enumerate(cases):
+        image, amap, mask = (np.asarray(case[k], dtype=np.float32) for k in ("image", "map", "mask"))
+        centre = (np.argwhere(mask > 0).mean(0).round().astype(int) if mask.any()
+                  else np.array(image.shape) // 2)
+        for c in range(3):
+            take = lambda v: np.rot90(np.take(v, centre[c], axis=c))  # noqa: B023 - used in this iteration
+            ax = axes[r, c]
+            ax.imshow(take(image), cmap="gray", vmin=0, vmax=1)
+            shown = np.ma.masked_less_equal(take(amap), threshold)
+            ax.imshow(shown, cmap="hot", alpha=0.6, vmin=threshold, vmax=max(threshold * 3, float(amap.max())))
+            if mask.any():
+                ax.contour(take(mask), levels=[0.5], colors="cyan", linewidths=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(case["label"], fontsize=8)
+    fig.suptitle(f"anomaly map above the voxel threshold ({threshold:.2f}, hot) and the true lesion (cyan)",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig

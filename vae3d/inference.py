@@ -9,17 +9,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.transforms import GaussianSmooth
 
 from data_contracts.generation import DETAIL_GAIN
+from vae3d.anomaly import anomaly_map  # noqa: F401 - registered models' stored pyfunc code calls it here
 from vae3d.model import VAE3D
-from vae3d.preprocessing.augment import plain
 
 
 @torch.no_grad()
 def reconstruct(model: VAE3D, x: torch.Tensor) -> torch.Tensor:
     """Posterior-mean reconstruction, clipped to the training range [0, 1]. (B,1,S,S,S)."""
     return model.reconstruct(x.to(model.device)).float().clamp_(0.0, 1.0).cpu()
+
+
+def reconstruct_all(model: VAE3D, volumes: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
+    """``reconstruct`` over ``volumes`` (N, 1, S, S, S) in batches of ``batch_size``."""
+    return torch.cat([reconstruct(model, chunk) for chunk in volumes.split(batch_size)])
 
 
 @torch.no_grad()
@@ -170,54 +174,3 @@ def restoration_error(model: VAE3D, volumes: torch.Tensor, batch_size: int = 4, 
 def embed(model: VAE3D, x: torch.Tensor) -> torch.Tensor:
     """Latent means flattened to vectors: (B, prod(latent_shape))."""
     return model.encode(x.to(model.device))[0].float().flatten(1).cpu()
-
-
-@torch.no_grad()
-def anomaly_map(
-    x: torch.Tensor, recon: torch.Tensor, sigma: float = 1.0, mask_threshold: float = 0.05
-) -> torch.Tensor:
-    """Voxel-wise anomaly: |x - recon|, Gaussian-smoothed (MONAI), zero outside the head.
-
-    The head mask is where either the input or the reconstruction exceeds ``mask_threshold``
-    (the background's residual is noise, not pathology). Returns (B, 1, S, S, S).
-    """
-    residual = (x.float() - recon.float()).abs()
-    smooth = GaussianSmooth(sigma=sigma)
-    out = torch.stack([plain(smooth(r)) for r in residual])
-    mask = (x > mask_threshold) | (recon > mask_threshold)
-    return out * mask
-
-
-def anomaly_score(amap: torch.Tensor, top_fraction: float = 0.01) -> torch.Tensor:
-    """Per-volume score: mean of the highest ``top_fraction`` of voxels. (B,)."""
-    flat = amap.flatten(1)
-    k = max(1, int(flat.shape[1] * top_fraction))
-    return flat.topk(k, dim=1).values.mean(1)
-
-
-@torch.no_grad()
-def calibrate_anomaly(model: VAE3D, healthy: torch.Tensor, batch_size: int = 4, quantile: float = 0.99) -> dict:
-    """Thresholds from healthy volumes (the validation split), stored with the model version.
-
-    Returns ``score_threshold`` (the ``quantile`` of healthy per-volume scores, or their max
-    when there are few) and ``voxel_threshold`` (the ``quantile`` of healthy in-head voxels).
-    """
-    scores, voxels = [], []
-    for chunk in healthy.split(batch_size):
-        amap = anomaly_map(chunk, reconstruct(model, chunk))
-        scores.append(anomaly_score(amap))
-        inside = amap[amap > 0]
-        if inside.numel():
-            voxels.append(inside[:: max(1, inside.numel() // 100_000)])
-    s = torch.cat(scores)
-    v = torch.cat(voxels) if voxels else torch.zeros(1)
-    score_thr = float(s.max()) if len(s) < 20 else float(torch.quantile(s, quantile))
-    return {"score_threshold": score_thr, "voxel_threshold": float(torch.quantile(v, quantile)),
-            "calibration_volumes": len(s)}
-
-
-def anomaly_verdict(score: float, thresholds: dict) -> dict:
-    """What an anomaly output's sidecar records: its ``score``, whether it is ``flagged`` (above
-    the calibrated ``score_threshold``; None for a model without calibration) and the thresholds."""
-    flagged = score > thresholds["score_threshold"] if "score_threshold" in thresholds else None
-    return {"score": score, "flagged": flagged, **thresholds}

@@ -3,9 +3,10 @@ with the parameters its sidecar records.
 
 A mode is a function ``(model, meta, prep, index, request, call) -> list[Product]``:
 ``meta`` is the registered model's metadata (preprocessing, restoration error, anomaly
-thresholds), ``prep`` the input on the model's grid (``prepare_input``), ``index`` the
-input's position in the request, and ``call(fn, *args)`` runs a model function (the flow
-passes one that shares the process's model lanes). Writing, naming and reuse are the
+thresholds, and ``healthy``: the anomaly map's healthy-residual statistics), ``prep`` the
+input on the model's grid (``prepare_input``), ``index`` the input's position in the
+request, and ``call(fn, *args)`` runs a model function (the flow passes one that shares the
+process's model lanes). Writing, naming and reuse are the
 caller's (``vae3d.outputs``).
 """
 
@@ -19,6 +20,8 @@ import torch
 
 from data_contracts.generation import GenerationRequest
 from vae3d import inference
+from vae3d.anomaly import anomaly_map, anomaly_score
+from vae3d.anomaly import verdict as anomaly_verdict
 from vae3d.generation import latent_variants
 from vae3d.model import VAE3D
 from vae3d.preprocessing import to_original_space
@@ -92,9 +95,10 @@ def super_resolve(model: VAE3D, meta: dict, prep: PreparedInput, index: int, req
 
 def anomaly(model: VAE3D, meta: dict, prep: PreparedInput, index: int, req: GenerationRequest,
             call: Callable = direct) -> list[Product]:
-    """The voxel anomaly map on the input's grid, with the volume's score and verdict."""
-    amap = inference.anomaly_map(prep.x, call(inference.reconstruct, model, prep.x))
-    verdict = inference.anomaly_verdict(float(inference.anomaly_score(amap)[0]), meta.get("anomaly", {}))
+    """The voxel anomaly map on the input's grid, with the volume's score, the calibrated threshold
+    and the verdict (``vae3d.anomaly``; ``meta["healthy"]``: the healthy-residual statistics)."""
+    amap = anomaly_map(prep.x, call(inference.reconstruct, model, prep.x), meta.get("healthy"))
+    verdict = anomaly_verdict(float(anomaly_score(amap)[0]), meta.get("anomaly", {}))
     back = to_original_space(amap[0].numpy(), prep.affine, prep.original_affine, prep.original_shape)
     return [Product(back, prep.original_affine, index, verdict, image=False)]
 

@@ -33,14 +33,14 @@ def test_evaluation_writes_every_table_and_logs_to_mlflow(trained):
     assert sr["cubic_bspline_bp"]["psnr"] > sr["cubic_bspline"]["psnr"], "the classical baseline gets the same step"
     assert all(math.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1 for r in sr.values())
     assert "VAE super-resolution x2 beats cubic B-spline by >= 1.5 dB" in results["targets"]
-    for method in ("vae", "atlas_deviation"):
+    for method in ("vae", "vae_residual", "atlas_deviation"):
         m = results["anomaly"][method]
         assert 0.0 <= m["voxel_auprc"] <= 1.0 and 0.0 <= m["volume_auroc"] <= 1.0 and 0.0 <= m["best_dice"] <= 1.0
     syn = results["synthesis"]
     assert syn["n"] == 4 and syn["histogram_wasserstein"] >= 0 and 0 < syn["diversity_ssim"] <= 1
     assert isinstance(syn["memorisation"]["n_flagged"], int)
     assert set(results["targets"]) and all(isinstance(v, bool) for v in results["targets"].values())
-    for png in ("anomaly_example.png", "synthetic_samples.png", "restoration.png"):
+    for png in ("anomaly_overlay.png", "synthetic_samples.png", "restoration.png"):
         assert (out / png).stat().st_size > 1000
 
     uri = f"sqlite:///{settings.workspace / 'mlflow' / 'mlflow.db'}"

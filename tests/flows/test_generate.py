@@ -104,15 +104,21 @@ def test_denoise_and_anomaly_share_the_inputs_grid(trained, tmp_path, mode):
         assert "score" in prov.parameters and "score_threshold" in prov.parameters
 
 
-def test_anomaly_map_is_higher_inside_a_lesion(trained, tmp_path):
+def test_anomaly_map_is_higher_inside_a_lesion_and_a_lesion_raises_the_score(trained, tmp_path):
     settings, _ = trained
     path, mask = _lps_oblique(tmp_path / "lesion.nii.gz", seed=2, lesion=True)
-    manifest = run_generate(GenerationRequest(mode="anomaly", inputs=(str(path),)), settings, str(tmp_path / "o"))
-    amap = nib.load(manifest.outputs[0].path).get_fdata()
+    same, _ = _lps_oblique(tmp_path / "healthy.nii.gz", seed=2)  # the same scan without the lesion
+    manifest = run_generate(GenerationRequest(mode="anomaly", inputs=(str(path), str(same))), settings,
+                            str(tmp_path / "o"))
+    lesioned, healthy = sorted(manifest.outputs, key=lambda r: "healthy" in r.path)
+    amap = nib.load(lesioned.path).get_fdata()
     head = nib.load(path).get_fdata() > 0.3
     inside = amap[mask > 0].mean()
     outside = amap[head & (mask == 0)].mean()
     assert inside > 1.5 * outside, (inside, outside)
+    scores = [Provenance.model_validate_json(Path(r.sidecar).read_text()).parameters for r in (lesioned, healthy)]
+    assert scores[0]["score"] > scores[1]["score"], scores
+    assert {"flagged", "score_threshold", "false_positive_rate"} <= set(scores[0])
 
 
 def test_augment_variants_and_embed(trained, tmp_path):

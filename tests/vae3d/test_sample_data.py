@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vae3d.sample_data import CohortSpec, phantom, write_cohort
+from vae3d.sample_data import CohortSpec, insert_lesions, phantom, write_cohort
 from vae3d.validate import inspect_volume
 
 
@@ -38,3 +38,16 @@ def test_cohort_same_seed_same_bytes(tmp_path):
 def test_cohort_rejects_bad_spec():
     with pytest.raises(ValueError, match="lesion_fraction"):
         CohortSpec(lesion_fraction=2.0)
+
+
+def test_irregular_lesions_are_seeded_and_depart_from_the_ellipsoid():
+    image = np.full((32, 32, 32), 0.6, np.float32)
+    where = np.zeros(image.shape, bool)
+    where[12:20, 12:20, 12:20] = True
+    kw = {"n_range": (1, 1), "radius_range": (4.0, 4.0), "contrast_range": (0.5, 0.5)}
+    _, ellipsoid, _ = insert_lesions(image, where, np.random.default_rng(3), **kw)
+    a, mask_a, rec = insert_lesions(image, where, np.random.default_rng(3), irregular=0.6, **kw)
+    b, mask_b, _ = insert_lesions(image, where, np.random.default_rng(3), irregular=0.6, **kw)
+    assert np.array_equal(a, b) and np.array_equal(mask_a, mask_b)
+    assert mask_a.sum() > 0 and (mask_a != ellipsoid).sum() > 0.2 * ellipsoid.sum()
+    assert rec[0]["irregular"] == 0.6

@@ -9,18 +9,19 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from vae3d.sample_data.lesions import insert_lesions
 
+#: the benchmark's lesions: 1-3 per scan, irregular, hyper- or hypo-intense, of several sizes and contrasts
+LESIONS = {"n_range": (1, 3), "radius_range": (1.5, 5.0), "contrast_range": (0.2, 0.6), "irregular": 0.5}
 
-def lesioned_copies(volumes: torch.Tensor, seed: int, radius: tuple[float, float] = (1.5, 4.0)):
-    """Each volume with 1-3 hyper- or hypo-intense lesions of varied size inside the brain.
 
-    Returns (lesioned (B,1,D,H,W), masks (B,1,D,H,W) uint8).
-    """
+def lesioned_copies(volumes: torch.Tensor, seed: int, lesions: dict | None = None):
+    """Each volume with lesions inside the brain (``LESIONS`` by default; ``insert_lesions``'s
+    arguments). Returns (lesioned (B,1,D,H,W), masks (B,1,D,H,W) uint8)."""
     rng = np.random.default_rng(seed)
     out, masks = [], []
     for v in volumes:
         arr = v[0].numpy()
         brain = arr > 0.35
-        image, mask, _ = insert_lesions(arr, brain, rng, radius_range=radius, contrast_range=(0.3, 0.7))
+        image, mask, _ = insert_lesions(arr, brain, rng, **(lesions or LESIONS))
         out.append(np.clip(image, 0, 1))
         masks.append(mask)
     return torch.from_numpy(np.stack(out)[:, None]).float(), torch.from_numpy(np.stack(masks)[:, None])
@@ -47,6 +48,11 @@ def voxel_metrics(maps: torch.Tensor, masks: torch.Tensor, max_voxels: int = 2_0
         dice = compute_dice((maps > thr).float(), masks.float(), include_background=True, ignore_empty=True)
         best = max(best, float(torch.nan_to_num(dice).mean()))
     return {"voxel_auprc": auprc, "best_dice": best}
+
+
+def false_positive_rate(healthy_scores: np.ndarray, threshold: float) -> float:
+    """The share of healthy scans whose score is above ``threshold`` (flagged)."""
+    return float(np.mean(np.asarray(healthy_scores) > threshold))
 
 
 def volume_auroc(healthy_scores: np.ndarray, lesion_scores: np.ndarray) -> float:

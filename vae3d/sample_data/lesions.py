@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 
 def insert_lesions(
@@ -13,8 +14,10 @@ def insert_lesions(
     radius_range: tuple[float, float] = (2.0, 6.0),
     contrast_range: tuple[float, float] = (0.35, 0.8),
     polarity: str = "both",
+    irregular: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """Add ellipsoidal hyper- or hypo-intense lesions centred inside ``where``.
+    """Add hyper- or hypo-intense lesions centred inside ``where``: ellipsoids, or with
+    ``irregular`` > 0 ellipsoids whose boundary a smooth random field pushes in and out.
 
     Args:
         image: (X, Y, Z) intensities; not modified.
@@ -23,6 +26,8 @@ def insert_lesions(
         radius_range: semi-axis lengths in voxels.
         contrast_range: relative intensity change.
         polarity: ``hyper``, ``hypo`` or ``both`` (the sign is drawn per lesion).
+        irregular: how far the boundary departs from the ellipsoid, as a fraction of its radius
+            (0: an ellipsoid; 0.6: lobed, elongated shapes like MS plaques or small infarcts).
 
     Returns:
         (image with lesions, uint8 mask, list of the sampled parameters per lesion)
@@ -44,11 +49,16 @@ def insert_lesions(
         sign = {"hyper": 1.0, "hypo": -1.0}.get(polarity, 1.0 if draw < 0.5 else -1.0)
         contrast = float(sign * rng.uniform(*contrast_range))
         d2 = sum(((grid[i] - centre[i]) / radii[i]) ** 2 for i in range(3))
+        if irregular > 0:  # a smooth field (a few voxels' correlation) moves the boundary
+            field = gaussian_filter(rng.standard_normal(image.shape).astype(np.float32), sigma=float(radii.mean()) / 2)
+            field /= max(float(field.std()), 1e-6)
+            d2 = d2 * (1.0 + irregular * field).clip(0.2, None) ** -2
         inside = d2 <= 1.0
         # soft edge: full contrast in the core, fading over the outer 30%
         weight = np.clip((1.0 - d2) / 0.3, 0.0, 1.0)
         out += weight * contrast * ref
         mask[inside] = 1
-        records.append({"centre": centre.tolist(), "radii": radii.tolist(), "contrast": contrast})
+        records.append({"centre": centre.tolist(), "radii": radii.tolist(), "contrast": contrast,
+                        "irregular": irregular})
     np.maximum(out, 0.0, out=out)
     return out, mask, records

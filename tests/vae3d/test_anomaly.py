@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import torch
+
+from vae3d import anomaly
+
+
+def test_the_threshold_flags_the_requested_share_of_the_healthy_scores():
+    scores = np.random.default_rng(0).permutation(np.arange(100.0))
+    for rate, flagged in ((0.05, 5), (0.10, 10), (0.0, 0)):
+        assert int((scores > anomaly.score_threshold(scores, rate)).sum()) == flagged
+    few = np.arange(13.0)  # 5% of 13 is below one scan: none may be flagged
+    assert anomaly.score_threshold(few, 0.05) == 12.0
+
+
+def _healthy(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scans that are a fixed anatomy plus noise whose spread differs by region, and a perfect
+    restorer's output (the anatomy): residuals are the noise."""
+    g = torch.Generator().manual_seed(seed)
+    anatomy = torch.zeros(1, 1, size, size, size)
+    anatomy[..., 3:-3, 3:-3, 3:-3] = 0.6
+    spread = torch.full_like(anatomy, 0.02)
+    spread[..., : size // 2, :, :] = 0.06  # one half of the brain is harder to restore
+    scans = anatomy + spread * torch.randn((n, 1, size, size, size), generator=g)
+    return scans, anatomy.expand(n, -1, -1, -1, -1)
+
+
+def test_calibration_on_healthy_scans_holds_its_false_positive_rate_on_new_healthy_scans():
+    fit_scans, fit_recon = _healthy(100, seed=1)
+    stats = anomaly.fit_healthy(fit_scans, fit_recon, std_floor=0.005)
+    thresholds = anomaly.calibrate(fit_scans, fit_recon, stats, false_positive_rate=0.05)
+    new_scans, new_recon = _healthy(400, seed=2)
+    scores = anomaly.anomaly_score(anomaly.anomaly_map(new_scans, new_recon, stats)).numpy()
+    fpr = float(np.mean(scores > thresholds["score_threshold"]))
+    assert 0.01 <= fpr <= 0.10, fpr  # 5% expected; 400 draws put 95% of outcomes in about 3-7%
+    assert thresholds["false_positive_rate"] == 0.05 and thresholds["calibration_volumes"] == 100
+
+
+def test_normalising_by_healthy_residuals_removes_the_hard_regions_from_the_map():
+    scans, recon = _healthy(60, seed=3)
+    stats = anomaly.fit_healthy(scans[:50], recon[:50], std_sigma=0.0, std_floor=0.005)
+    plain = anomaly.anomaly_map(scans[50:], recon[50:], sigma=0.0)
+    normalised = anomaly.anomaly_map(scans[50:], recon[50:], stats, sigma=0.0)
+    half = 16 // 2
+    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4), slice(4, -4))
+    hard, easy = plain[inner][..., :half - 4, :, :].mean(), plain[inner][..., half - 4 :, :, :].mean()
+    assert hard > 2 * easy  # the raw residual lights up where restoring is hard, lesion or not
+    z_hard, z_easy = normalised[inner][..., :half - 4, :, :].mean(), normalised[inner][..., half - 4 :, :, :].mean()
+    assert z_hard == pytest.approx(float(z_easy), rel=0.25)
+
+
+def test_the_statistics_round_trip_through_tensors_only():
+    scans, recon = _healthy(4, seed=4)
+    stats = anomaly.fit_healthy(scans, recon)
+    state = stats.state()
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    back = anomaly.HealthyResiduals.from_state(state)
+    assert torch.allclose(back.std, stats.std, rtol=1e-2) and torch.equal(back.brain, stats.brain)

@@ -1,0 +1,130 @@
+"""Anomaly maps, scores and their calibration: what the model cannot restore, measured against
+how well it restores healthy scans.
+
+The model restores scans (it was trained to repair noise, bias, ringing and coarse-noise
+blobs), so on a healthy scan its residual ``x - f(x)`` is small everywhere except where
+anatomy is hard (cortex, ventricle borders). A raw residual map lights those places up on
+every scan. Here each voxel's signed residual is instead compared with the residuals of
+healthy scans at the same place of the template (their voxel-wise mean and spread, fitted
+on the validation split and stored with the model version): the map is ``|z|``, smoothed,
+inside the brain. A scan's score is the mean of its highest-scoring voxels, and the score
+threshold is the quantile of healthy validation scores that gives the requested
+false-positive rate. The choice of this map over the plain residual and the atlas baseline
+was made on validation volumes (BENCHMARKS.md, "Anomaly detection").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.transforms import GaussianSmooth
+
+from vae3d.preprocessing.augment import plain
+
+TOP_FRACTION = 0.001  # a scan's score: the mean of its top 0.1% map voxels (a small lesion's size)
+FALSE_POSITIVE_RATE = 0.05  # of healthy scans flagged at the calibrated threshold
+
+
+@dataclass(frozen=True)
+class HealthyResiduals:
+    """Voxel-wise statistics of healthy scans' signed residuals on the model's grid, (S, S, S)
+    each: ``mean`` and ``std`` of ``x - f(x)``, and ``brain``, where maps are scored."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    brain: torch.Tensor
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Tensors only: saved with the model version, loaded with ``weights_only=True``."""
+        return {"mean": self.mean.half(), "std": self.std.half(), "brain": self.brain.to(torch.uint8)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> HealthyResiduals:
+        return cls(state["mean"].float(), state["std"].float(), state["brain"].bool())
+
+
+def _smooth(volumes: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Each (1, D, H, W) volume of (B, 1, D, H, W) Gaussian-smoothed (MONAI)."""
+    if sigma <= 0:
+        return volumes
+    smooth = GaussianSmooth(sigma=sigma)
+    return torch.stack([plain(smooth(v)) for v in volumes])
+
+
+def fit_healthy(healthy: torch.Tensor, recon: torch.Tensor, std_sigma: float = 1.0, std_floor: float = 0.02,
+                brain_threshold: float = 0.1) -> HealthyResiduals:
+    """Voxel-wise residual statistics of ``healthy`` (B, 1, S, S, S) volumes (the validation split)
+    and the model's reconstructions ``recon`` of them.
+
+    ``std`` is smoothed (``std_sigma`` voxels) and floored at ``std_floor``: with a dozen scans a
+    voxel's own spread is noisy, and a near-zero spread (background) would turn noise into alarms.
+    ``brain`` is where the healthy mean image exceeds ``brain_threshold``. A single volume gives
+    no spread: its ``std`` is the floor everywhere.
+    """
+    if len(healthy) == 0:
+        raise ValueError("need healthy volumes to fit residual statistics, got none")
+    residuals = (healthy.float() - recon.float())[:, 0]
+    spread = residuals.std(0) if len(residuals) > 1 else torch.zeros_like(residuals[0])
+    std = _smooth(spread[None, None], std_sigma)[0, 0].clamp_min(std_floor)
+    return HealthyResiduals(residuals.mean(0), std, healthy[:, 0].mean(0) > brain_threshold)
+
+
+def anomaly_map(x: torch.Tensor, recon: torch.Tensor, healthy: HealthyResiduals | None = None,
+                sigma: float = 1.0, mask_threshold: float = 0.05) -> torch.Tensor:
+    """Voxel-wise anomaly, (B, 1, S, S, S).
+
+    With ``healthy``: ``|(x - recon - mean) / std|`` Gaussian-smoothed (``sigma`` voxels), zero
+    outside the healthy brain mask. Without (a model registered before the statistics existed):
+    ``|x - recon|`` smoothed, zero outside the head (where input or reconstruction exceeds
+    ``mask_threshold``).
+    """
+    residual = x.float() - recon.float()
+    if healthy is None:
+        mask = (x > mask_threshold) | (recon > mask_threshold)
+        return _smooth(residual.abs(), sigma) * mask
+    z = (residual - healthy.mean) / healthy.std
+    return _smooth(z.abs(), sigma) * healthy.brain
+
+
+def anomaly_score(amap: torch.Tensor, top_fraction: float = TOP_FRACTION) -> torch.Tensor:
+    """Per-volume score: the mean of the highest ``top_fraction`` of its voxels. (B,)."""
+    flat = amap.flatten(1)
+    k = max(1, int(flat.shape[1] * top_fraction))
+    return flat.topk(k, dim=1).values.mean(1)
+
+
+def score_threshold(healthy_scores: np.ndarray, false_positive_rate: float = FALSE_POSITIVE_RATE) -> float:
+    """The smallest score threshold that flags at most ``false_positive_rate`` of these healthy
+    scores (a score is flagged when it is above the threshold)."""
+    s = np.sort(np.asarray(healthy_scores, dtype=np.float64))
+    if len(s) == 0:
+        raise ValueError("no healthy scores to calibrate on")
+    allowed = int(np.floor(false_positive_rate * len(s)))  # how many may lie above
+    return float(s[len(s) - 1 - allowed])
+
+
+def calibrate(healthy: torch.Tensor, recon: torch.Tensor, stats: HealthyResiduals | None = None,
+              false_positive_rate: float = FALSE_POSITIVE_RATE) -> dict:
+    """The thresholds stored with a model version, from healthy (validation) volumes and the
+    model's reconstructions of them.
+
+    Returns ``score_threshold`` (flags at most ``false_positive_rate`` of them),
+    ``voxel_threshold`` (the 99.9th percentile of their in-brain map voxels), the rate, the
+    number of volumes and the map's kind.
+    """
+    amap = anomaly_map(healthy, recon, stats)
+    inside = amap[amap > 0]
+    inside = inside[:: max(1, inside.numel() // 1_000_000)]  # torch.quantile's input limit
+    return {"score_threshold": score_threshold(anomaly_score(amap).numpy(), false_positive_rate),
+            "voxel_threshold": float(torch.quantile(inside.float(), 0.999)) if inside.numel() else 0.0,
+            "false_positive_rate": false_positive_rate, "calibration_volumes": len(healthy),
+            "map": "healthy-normalised residual" if stats is not None else "residual"}
+
+
+def verdict(score: float, thresholds: dict) -> dict:
+    """What an anomaly output's sidecar records: its ``score``, whether it is ``flagged`` (above
+    the calibrated ``score_threshold``; None for a model without calibration) and the thresholds."""
+    flagged = score > thresholds["score_threshold"] if "score_threshold" in thresholds else None
+    return {"score": score, "flagged": flagged, **thresholds}
