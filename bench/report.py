@@ -258,12 +258,14 @@ def _cell(rows: dict, method: str) -> str:
     return f"{rows[method]['psnr']:.2f} / {rows[method]['ssim']:.3f}" if method in rows else "–"
 
 
-def quality_section(r: dict, heading: str = "## Quality (issues 8, 16)") -> list[str]:
+def quality_section(r: dict, heading: str = "## Quality (issues 8, 16, 19)") -> list[str]:
     e = r["evaluation"]
     lines = [
         heading,
-        f"`python -m bench.quality --n {r['n']} --train-minutes {r['train_minutes']:g}` on {_machine(r)}: "
-        f"the sample cohort ({r['counts']}), trained from scratch for {r['train_minutes']:g} minutes of wall "
+        f"`python -m bench.quality --n {r['n']} --train-minutes {r['train_minutes']:g}"
+        f"{' --seed ' + str(r['seed']) if r.get('seed') else ''}` on {_machine(r)}: "
+        f"the sample cohort{' of seed ' + str(r['seed']) if r.get('seed') else ''} ({r['counts']}), "
+        f"trained from scratch for {r['train_minutes']:g} minutes of wall "
         f"clock on 2 cores ({r['train']['epochs_run']} epochs; the whole benchmark took "
         f"{r.get('total_minutes', float('nan')):.1f} minutes), then `vae3d evaluate` on the **test** split "
         f"({e['n_test']} volumes; classical baselines tuned on validation). Best validation SSIM "

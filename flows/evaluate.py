@@ -119,15 +119,17 @@ def eval_anomaly(model, train: torch.Tensor, val: torch.Tensor, test: torch.Tens
     test scans against the same scans without lesions."""
     lesioned, masks = anomaly.lesioned_copies(test, seed)
     val_recon, test_recon, les_recon = (_restore(model, x) for x in (val, test, lesioned))
-    healthy = anomaly_maps.fit_healthy(val, val_recon)
+    healthy, thresholds = anomaly_maps.calibrate(val, val_recon)  # what registration stores
     atlas = train.mean(0, keepdim=True)
     maps = {"vae": lambda x, r: anomaly_maps.anomaly_map(x, r, healthy),
             "vae_residual": lambda x, r: anomaly_maps.anomaly_map(x, r),
             "atlas_deviation": lambda x, r: anomaly.atlas_deviation(x, atlas)}
     out = {"lesions": {k: list(v) if isinstance(v, tuple) else v for k, v in anomaly.LESIONS.items()}}
     for method, amap in maps.items():
-        m_val, m_test, m_les = amap(val, val_recon), amap(test, test_recon), amap(lesioned, les_recon)
-        threshold = anomaly_maps.score_threshold(anomaly_maps.anomaly_score(m_val).numpy())
+        m_test, m_les = amap(test, test_recon), amap(lesioned, les_recon)
+        # the model's map: its stored threshold; the others fit nothing on validation, so its scores calibrate them
+        threshold = (thresholds["score_threshold"] if method == "vae" else
+                     anomaly_maps.score_threshold(anomaly_maps.anomaly_score(amap(val, val_recon)).numpy()))
         healthy_scores = anomaly_maps.anomaly_score(m_test).numpy()
         out[method] = {**anomaly.voxel_metrics(m_les, masks),
                        "volume_auroc": anomaly.volume_auroc(healthy_scores, anomaly_maps.anomaly_score(m_les).numpy()),
@@ -136,9 +138,9 @@ def eval_anomaly(model, train: torch.Tensor, val: torch.Tensor, test: torch.Tens
                                                                        threshold),
                        "score_threshold": threshold}
         if method == "vae":
-            voxel = anomaly_maps.calibrate(val, val_recon, healthy)["voxel_threshold"]
             out["_overlay"] = ([{"label": f"test {i}", "image": lesioned[i, 0].numpy(), "map": m_les[i, 0].numpy(),
-                                 "mask": masks[i, 0].numpy()} for i in range(min(3, len(test)))], voxel)
+                                 "mask": masks[i, 0].numpy()} for i in range(min(3, len(test)))],
+                               thresholds["voxel_threshold"])
     return out
 
 

@@ -133,9 +133,8 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
     best = outcome["best"]
     model = load_model(outcome["best_checkpoint"])
     val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")])
-    val_recon = inference.reconstruct_all(model, val)
-    healthy = anomaly.fit_healthy(val, val_recon)
-    meta = {"anomaly": anomaly.calibrate(val, val_recon, healthy),
+    healthy, thresholds = anomaly.calibrate(val, inference.reconstruct_all(model, val))
+    meta = {"anomaly": thresholds,
             "restoration": {"model_rmse": inference.restoration_error(model, val)},
             "template_affine": index.template_affine, "target_shape": list(index.target_shape),
             "target_spacing": list(index.target_spacing), "preprocess": index.settings, "run_id": run_id,

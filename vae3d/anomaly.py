@@ -8,8 +8,8 @@ every scan. Here each voxel's signed residual is instead compared with the resid
 healthy scans at the same place of the template (their voxel-wise mean and spread, fitted
 on the validation split and stored with the model version): the map is ``|z|``, smoothed,
 inside the brain. A scan's score is the mean of its highest-scoring voxels, and the score
-threshold is the quantile of healthy validation scores that gives the requested
-false-positive rate. The choice of this map over the plain residual and the atlas baseline
+threshold is the quantile of healthy validation scores (each scored leave-one-out) that gives
+the requested false-positive rate. The choice of this map over the plain residual and the atlas baseline
 was made on validation volumes (BENCHMARKS.md, "Anomaly detection").
 """
 
@@ -105,22 +105,38 @@ def score_threshold(healthy_scores: np.ndarray, false_positive_rate: float = FAL
     return float(s[len(s) - 1 - allowed])
 
 
-def calibrate(healthy: torch.Tensor, recon: torch.Tensor, stats: HealthyResiduals | None = None,
-              false_positive_rate: float = FALSE_POSITIVE_RATE) -> dict:
-    """The thresholds stored with a model version, from healthy (validation) volumes and the
-    model's reconstructions of them.
+def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True,
+              false_positive_rate: float = FALSE_POSITIVE_RATE) -> tuple[HealthyResiduals | None, dict]:
+    """The statistics and thresholds stored with a model version, from healthy (validation) scans
+    and the model's reconstructions of them.
 
-    Returns ``score_threshold`` (flags at most ``false_positive_rate`` of them),
-    ``voxel_threshold`` (the 99.9th percentile of their in-brain map voxels), the rate, the
-    number of volumes and the map's kind.
+    The statistics are fitted on every scan; the thresholds on out-of-sample maps: each scan's map
+    uses statistics fitted on the others (leave-one-out). A scan inside its own statistics looks
+    more typical than a new scan does, so in-sample scores would set the threshold too low and
+    flag far more than ``false_positive_rate`` of new healthy scans.
+
+    Returns (the statistics, or None with ``normalise=False``; the thresholds: ``score_threshold``,
+    which flags at most ``false_positive_rate`` of the healthy scans, ``voxel_threshold``, the
+    99.9th percentile of their in-brain map voxels, the rate, the number of scans, the map's kind).
     """
-    amap = anomaly_map(healthy, recon, stats)
+    stats = fit_healthy(healthy, recon) if normalise else None
+    if stats is None or len(healthy) < 3:  # nothing fitted, or too few scans to leave one out
+        amap = anomaly_map(healthy, recon, stats)
+    else:
+        keep = torch.ones(len(healthy), dtype=torch.bool)
+        maps = []
+        for i in range(len(healthy)):
+            keep[i] = False
+            others = fit_healthy(healthy[keep], recon[keep])
+            keep[i] = True
+            maps.append(anomaly_map(healthy[i : i + 1], recon[i : i + 1], others))
+        amap = torch.cat(maps)
     inside = amap[amap > 0]
     inside = inside[:: max(1, inside.numel() // 1_000_000)]  # torch.quantile's input limit
-    return {"score_threshold": score_threshold(anomaly_score(amap).numpy(), false_positive_rate),
-            "voxel_threshold": float(torch.quantile(inside.float(), 0.999)) if inside.numel() else 0.0,
-            "false_positive_rate": false_positive_rate, "calibration_volumes": len(healthy),
-            "map": "healthy-normalised residual" if stats is not None else "residual"}
+    return stats, {"score_threshold": score_threshold(anomaly_score(amap).numpy(), false_positive_rate),
+                   "voxel_threshold": float(torch.quantile(inside.float(), 0.999)) if inside.numel() else 0.0,
+                   "false_positive_rate": false_positive_rate, "calibration_volumes": len(healthy),
+                   "map": "healthy-normalised residual" if stats is not None else "residual"}
 
 
 def verdict(score: float, thresholds: dict) -> dict:

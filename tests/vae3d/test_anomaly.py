@@ -26,14 +26,15 @@ def _healthy(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.Ten
 
 
 def test_calibration_on_healthy_scans_holds_its_false_positive_rate_on_new_healthy_scans():
-    fit_scans, fit_recon = _healthy(100, seed=1)
-    stats = anomaly.fit_healthy(fit_scans, fit_recon, std_floor=0.005)
-    thresholds = anomaly.calibrate(fit_scans, fit_recon, stats, false_positive_rate=0.05)
+    # few calibration scans, as in a validation split: a scan inside its own statistics looks typical
+    fit_scans, fit_recon = _healthy(40, seed=1)
+    stats, thresholds = anomaly.calibrate(fit_scans, fit_recon, false_positive_rate=0.05)
     new_scans, new_recon = _healthy(400, seed=2)
     scores = anomaly.anomaly_score(anomaly.anomaly_map(new_scans, new_recon, stats)).numpy()
     fpr = float(np.mean(scores > thresholds["score_threshold"]))
-    assert 0.01 <= fpr <= 0.10, fpr  # 5% expected; 400 draws put 95% of outcomes in about 3-7%
-    assert thresholds["false_positive_rate"] == 0.05 and thresholds["calibration_volumes"] == 100
+    # at most 5% expected (2 of 40 may lie above); calibrating on in-sample maps flags 7.5% of these new scans
+    assert fpr <= 0.06, fpr
+    assert thresholds["false_positive_rate"] == 0.05 and thresholds["calibration_volumes"] == 40
 
 
 def test_normalising_by_healthy_residuals_removes_the_hard_regions_from_the_map():
