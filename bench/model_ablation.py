@@ -200,7 +200,7 @@ def _run(name: str, overrides: dict, budget: float, queue) -> None:
     steps = result.epochs_run * -(-N_TRAIN // cfg.batch_size)
 
     def restore(v: torch.Tensor) -> torch.Tensor:
-        return torch.cat([inference.reconstruct(best, c) for c in v.split(4)])
+        return inference.reconstruct_all(best, v)
 
     row = {"row": name, "overrides": overrides, "batch_size": cfg.batch_size,
            "params_m": sum(p.numel() for p in best.parameters()) / 1e6,

@@ -68,12 +68,14 @@ class _Model:
     outputs are all complete never loads it)."""
 
     def __init__(self, ref: ModelRef, settings: Settings):
-        self.ref, self.settings, self._wrapper, self._chain = ref, settings, None, None
+        self.ref, self.settings, self._wrapper, self._chain, self.meta = ref, settings, None, None, {}
 
     def load(self):
         if self._wrapper is None:
             self._wrapper = model_loader.load(self.ref, self.settings)
             self._chain = build_preprocess(**self._wrapper.meta["preprocess"])
+            # what a mode reads: the registered metadata and the anomaly statistics (None: registered before them)
+            self.meta = {**self._wrapper.meta, "healthy": getattr(self._wrapper, "healthy", None)}
         return self._wrapper
 
     def prepare(self, path: str):
@@ -103,9 +105,7 @@ def per_input(items: list[tuple[int, str]], req: GenerationRequest, ref: ModelRe
             batch.records += done
             continue
         prep = model.prepare(path)
-        wrapper = model.load()
-        meta = {**wrapper.meta, "healthy": getattr(wrapper, "healthy", None)}  # None: registered before them
-        products = make(wrapper.model, meta, prep, idx, req, model.call)
+        products = make(model.load().model, model.meta, prep, idx, req, model.call)
         base = {"input_path": path, "input_sha256": prep.sha256}
         for out, prior, p in zip(outs, done, products, strict=True):
             batch.records.append(prior or write_volume(

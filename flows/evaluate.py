@@ -53,10 +53,6 @@ def require_held_out(settings: Settings) -> DatasetIndex:
     return index
 
 
-def _restore(model, x: torch.Tensor) -> torch.Tensor:
-    return _batched(lambda c: inference.reconstruct(model, c), x)
-
-
 def _case(label: str, clean, corrupted, restored, baseline, baseline_name: str) -> dict:
     """The first test volume of a restoration row, for the review figure."""
     return {"label": label, "clean": clean[0, 0].numpy(), "corrupted": corrupted[0, 0].clamp(0, 1).numpy(),
@@ -76,7 +72,7 @@ def eval_denoising(model, val: torch.Tensor, test: torch.Tensor, seed: int, mode
         nt = denoising.add_rician(test, sigma, derive_seed(seed, "test"))
         g = denoising.tune(denoising.gaussian, nv, tune_val, [0.5, 0.75, 1.0, 1.5, 2.0])
         h = denoising.tune(denoising.nl_means, nv, tune_val, [f * sigma for f in (0.6, 0.9, 1.2, 1.6)])
-        nlm, alone = denoising.nl_means(nt, h), _restore(model, nt)
+        nlm, alone = denoising.nl_means(nt, h), inference.reconstruct_all(model, nt)
         restored = inference.fuse(nt, alone, model_rmse)
         rows[name] = {
             "noisy": denoising.scores(nt, test),
@@ -118,7 +114,7 @@ def eval_anomaly(model, train: torch.Tensor, val: torch.Tensor, test: torch.Tens
     fitted and calibrated on the healthy validation scans, then scored on lesioned copies of the
     test scans against the same scans without lesions."""
     lesioned, masks = anomaly.lesioned_copies(test, seed)
-    val_recon, test_recon, les_recon = (_restore(model, x) for x in (val, test, lesioned))
+    val_recon, test_recon, les_recon = (inference.reconstruct_all(model, x) for x in (val, test, lesioned))
     healthy, thresholds = anomaly_maps.calibrate(val, val_recon)  # what registration stores
     atlas = train.mean(0, keepdim=True)
     maps = {"vae": lambda x, r: anomaly_maps.anomaly_map(x, r, healthy),
@@ -171,7 +167,7 @@ def evaluate_flow(settings: Settings, model_uri: str = DEFAULT_MODEL_URI, n_synt
     seed = settings.seed
     torch.manual_seed(seed)
     with torch.no_grad():
-        recon = denoising.scores(_restore(model, data["test"]), data["test"])
+        recon = denoising.scores(inference.reconstruct_all(model, data["test"]), data["test"])
     den_out = eval_denoising(model, data["val"], data["test"], seed, model_rmse)
     sr_out = eval_superres(model, data["test"])
     den, sr = den_out["rows"], sr_out["rows"]

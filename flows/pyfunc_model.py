@@ -12,7 +12,6 @@ registration before they are loaded (``weights_only=True``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import mlflow
@@ -65,8 +64,9 @@ class VAE3DPyfunc(PythonModel):
 
 def _verified(path: str, sha256: str) -> str:
     """``path``, after checking its sha256 against the one recorded at registration."""
-    with open(path, "rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    from vae3d.files import sha256_file
+
+    digest = sha256_file(path)
     if digest != sha256:
         raise RuntimeError(f"{path} has sha256 {digest}, registration recorded {sha256}: the artifact was "
                            "altered; re-register the model")
