@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 WORKSPACE ?= workspace
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test check-model bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ demo: install
 
 test: install
 	$(BIN)/ruff check vae3d flows data_contracts tests bench
-	$(BIN)/python -m pytest -n 2  # two workers: much of the suite waits on servers and subprocesses
+	$(BIN)/python -m pytest -n 2 -m "not model_env"  # two workers: much of the suite waits on servers and subprocesses
+
+# the registered model in a fresh venv of its own logged requirements (minutes: torch and mlflow)
+check-model: install
+	$(BIN)/python -m pytest -m model_env
 
 bench: install
 	$(BIN)/python -m bench.run_all

@@ -9,10 +9,11 @@ from data_contracts.manifest import (
     QuarantineReport,
     SplitFractions,
     split_for,
+    subject_of,
 )
 from data_contracts.nifti import VolumeHeader, VolumeLimits
 
 __all__ = [
     "ContractViolation", "DatasetIndex", "IndexItem", "Manifest", "ManifestRow", "PipelineError", "QuarantineRecord",
-    "QuarantineReport", "Reason", "SplitFractions", "VolumeHeader", "VolumeLimits", "split_for",
+    "QuarantineReport", "Reason", "SplitFractions", "VolumeHeader", "VolumeLimits", "split_for", "subject_of",
 ]

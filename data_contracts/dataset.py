@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
 from typing import ClassVar
 
@@ -39,4 +40,8 @@ class DatasetIndex(Contract):
 
     def counts(self) -> dict[str, int]:
         return {s: len(self.split(s)) for s in ("train", "val", "test")}
+
+    def split_digest(self, name: Split) -> str:
+        """A short digest of a split's cached volumes: the split's MLflow dataset digest."""
+        return hashlib.sha256("".join(i.cache_digest for i in self.split(name)).encode()).hexdigest()[:16]
 

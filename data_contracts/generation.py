@@ -86,8 +86,12 @@ class ModelRef(Schema):
 
 
 class Provenance(Contract):
-    """The BIDS-style JSON sidecar beside every output file."""
+    """The JSON sidecar beside every output file: the BIDS derivative keys (``Description``,
+    ``Sources``, ``SpatialReference``) beside the project's provenance."""
 
+    Description: str | None = None
+    Sources: tuple[str, ...] = ()
+    SpatialReference: str | None = None
     output: str
     output_sha256: str
     mode: Mode
@@ -99,6 +103,18 @@ class Provenance(Contract):
     input_sha256: str | None = None
     package_version: str
     created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+class DatasetDescription(Contract):
+    """``dataset_description.json`` of a BIDS derivatives folder (one per generate output folder)."""
+
+    rebuilt_by: ClassVar[str] = "the same 'vae3d generate' command"
+
+    Name: str
+    BIDSVersion: str = "1.10.0"
+    DatasetType: Literal["derivative"] = "derivative"
+    GeneratedBy: tuple[dict, ...]
+    SourceDatasets: tuple[dict, ...] = ()
 
 
 class OutputRecord(Schema):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from datetime import datetime, timezone
 from typing import ClassVar, Literal
@@ -32,10 +33,21 @@ class SplitFractions(Schema):
         return self
 
 
-def split_for(sha256: str, fractions: SplitFractions) -> Split:
-    """Deterministic split from content: the same scan always lands in the same split,
-    whatever its name and whatever else is in the folder (no leakage between runs)."""
-    u = int(hashlib.sha256(("split:" + sha256).encode()).hexdigest()[:12], 16) / float(16**12)
+_SUBJECT = re.compile(r"(?:^|[_/\\])sub-([A-Za-z0-9]+)(?=[_/\\.]|$)")
+
+
+def subject_of(path: str) -> str | None:
+    """The BIDS subject label of a file (``sub-07`` in its name or in a folder above it), or None."""
+    found = _SUBJECT.findall(str(path))
+    return found[-1] if found else None
+
+
+def split_for(sha256: str, fractions: SplitFractions, subject: str | None = None) -> Split:
+    """Deterministic split: by the BIDS subject where the path names one, so every session and
+    re-export of a subject lands in the same split; else by content, so the same scan always
+    lands in the same split whatever its name and whatever else is in the folder."""
+    key = f"split:sub-{subject}" if subject else "split:" + sha256
+    u = int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) / float(16**12)
     if u < fractions.train:
         return "train"
     if u < fractions.train + fractions.val:
@@ -56,6 +68,9 @@ class ManifestRow(Schema):
 
     id: str = Field(description="stable id: the first 16 hex digits of the content sha256")
     split: Split
+    split_by: Literal["subject", "content"] = Field(
+        "content", description="what decided the split: the BIDS subject (sub-<label>) or the content sha256")
+    subject: str | None = Field(None, description="the BIDS subject label, where the path names one")
     header: VolumeHeader
     duplicates: tuple[DuplicateFile, ...] = ()
 

@@ -23,7 +23,16 @@ from flows.runners import chunks
 from flows.settings import PrefectSettings, Settings
 from vae3d import files, inference
 from vae3d.generation import quantize, synthesize
-from vae3d.outputs import complete, expectation, input_outputs, provenance, stored, synthetic_output, write_volume
+from vae3d.outputs import (
+    complete,
+    expectation,
+    input_outputs,
+    provenance,
+    stored,
+    stored_dtype,
+    synthetic_output,
+    write_volume,
+)
 from vae3d.preprocessing import build_preprocess
 from vae3d.preprocessing.inputs import prepare_input
 
@@ -108,9 +117,10 @@ def per_input(items: list[tuple[int, str]], req: GenerationRequest, ref: ModelRe
         products = make(model.load().model, model.meta, prep, idx, req, model.call)
         base = {"input_path": path, "input_sha256": prep.sha256}
         for out, prior, p in zip(outs, done, products, strict=True):
+            params = {**p.parameters, **stored_dtype(req, image=p.image)}
             batch.records.append(prior or write_volume(
-                out, p.array, p.affine, provenance(req, ref, p.index, code_version(), **base, parameters=p.parameters),
-                **stored(req, image=p.image)))
+                out, p.array, p.affine, provenance(req, ref, p.index, code_version(), **base, parameters=params),
+                **stored(req, image=p.image), codes=p.codes))
     return batch
 
 
@@ -159,5 +169,5 @@ def embed(items: list[tuple[int, str]], ref: ModelRef, settings: Settings) -> Ba
         prep = model.prepare(path)
         z = model.call(inference.embed, model.load().model, prep.x)[0].numpy()
         rows.append({"index": idx, "id": prep.sha256[:16], "path": path, "sha256": prep.sha256,
-                     "latent": z.astype(np.float32)})
+                     "latent": z.astype(np.float32), "latent_shape": list(model.load().model.latent_shape)})
     return Batch(rows=rows)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from mlflow.entities import Metric
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -199,7 +201,7 @@ def evaluate_flow(settings: Settings, model_uri: str = DEFAULT_MODEL_URI, n_synt
     atomic_write_text(out / "results.json", json.dumps(results, indent=1, default=str))
     atomic_write_text(out / "report.md", md)
     _figures(out, data["test"][0, 0].numpy(), samples, cases, overlay)
-    _log_to_mlflow(settings, ref, results, out)
+    _log_to_mlflow(settings, ref, results, out, require_held_out(settings).split_digest("test"))
     create_markdown_artifact(key="evaluation-report", markdown=md)
     logger.info("evaluation of %s v%s -> %s", ref.name, ref.version, out / "report.md")
     return results
@@ -242,12 +244,16 @@ def _flat_metrics(results: dict) -> dict[str, float]:
     return {k: float(v) for k, v in m.items() if v == v}
 
 
-def _log_to_mlflow(settings: Settings, ref, results: dict, out: Path) -> None:
+def _log_to_mlflow(settings: Settings, ref, results: dict, out: Path, test_digest: str | None = None) -> None:
     client, _ = init_store(Workspace.at(settings.workspace), settings.mlflow)
     metrics = _flat_metrics(results)
     if ref.run_id:
-        for k, v in metrics.items():
-            client.log_metric(ref.run_id, k, v)
+        # linked to the logged model (MLflow 3 model_id) and to the test split it was measured on
+        model_id = client.get_model_version(ref.name, ref.version).model_id
+        now = int(time.time() * 1000)
+        client.log_batch(ref.run_id, metrics=[
+            Metric(k, v, now, 0, model_id=model_id, dataset_name="vae3d-test", dataset_digest=test_digest)
+            for k, v in metrics.items()])
         client.log_artifacts(ref.run_id, str(out), "evaluation")
     for key in ("eval_recon_ssim", "eval_anomaly_vae_volume_auroc", "eval_synth_memorised"):
         if key in metrics:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task, unmapped
+from prefect.runtime import flow_run
 
 from data_contracts.generation import GenerationRequest, ModelRef, RunManifest
 from flows import batches, interrupts, model_loader
@@ -26,7 +27,7 @@ from flows.workspace import Workspace
 from vae3d import modes
 from vae3d.files import remove_stale_temporaries
 from vae3d.ingest import check_inputs
-from vae3d.outputs import output_stems, provenance, write_embeddings
+from vae3d.outputs import output_stems, provenance, write_dataset_description, write_embeddings
 
 RETRY = {"retries": 2, "retry_condition_fn": retry_unless_user_error, "retry_delay_seconds": 2}
 
@@ -67,7 +68,16 @@ MODES: dict[str, Mode] = {
 }
 
 
-@flow(name="generate")
+def run_name() -> str:
+    """A generate run's name in the Prefect UI: its mode and what it asks for
+    (``generate-denoise-12-inputs-seed0``, ``generate-synthetic-500-seed3``)."""
+    req = flow_run.parameters["request"]
+    req = req if isinstance(req, GenerationRequest) else GenerationRequest.model_validate(req)
+    what = f"{req.n}" if req.mode == "synthetic" else f"{len(req.inputs)}-inputs"
+    return f"generate-{req.mode}-{what}-seed{req.seed}"
+
+
+@flow(name="generate", flow_run_name=run_name)
 def generate_flow(request: GenerationRequest, settings: Settings, out: str | None = None,
                   labels: dict[str, str] | None = None) -> RunManifest:
     """Generate the outputs of ``request``; re-running the same request completes it."""
@@ -80,6 +90,8 @@ def generate_flow(request: GenerationRequest, settings: Settings, out: str | Non
     with exclusive(out_dir / ".vae3d.lock", f"output folder {out_dir}"):
         if stale := remove_stale_temporaries(out_dir):
             logger.info("removed %d partial files left by an interrupted run", len(stale))
+        write_dataset_description(out_dir, request.mode, code_version(), f"{ref.name} v{ref.version}",
+                                  [str(Path(p).parent) for p in request.inputs])
         stems, renamed = output_stems(request.inputs)
         if renamed:
             logger.warning("%d inputs share a file name with another input; their outputs carry a src- entity: %s",

@@ -1,12 +1,13 @@
-"""Cross-process locks on workspace folders (two runs into one place end consistent)."""
+"""Cross-process locks on workspace folders (two runs into one place end consistent), with
+``filelock``: the same code on Linux, macOS and Windows."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import time
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -17,34 +18,28 @@ class LockTimeout(RuntimeError):
 
 @contextlib.contextmanager
 def exclusive(lock_file: Path, what: str, timeout_s: float = 3600.0, poll_s: float = 0.5):
-    """Hold an exclusive ``flock`` on ``lock_file``; wait (saying so) while another holds it.
+    """Hold an exclusive lock on ``lock_file``; wait (saying so) while another process holds it.
 
     Raises:
         LockTimeout: still held by another process after ``timeout_s``.
     """
+    lock = FileLock(lock_file, thread_local=False)
     try:
         lock_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(lock_file, "a+")  # noqa: SIM115 - opened apart to word its error; the with below closes it
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.warning("another run is using %s (%s); waiting for it to finish", what, lock_file)
+            lock.acquire(timeout=timeout_s, poll_interval=poll_s)
+    except Timeout:
+        raise LockTimeout(
+            f"{what} is still locked by another run after {timeout_s:.0f} s ({lock_file}); "
+            "wait for it to finish, or remove the lock file if that run is dead"
+        ) from None
     except OSError as exc:
         raise OSError(exc.errno, f"cannot create the lock file {lock_file} for {what}: {exc.strerror}; "
                       "the folder must exist and be writable", str(lock_file)) from exc
-    with fh:
-        start, told = time.monotonic(), False
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not told:
-                    log.warning("another run is using %s (%s); waiting for it to finish", what, lock_file)
-                    told = True
-                if time.monotonic() - start > timeout_s:
-                    raise LockTimeout(
-                        f"{what} is still locked by another run after {timeout_s:.0f} s ({lock_file}); "
-                        "wait for it to finish, or remove the lock file if that run is dead"
-                    ) from None
-                time.sleep(poll_s)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        lock.release()

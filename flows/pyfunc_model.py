@@ -8,11 +8,21 @@
 Modes: ``reconstruct`` (default), ``denoise`` (the same posterior-mean reconstruction),
 ``anomaly``, ``embed``. The weights are verified against the sha256 recorded at
 registration before they are loaded (``weights_only=True``).
+
+Output shapes by mode (also in the model's metadata, ``outputs``): (B, 1, S, S, S) float32 for
+``reconstruct``, ``denoise`` and ``anomaly``; (B, latent size) float32 for ``embed``. The
+signature states the input and the ``mode`` parameter only, since one output schema cannot
+describe both shapes.
+
+This file and what it imports (``vae3d.model``, ``vae3d.inference``, ``vae3d.anomaly``,
+``vae3d.files``, ``data_contracts``) need only the logged requirements: torch, monai, numpy,
+pydantic and mlflow (``tests/flows/test_model_env.py`` loads the model in such a venv).
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -36,7 +46,7 @@ class VAE3DPyfunc(PythonModel):
             path = _verified(context.artifacts["anomaly"], self.meta["artifacts_sha256"]["anomaly"])
             self.healthy = HealthyResiduals.from_state(load_checkpoint(path))
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
         import torch
 
         from vae3d import anomaly, inference

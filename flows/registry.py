@@ -6,6 +6,7 @@ import functools
 import json
 import subprocess
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
+import data_contracts
 import vae3d
 from vae3d.files import sha256_file
 
@@ -41,18 +43,31 @@ def code_version() -> str:
     return f"{version}+{commit}"
 
 
+#: what the pyfunc model imports (``flows/pyfunc_model.py``), pinned to this environment's versions
+MODEL_REQUIREMENTS = ("torch", "monai", "numpy", "pydantic", "mlflow")
+
+
 def signature(size: int) -> ModelSignature:
-    tensor = TensorSpec(np.dtype(np.float32), (-1, 1, size, size, size))
+    """The input tensor and the ``mode`` parameter. No output schema: ``embed`` returns (B, latent
+    size) and the other modes (B, 1, S, S, S); ``output_shapes`` goes into the model's metadata.
+
+    No input example is logged: one 64^3 volume is 1 MiB of float32 and about 5 MB as the JSON
+    MLflow stores, in every version; the signature already gives shape and dtype, and the
+    README shows a call."""
     return ModelSignature(
-        inputs=Schema([tensor]),
-        outputs=Schema([tensor]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, size, size, size))]),
         params=ParamSchema([ParamSpec("mode", "string", "reconstruct")]),
     )
 
 
+def output_shapes(size: int, latent_size: int) -> dict[str, list[int]]:
+    volume = [-1, 1, size, size, size]
+    return {"reconstruct": volume, "denoise": volume, "anomaly": volume, "embed": [-1, latent_size]}
+
+
 def _requirements() -> list[str]:
     pins = []
-    for dist in ("torch", "monai", "numpy", "mlflow"):
+    for dist in MODEL_REQUIREMENTS:
         try:
             version = metadata.version(dist).split("+")[0]
             pins.append(f"{dist}=={version}")
@@ -63,7 +78,7 @@ def _requirements() -> list[str]:
 
 def log_and_register(
     client: MlflowClient, run_id: str, name: str, weights: Path, meta: dict, tags: dict[str, str], size: int,
-    extra: dict[str, Path] | None = None,
+    extra: dict[str, Path] | None = None, latent_size: int | None = None,
 ) -> str:
     """Log the pyfunc (models-from-code, vae3d bundled) and register a new version as candidate.
 
@@ -78,14 +93,18 @@ def log_and_register(
     with tempfile.TemporaryDirectory() as tmp:
         meta_path = Path(tmp) / "meta.json"
         meta_path.write_text(json.dumps(meta, indent=1))
-        with mlflow.start_run(run_id=run_id):
+        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+            # no input example, by decision (``signature``): MLflow's reminder of it is not news
+            warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(PYFUNC_CODE),
                 artifacts={"weights": str(weights), "meta": str(meta_path), **{k: str(p) for k, p in extra.items()}},
-                code_paths=[str(Path(vae3d.__file__).parent)],
+                # the library and the contracts it imports: the model needs no project install
+                code_paths=[str(Path(vae3d.__file__).parent), str(Path(data_contracts.__file__).parent)],
                 signature=signature(size),
                 pip_requirements=_requirements(),
+                metadata={"output_shapes": output_shapes(size, latent_size or -1)},
             )
     mv = mlflow.register_model(info.model_uri, name, tags={**tags, "weights_sha256": meta["weights_sha256"]})
     client.set_registered_model_alias(name, CANDIDATE, mv.version)

@@ -8,7 +8,6 @@ lock. Set ``VAE3D_MLFLOW__TRACKING_URI`` to use a tracking server instead.
 
 from __future__ import annotations
 
-import fcntl
 import math
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import mlflow
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from flows.locks import exclusive
 from flows.settings import MlflowSettings, Settings
 from flows.workspace import Workspace
 
@@ -34,8 +34,7 @@ def init_store(ws: Workspace, cfg: MlflowSettings) -> tuple[MlflowClient, str]:
     ws.locks.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    with open(ws.locks / "mlflow-init.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(ws.locks / "mlflow-init.lock", f"the MLflow store {uri}", timeout_s=600):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         exp = client.get_experiment_by_name(cfg.experiment)
         if exp is None:
@@ -78,6 +77,23 @@ def log_figure(client: MlflowClient, run_id: str, fig, name: str) -> None:
 
     client.log_figure(run_id, fig, f"figures/{name}")
     plt.close(fig)
+
+
+def prefect_tags() -> dict[str, str]:
+    """MLflow run tags naming the Prefect flow run this runs in (none outside one)."""
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:
+        return {}
+    return {"prefect.flow_run_id": flow_run.id, "prefect.flow_run_name": str(flow_run.name),
+            **({"prefect.flow_run_url": flow_run.ui_url} if flow_run.ui_url else {})}
+
+
+def mlflow_run_link(s: Settings, exp_id: str, run_id: str) -> str:
+    """Where the MLflow UI shows a run: the tracking server's, or, for the workspace's SQLite
+    store, the one ``vae3d mlflow-ui`` serves (MLflow's default port)."""
+    base = s.mlflow.tracking_uri if (s.mlflow.tracking_uri or "").startswith("http") else "http://127.0.0.1:5000"
+    return f"{base.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
 
 
 def mlflow_ui_command(s: Settings) -> str:

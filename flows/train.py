@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import tempfile
 from pathlib import Path
 
+import mlflow
 import torch
-from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
-from mlflow.entities import DatasetInput, InputTag, Param, RunTag
+from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from data_contracts import DatasetIndex
 from flows.locks import exclusive
@@ -22,7 +23,7 @@ from flows.model_card import model_card
 from flows.registry import CANDIDATE, code_version, find_version, log_and_register, promote_if_better
 from flows.runners import retry_unless_user_error
 from flows.settings import Settings
-from flows.tracking import MlflowCallback, flatten, init_store, log_figure, tracking_uri
+from flows.tracking import MlflowCallback, flatten, init_store, log_figure, mlflow_run_link, prefect_tags, tracking_uri
 from flows.workspace import Workspace
 from vae3d import anomaly, figures, inference
 from vae3d.checkpoint import save_checkpoint
@@ -59,8 +60,11 @@ def start_run(settings: Settings, index: DatasetIndex, key: str) -> str:
 
 def _create_run(client, exp_id: str, settings: Settings, index: DatasetIndex, key: str, ws: Workspace,
                 marker: Path) -> str:
-    run = client.create_run(exp_id, tags={"vae3d.code_version": code_version(), "vae3d.run_key": key})
+    run = client.create_run(exp_id, tags={"vae3d.code_version": code_version(), "vae3d.run_key": key,
+                                          **prefect_tags()})
     run_id = run.info.run_id
+    create_link_artifact(key="mlflow-run", link=mlflow_run_link(settings, exp_id, run_id),
+                         link_text=f"MLflow run {run_id}", description="the training run, its metrics and model")
     params = flatten("train", settings.train.to_dict()) | flatten("preprocess", index.settings)
     params |= {"data.manifest_sha256": index.manifest_sha256, "seed": str(settings.seed)}
     for k, v in index.counts().items():
@@ -72,12 +76,28 @@ def _create_run(client, exp_id: str, settings: Settings, index: DatasetIndex, ke
             "system.python": platform.python_version(), "system.torch": torch.__version__,
             "system.cuda": str(torch.cuda.is_available()), "system.machine": platform.machine()}.items()],
     )
-    dataset = MetaDataset(LocalArtifactDatasetSource(ws.manifest.as_uri()), name="manifest",
-                          digest=index.manifest_sha256[:16])
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
-                                                     tags=[InputTag("mlflow.data.context", "training")])])
+    log_splits(run_id, index, ws)
     atomic_write_text(marker, json.dumps({"run_id": run_id, "registered_version": None}))
     return run_id
+
+
+def log_splits(run_id: str, index: DatasetIndex, ws: Workspace) -> None:
+    """Each split as an MLflow dataset (one row per scan: id, source path and sha256, cached
+    volume digest) with its context, ``train``, ``val`` or ``test``; the source is the dataset index."""
+    import pandas as pd
+
+    datasets, contexts = [], []
+    source = LocalArtifactDatasetSource(ws.dataset_index.as_uri())  # a file URI alone reads two ways: MLflow warns
+    for split in ("train", "val", "test"):
+        fields = {"id", "source_path", "source_sha256", "cache_digest"}
+        rows = [i.model_dump(include=fields) for i in index.split(split)]
+        if rows:
+            datasets.append(mlflow.data.from_pandas(pd.DataFrame(rows), source=source,
+                                                    name=f"vae3d-{split}", digest=index.split_digest(split)))
+            contexts.append(split)
+    with mlflow.start_run(run_id=run_id):  # the public API logs to the active run ...
+        mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[{} for _ in datasets])
+    mlflow.MlflowClient().update_run(run_id, status="RUNNING")  # ... and ending it must not end training's
 
 
 @task
@@ -147,7 +167,8 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
             with tempfile.TemporaryDirectory() as tmp:
                 stats = save_checkpoint(Path(tmp) / "anomaly.pt", healthy.state())
                 version = log_and_register(client, run_id, cfg.registered_model, outcome["best_checkpoint"],
-                                           meta, tags, index.target_shape[0], extra={"anomaly": stats})
+                                           meta, tags, index.target_shape[0], extra={"anomaly": stats},
+                                           latent_size=math.prod(model.latent_shape))
         else:  # registered before a kill could mark it: the same version, not a second one
             get_run_logger().info("run %s is already registered as v%s: not registered again", run_id, version)
             client.set_registered_model_alias(cfg.registered_model, CANDIDATE, version)

@@ -108,9 +108,32 @@ def configure_environment(ws: Workspace, startup_timeout_s: int = 180) -> None:
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
         "DO_NOT_TRACK": "1",
+        # the library's log lines (training progress, lock waits) in the Prefect UI, for processes
+        # that import Prefect after this; route_library_logs does it for this one
+        "PREFECT_LOGGING_EXTRA_LOGGERS": LIBRARY_LOGGERS,
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    route_library_logs()
+
+
+LIBRARY_LOGGERS = "vae3d,flows"
+
+
+def route_library_logs(names: str = LIBRARY_LOGGERS) -> None:
+    """Give the library's loggers the handlers Prefect gives its ``PREFECT_LOGGING_EXTRA_LOGGERS``
+    (those of ``prefect.extra``: the API handler that sends a run's lines to the UI), once, at
+    INFO. Prefect reads the setting when it is first imported, which in this process was earlier."""
+    import logging
+
+    extra = logging.getLogger("prefect.extra")
+    for name in names.split(","):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+        for handler in extra.handlers:
+            if handler not in logger.handlers:
+                logger.addHandler(handler)
 
 
 @contextmanager

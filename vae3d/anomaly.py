@@ -20,8 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from monai.transforms import GaussianSmooth
-
-from vae3d.preprocessing.augment import plain
+from monai.utils import convert_to_tensor
 
 TOP_FRACTION = 0.001  # a scan's score: the mean of its top 0.1% map voxels (a small lesion's size)
 FALSE_POSITIVE_RATE = 0.05  # of healthy scans flagged at the calibrated threshold
@@ -50,7 +49,7 @@ def _smooth(volumes: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma <= 0:
         return volumes
     smooth = GaussianSmooth(sigma=sigma)
-    return torch.stack([plain(smooth(v)) for v in volumes])
+    return torch.stack([convert_to_tensor(smooth(v), track_meta=False) for v in volumes])
 
 
 def fit_healthy(healthy: torch.Tensor, recon: torch.Tensor, std_sigma: float = 1.0, std_floor: float = 0.02,

@@ -27,6 +27,7 @@ from data_contracts import (
     VolumeHeader,
     VolumeLimits,
     split_for,
+    subject_of,
 )
 from data_contracts.manifest import DuplicateFile
 from data_contracts.paths import PathEscape, confine
@@ -247,7 +248,7 @@ def assemble(
     fractions: SplitFractions,
 ) -> tuple[Manifest, QuarantineReport]:
     """Group accepted volumes by content (first path wins, others listed as duplicates),
-    assign splits from the content hash, and collect the quarantine."""
+    assign splits by BIDS subject (or, without one, by content hash), and collect the quarantine."""
     by_sha: dict[str, list[VolumeHeader]] = {}
     rejected: list[QuarantineRecord] = []
     for result in results:
@@ -258,10 +259,13 @@ def assemble(
     rows = []
     for sha, headers in by_sha.items():
         headers.sort(key=lambda h: h.path)
+        subject = subject_of(headers[0].path)
         rows.append(
             ManifestRow(
                 id=sha[:16],
-                split=split_for(sha, fractions),
+                split=split_for(sha, fractions, subject),
+                split_by="subject" if subject else "content",
+                subject=subject,
                 header=headers[0],
                 duplicates=tuple(
                     DuplicateFile(path=h.path, size_bytes=h.size_bytes, mtime_ns=h.mtime_ns)

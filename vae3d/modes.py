@@ -41,6 +41,7 @@ class Product:
     index: int
     parameters: dict = field(default_factory=dict)
     image: bool = True
+    codes: tuple[int, int] = (1, 1)  # the header's (qform, sform) codes: an input's, on its grid
 
 
 def direct(fn: Callable, *args):
@@ -74,7 +75,7 @@ def denoise(model: VAE3D, meta: dict, prep: PreparedInput, index: int, req: Gene
         result = inference.fuse(prep.x, result, rmse, sigma=sigma)
         params.update(noise_sigma=float(sigma[0]), model_rmse=rmse)
     back = to_original_space(result[0].numpy(), prep.affine, prep.original_affine, prep.original_shape)
-    return [Product(_scaled(back, prep, req), prep.original_affine, index, params)]
+    return [Product(_scaled(back, prep, req), prep.original_affine, index, params, codes=prep.codes)]
 
 
 def super_resolve(model: VAE3D, meta: dict, prep: PreparedInput, index: int, req: GenerationRequest,
@@ -90,7 +91,7 @@ def super_resolve(model: VAE3D, meta: dict, prep: PreparedInput, index: int, req
         back = inference.data_consistent(torch.from_numpy(back)[None, None], prep.measured(),
                                          req.detail_gain)[0, 0].numpy()
         params["back_projected"] = True
-    return [Product(_scaled(back, prep, req), affine, index, params)]
+    return [Product(_scaled(back, prep, req), affine, index, params, codes=prep.codes)]
 
 
 def anomaly(model: VAE3D, meta: dict, prep: PreparedInput, index: int, req: GenerationRequest,
@@ -100,7 +101,7 @@ def anomaly(model: VAE3D, meta: dict, prep: PreparedInput, index: int, req: Gene
     amap = anomaly_map(prep.x, call(inference.reconstruct, model, prep.x), meta.get("healthy"))
     verdict = anomaly_verdict(float(anomaly_score(amap)[0]), meta.get("anomaly", {}))
     back = to_original_space(amap[0].numpy(), prep.affine, prep.original_affine, prep.original_shape)
-    return [Product(back, prep.original_affine, index, verdict, image=False)]
+    return [Product(back, prep.original_affine, index, verdict, image=False, codes=prep.codes)]
 
 
 def _scaled(volume: np.ndarray, prep: PreparedInput, req: GenerationRequest) -> np.ndarray:

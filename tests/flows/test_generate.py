@@ -135,6 +135,10 @@ def test_augment_variants_and_embed(trained, tmp_path):
     table = pq.read_table(tmp_path / "emb" / "embeddings.parquet")
     assert table.num_rows == 3 and set(table.column_names) == {"id", "path", "sha256", "label", "latent"}
     assert len(table.column("latent")[0].as_py()) == 32  # the fixture model has a flat latent
+    assert table.schema.field("latent").type.list_size == 32  # a fixed-size list: a 2-D array to readers
+    meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
+    assert meta["vae3d.latent_size"] == "32" and json.loads(meta["vae3d.latent_shape"]) == [32]
+    assert json.loads(meta["vae3d.model"])["version"] == "1"
     assert table.column("label").to_pylist() == ["grp"] * 3
     assert (tmp_path / "emb" / "embeddings_pca.png").stat().st_size > 1000
     assert json.loads((tmp_path / "emb" / "embeddings.json").read_text())["mode"] == "embed"
@@ -162,7 +166,7 @@ def test_super_resolve_output_grid_and_intensity_scale(trained, tmp_path):
     assert out.shape == want_shape == (32, 32, 32)
     np.testing.assert_allclose(out.affine, want_aff, atol=1e-4)
     assert "".join(nib.aff2axcodes(out.affine)) == "".join(nib.aff2axcodes(aff))
-    assert Path(manifest.outputs[0].path).name == "thick_superres.nii.gz"
+    assert Path(manifest.outputs[0].path).name == "thick_desc-superres.nii.gz"
     prov = Provenance.model_validate_json(Path(manifest.outputs[0].sidecar).read_text())
     lo, hi = prov.parameters["intensity_range"]
     assert hi > 100 and out.get_fdata().max() > 100  # the input's units
@@ -192,7 +196,7 @@ def test_outputs_are_reused_only_for_the_same_request(trained, tmp_path):
     both = run_generate(req, settings, str(tmp_path / "den"))
     assert len(both.outputs) == 2 and len({r.input_sha256 for r in both.outputs}) == 2
     assert {Path(r.path).name for r in both.outputs} == {
-        f"sub-001_T1w_src-{hashlib.sha256(str(Path(p).resolve()).encode()).hexdigest()[:8]}_denoised.nii.gz"
+        f"sub-001_src-{hashlib.sha256(str(Path(p).resolve()).encode()).hexdigest()[:8]}_desc-denoised_T1w.nii.gz"
         for p in inputs}
     assert set(both.disambiguated) == set(inputs)
 
@@ -230,8 +234,69 @@ def test_a_folder_in_the_way_of_an_output_is_a_clear_error(trained, tmp_path):
 
     settings, _ = trained
     out = tmp_path / "out"
-    (out / "synthetic_seed0_000001.json").mkdir(parents=True)  # where the second output's sidecar goes
-    with pytest.raises(PipelineError, match=r"synthetic_seed0_000001\.json is a folder") as info:
+    (out / "sub-seed0synth000001_desc-synthetic_T1w.json").mkdir(parents=True)  # the second output's sidecar
+    with pytest.raises(PipelineError, match=r"sub-seed0synth000001_desc-synthetic_T1w\.json is a folder") as info:
         run_generate(GenerationRequest(mode="synthetic", n=3, seed=0, batch_size=1), settings, str(out))
     assert "move or rename that folder" in info.value.fix
-    assert (out / "synthetic_seed0_000000.json").is_file(), "the outputs before it are kept"
+    assert (out / "sub-seed0synth000000_desc-synthetic_T1w.json").is_file(), "the outputs before it are kept"
+
+
+def test_outputs_are_bids_derivatives_named_with_desc_entities(trained, tmp_path):
+    """Each mode's file names carry a desc- entity before the input's suffix, every output folder
+    has a derivative dataset_description.json, and sidecars have the BIDS keys beside provenance."""
+    settings, _ = trained
+    anat = tmp_path / "bids" / "sub-07" / "ses-2" / "anat"
+    good(anat / "sub-07_ses-2_T1w.nii.gz", seed=4, shape=(32, 32, 32))
+    inp = (str(anat / "sub-07_ses-2_T1w.nii.gz"),)
+    want = {
+        "denoise": ["sub-07_ses-2_desc-denoised_T1w.nii.gz"],
+        "super-resolve": ["sub-07_ses-2_desc-superres_T1w.nii.gz"],
+        "anomaly": ["sub-07_ses-2_desc-anomaly_T1w.nii.gz"],
+        "augment": ["sub-07_ses-2_desc-aug000_T1w.nii.gz", "sub-07_ses-2_desc-aug001_T1w.nii.gz"],
+        "synthetic": [f"sub-seed5synth00000{i}_desc-synthetic_T1w.nii.gz" for i in (0, 1)],
+    }
+    for mode, names in want.items():
+        req = (GenerationRequest(mode=mode, n=2, seed=5) if mode == "synthetic"
+               else GenerationRequest(mode=mode, inputs=inp, variants=2))
+        manifest = run_generate(req, settings, str(tmp_path / mode))
+        assert sorted(Path(r.path).name for r in manifest.outputs) == names, mode
+        desc = json.loads((tmp_path / mode / "dataset_description.json").read_text())
+        assert desc["DatasetType"] == "derivative" and desc["BIDSVersion"], desc
+        assert desc["GeneratedBy"][0]["Name"] == "vae3d" and mode in desc["GeneratedBy"][0]["Description"]
+        side = json.loads(Path(manifest.outputs[0].sidecar).read_text())
+        assert side["Description"] and side["mode"] == mode
+        if mode != "synthetic":
+            assert side["Sources"] == [Path(inp[0]).resolve().as_uri()]
+            assert desc["SourceDatasets"] == [{"URL": anat.resolve().as_uri()}]
+        if mode in ("denoise", "super-resolve", "anomaly"):
+            assert side["SpatialReference"] == side["Sources"][0]
+
+
+@pytest.mark.parametrize("mode", ["denoise", "anomaly", "synthetic"])
+def test_the_sidecar_dtype_is_the_files(trained, tmp_path, mode):
+    """An anomaly map is float32 whatever the request's dtype (int16 by default): its sidecar says
+    float32; an image stored as int16 says int16."""
+    settings, src = trained
+    inputs = () if mode == "synthetic" else (str(sorted(src.glob("*.nii.gz"))[0]),)
+    manifest = run_generate(GenerationRequest(mode=mode, inputs=inputs, n=1), settings, str(tmp_path / "o"))
+    stored = nib.load(manifest.outputs[0].path).get_data_dtype()
+    recorded = Provenance.model_validate_json(Path(manifest.outputs[0].sidecar).read_text()).parameters["dtype"]
+    assert np.dtype(recorded) == stored == (np.float32 if mode == "anomaly" else np.int16)
+    # and a re-run reuses it: the reuse check expects what the sidecar records
+    again = run_generate(GenerationRequest(mode=mode, inputs=inputs, n=1), settings, str(tmp_path / "o"))
+    assert again.skipped_existing == 1
+
+
+def test_an_mni_space_input_keeps_its_header_codes(trained, tmp_path):
+    """sform code 4 (MNI) and qform code 1 of the input survive denoising, as nilearn's new_img_like keeps them."""
+    settings, src = trained
+    img = nib.load(sorted(src.glob("*.nii.gz"))[0])
+    mni = nib.Nifti1Image(np.asarray(img.dataobj), img.affine)
+    mni.set_sform(img.affine, code=4)
+    mni.set_qform(img.affine, code=1)
+    path = tmp_path / "sub-01_space-MNI152NLin2009aSym_T1w.nii.gz"
+    nib.save(mni, str(path))
+    manifest = run_generate(GenerationRequest(mode="denoise", inputs=(str(path),)), settings, str(tmp_path / "o"))
+    out = nib.load(manifest.outputs[0].path)
+    assert int(out.header["sform_code"]) == 4 and int(out.header["qform_code"]) == 1
+    assert Path(manifest.outputs[0].path).name == "sub-01_space-MNI152NLin2009aSym_desc-denoised_T1w.nii.gz"

@@ -96,3 +96,30 @@ def test_cli_missing_source_is_a_clear_error(prefect_server, tmp_path):
     result = CliRunner().invoke(app, ["--workspace", str(tmp_path / "ws"), "ingest", str(tmp_path / "nope")])
     assert result.exit_code != 0
     assert "does not exist" in str(result.exception) or "does not exist" in result.output
+
+
+def test_two_sessions_of_one_subject_never_straddle_splits(prefect_server, tmp_path):
+    """BIDS-shaped input: every subject's visits (ses-1, ses-2) land in one split, and the manifest
+    says the subject decided it; a file with no sub- entity is split by its content."""
+    from data_contracts import SplitFractions, split_for, subject_of
+
+    src = tmp_path / "bids"
+    for s in range(12):
+        for ses in (1, 2):
+            good(src / f"sub-{s:02d}" / f"ses-{ses}" / "anat" / f"sub-{s:02d}_ses-{ses}_T1w.nii.gz",
+                 seed=100 * s + ses)
+    good(src / "loose_scan.nii.gz", seed=999)
+    manifest, _ = run_ingest([str(src)], load_settings(workspace=tmp_path / "ws"))
+    by_subject: dict[str, set[str]] = {}
+    for row in manifest.rows:
+        if row.subject is not None:
+            assert row.split_by == "subject" and row.subject == subject_of(row.header.path)
+            by_subject.setdefault(row.subject, set()).add(row.split)
+    assert len(by_subject) == 12 and all(len(splits) == 1 for splits in by_subject.values()), by_subject
+    assert len({s for splits in by_subject.values() for s in splits}) >= 2, "subjects spread over splits"
+    loose = next(r for r in manifest.rows if r.header.path.endswith("loose_scan.nii.gz"))
+    assert loose.split_by == "content" and loose.subject is None
+    assert loose.split == split_for(loose.header.sha256, SplitFractions())
+    # the subject's label is read from the file name or a folder above it, not from look-alikes
+    assert subject_of("/data/sub-07/anat/scan.nii.gz") == "07"
+    assert subject_of("/data/mysub-07_T1w.nii.gz") is None

@@ -25,15 +25,16 @@ INT16_STEP = 1.0 / INT16_SCALE  # ... and this is their scl_slope
 
 
 @functools.lru_cache(maxsize=32)
-def _nifti1_prefix(shape: tuple[int, ...], affine: bytes, dtype: str, slope: float | None) -> bytes:
+def _nifti1_prefix(shape: tuple[int, ...], affine: bytes, dtype: str, slope: float | None,
+                   codes: tuple[int, int] = (1, 1)) -> bytes:
     """The 352 bytes before the voxels: nibabel's header for these facts + the empty
     extension flag. Built once per (shape, affine, dtype, slope): batch outputs share it."""
     aff = np.frombuffer(affine, dtype=np.float64).reshape(4, 4)
     img = nib.Nifti1Image(np.empty((1,) * len(shape), dtype=dtype), aff)
     hdr = img.header
     hdr.set_data_shape(shape)
-    hdr.set_qform(aff, code=1)
-    hdr.set_sform(aff, code=1)
+    hdr.set_qform(aff, code=int(codes[0]))
+    hdr.set_sform(aff, code=int(codes[1]))
     hdr.set_xyzt_units("mm", "sec")
     hdr.set_slope_inter(1.0 if slope is None else slope, 0.0)
     hdr["vox_offset"] = 352
@@ -48,7 +49,7 @@ def quantize(array: np.ndarray, scale: float = INT16_SCALE, dtype=np.int16) -> n
 
 
 def encode_nifti(array: np.ndarray, affine: np.ndarray, dtype=np.float32, compresslevel: int = 1,
-                 slope: float | None = None) -> bytes:
+                 slope: float | None = None, codes: tuple[int, int] = (1, 1)) -> bytes:
     """NIfTI-1 bytes for ``array`` (cast to ``dtype``) on ``affine``, gzipped deterministically
     (mtime 0). Byte for byte what nibabel writes, with the header built once per batch.
 
@@ -59,12 +60,13 @@ def encode_nifti(array: np.ndarray, affine: np.ndarray, dtype=np.float32, compre
             zlib's deflate levels. zlib, not ISA-L: the same bytes must give the same file in
             every process (ISA-L's encoder once gave another, equally valid, encoding of the
             same voxels in a re-run; see intel/isa-l#140). ISA-L still does all reading.
+        codes: the header's (qform_code, sform_code); 1 (scanner) unless the caller keeps an input's.
     """
-    return b"".join(nifti_gzip_parts(array, affine, dtype, compresslevel, slope))
+    return b"".join(nifti_gzip_parts(array, affine, dtype, compresslevel, slope, codes))
 
 
 def nifti_gzip_parts(array: np.ndarray, affine: np.ndarray, dtype=np.float32, compresslevel: int = 1,
-                     slope: float | None = None) -> list[bytes | memoryview]:
+                     slope: float | None = None, codes: tuple[int, int] = (1, 1)) -> list[bytes | memoryview]:
     """``encode_nifti``'s bytes as a list of buffers, to write (and hash) one after the other.
 
     Level 0 lays out stored deflate blocks over views of the voxel bytes: a volume already
@@ -74,7 +76,7 @@ def nifti_gzip_parts(array: np.ndarray, affine: np.ndarray, dtype=np.float32, co
         raise ValueError(f"compresslevel must be 0 (stored) to 9, got {compresslevel}")
     arr = np.asarray(array).astype(dtype, copy=False)
     affine = np.ascontiguousarray(affine, dtype=np.float64)
-    prefix = _nifti1_prefix(arr.shape, affine.tobytes(), arr.dtype.str, slope)
+    prefix = _nifti1_prefix(arr.shape, affine.tobytes(), arr.dtype.str, slope, tuple(codes))
     # NIfTI stores the first axis fastest: an array already laid out so (such as the
     # model's outputs, see ``vae3d.model.pixel_shuffle_3d``) is written without a copy
     voxels = memoryview(np.asfortranarray(arr).T.reshape(-1).view(np.uint8))

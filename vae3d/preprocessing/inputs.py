@@ -32,6 +32,7 @@ class PreparedInput:
     intensity_range: tuple[float, float]  # input intensities mapped to 0 and 1
     raw: bytes = field(default=b"", repr=False)  # the file's bytes, for ``measured``
     path: str = ""
+    codes: tuple[int, int] = (1, 1)  # the header's (qform_code, sform_code): outputs on its grid keep them
 
     def measured(self) -> torch.Tensor:
         """The input's own voxels on the model's intensity scale, (1, 1, X, Y, Z): what a
@@ -53,6 +54,7 @@ def prepare_input(path: Path, chain: Compose) -> PreparedInput:
         x=torch.from_numpy(image)[None], affine=out.affine.numpy().astype(np.float64),
         original_affine=header.get_best_affine(), original_shape=tuple(int(s) for s in header.get_data_shape()[:3]),
         sha256=files.sha256_bytes(raw), intensity_range=(float(lo), float(hi)), raw=raw, path=str(path),
+        codes=(int(header["qform_code"]), int(header["sform_code"])),
     )
 
 
