@@ -71,7 +71,7 @@ def sample_cohort(folder: Path, n: int, spacing: float, seed: int = 0) -> list[P
     from vae3d.sample_data import CohortSpec, write_cohort
 
     folder = Path(folder)
-    paths = sorted(folder.glob("sub-*_T1w.nii.gz"))
+    paths = sorted(folder.rglob("sub-*_T1w.nii.gz"))
     if len(paths) >= n:
         return paths[:n]
     return write_cohort(folder, CohortSpec(n=n, seed=seed, spacing_mm=spacing))

@@ -61,13 +61,15 @@ def main(
 
 @app.command("sample-data")
 def sample_data(
-    out: Annotated[Path, typer.Argument(help="Folder to write sub-XXX_T1w.nii.gz files into.")],
+    out: Annotated[Path, typer.Argument(help="Folder to write the BIDS dataset into "
+                                        "(sub-XXX/anat/sub-XXX_T1w.nii.gz).")],
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Number of subjects.")] = 24,
     seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
     spacing: Annotated[float, typer.Option(help="Voxel size in mm (1.0 = the template's own grid).")] = 2.0,
     lesion_fraction: Annotated[
         float, typer.Option(min=0.0, max=1.0,
-                            help="Fraction of subjects given synthetic lesions (masks under derivatives/).")
+                            help="Fraction of subjects given synthetic lesions (label-lesion masks under "
+                                 "derivatives/lesions/).")
     ] = 0.0,
 ) -> None:
     """Write a cohort of realistic T1 brain volumes derived from the MNI152 template.

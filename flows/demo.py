@@ -15,6 +15,7 @@ from flows.preprocess import run_preprocess
 from flows.settings import Settings
 from flows.train import train_flow
 from flows.workspace import Workspace
+from vae3d.outputs import file_stem, with_entity
 from vae3d.sample_data import thick_slice_copy
 
 
@@ -25,12 +26,14 @@ def demo_flow(settings: Settings, data: str, patients: str) -> dict[str, str]:
     index = run_preprocess(settings)
     trained = train_flow(settings)
     test = [r.header.path for r in manifest.split("test")] or [r.header.path for r in manifest.rows[:2]]
-    lesioned = tuple(str(p) for p in sorted(Path(patients).glob("sub-*_T1w.nii.gz")))
+    lesioned = tuple(str(p) for p in sorted(Path(patients).glob("sub-*/anat/sub-*_T1w.nii.gz")))
     labels = {r.header.sha256: r.split for r in manifest.rows}
     seed = settings.seed
     # what this run trained, champion or not (a version below the quality floor stays candidate)
     model = {"model_uri": f"models:/{settings.mlflow.registered_model}/{trained['version']}"}
-    thick = [str(thick_slice_copy(Path(p), ws.root / "sample_data" / "thick" / Path(p).name)) for p in test[:2]]
+    thick_dir = ws.root / "sample_data" / "thick"
+    thick = [str(thick_slice_copy(Path(p), thick_dir / f"{with_entity(file_stem(p), 'acq', 'thick')}.nii.gz"))
+             for p in test[:2]]
     outputs = {
         "synthetic": run_generate(GenerationRequest(mode="synthetic", n=8, seed=seed, **model), settings),
         "augment": run_generate(GenerationRequest(mode="augment", inputs=tuple(test[:2]), variants=3, seed=seed,
@@ -44,7 +47,7 @@ def demo_flow(settings: Settings, data: str, patients: str) -> dict[str, str]:
     }
     evaluation = evaluate_flow(settings, model["model_uri"])
     summary = {
-        "sample data": (f"{data} (+ lesioned patients in {patients}, masks under derivatives/; thick-slice "
+        "sample data": (f"{data} (+ lesioned patients in {patients}, masks under derivatives/lesions; thick-slice "
                         f"6 mm copies of {len(thick)} test scans in {ws.root / 'sample_data' / 'thick'})"),
         "manifest": f"{ws.manifest} ({len(manifest.rows)} accepted, {len(quarantine.records)} quarantined)",
         "dataset index": f"{ws.dataset_index} ({len(index.items)} volumes)",

@@ -18,7 +18,7 @@ from data_contracts.generation import DEFAULT_MODEL_URI
 from flows import model_loader
 from flows.settings import Settings
 from flows.tracking import init_store
-from flows.workspace import Workspace
+from flows.workspace import Workspace, route_library_logs
 from vae3d import anomaly as anomaly_maps
 from vae3d import inference
 from vae3d.data import load_volumes
@@ -159,6 +159,7 @@ def eval_synthesis(model, train: torch.Tensor, test: torch.Tensor, seed: int, n:
 @flow(name="evaluate")
 def evaluate_flow(settings: Settings, model_uri: str = DEFAULT_MODEL_URI, n_synthetic: int = 8) -> dict:
     """Evaluate a registered model; write report + tables; log them to MLflow on its version."""
+    route_library_logs()
     logger = get_run_logger()
     ws = Workspace.at(settings.workspace)
     data = load_splits(settings)  # before any model is loaded: no val or test split is an error

@@ -23,7 +23,7 @@ from flows.locks import exclusive
 from flows.registry import code_version
 from flows.runners import chunks, retry_unless_user_error, task_runner, wait_all
 from flows.settings import Settings
-from flows.workspace import Workspace
+from flows.workspace import Workspace, route_library_logs
 from vae3d import modes
 from vae3d.files import remove_stale_temporaries
 from vae3d.ingest import check_inputs
@@ -81,6 +81,7 @@ def run_name() -> str:
 def generate_flow(request: GenerationRequest, settings: Settings, out: str | None = None,
                   labels: dict[str, str] | None = None) -> RunManifest:
     """Generate the outputs of ``request``; re-running the same request completes it."""
+    route_library_logs()
     logger = get_run_logger()
     interrupts.clear()
     ref = model_loader.resolve(request.model_uri, settings)

@@ -13,7 +13,7 @@ from data_contracts import Manifest, PipelineError, QuarantineRecord, Quarantine
 from flows.locks import exclusive
 from flows.runners import chunks, retry_unless_user_error, task_runner
 from flows.settings import Settings
-from flows.workspace import Workspace
+from flows.workspace import Workspace, route_library_logs
 from vae3d import ingest as lib
 from vae3d.files import remove_stale_temporaries
 
@@ -57,6 +57,7 @@ def ingest_flow(sources: list[str], settings: Settings,
     the one it would replace (a missing mount must not empty the dataset), unless
     ``allow_shrink``; then nothing is written.
     """
+    route_library_logs()
     ws = Workspace.at(settings.workspace).ensure()
     with exclusive(ws.locks / "ingest.lock", f"workspace {ws.root} (another ingest)"):
         remove_stale_temporaries(ws.root)

@@ -25,7 +25,7 @@ from data_contracts.paths import PathEscape, confine
 from flows.locks import exclusive
 from flows.runners import chunks, retry_unless_user_error, task_runner
 from flows.settings import PreprocessSettings, Settings
-from flows.workspace import Workspace
+from flows.workspace import Workspace, route_library_logs
 from vae3d.files import remove_stale_temporaries
 from vae3d.preprocessing import PreprocessCache, build_preprocess, template_affine
 from vae3d.preprocessing.stage import montage, preprocess_row
@@ -64,6 +64,7 @@ def preprocess_flow(settings: Settings, allow_shrink: bool = False) -> DatasetIn
     An index with fewer volumes than the one it replaces, from a manifest that did not
     shrink (scans gone missing since ingest), is an error unless ``allow_shrink``.
     """
+    route_library_logs()
     ws = Workspace.at(settings.workspace)
     with exclusive(ws.locks / "preprocess.lock", f"workspace {ws.root} (another preprocess)"):
         return _preprocess(settings, ws, allow_shrink)

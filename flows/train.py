@@ -24,7 +24,7 @@ from flows.registry import CANDIDATE, code_version, find_version, log_and_regist
 from flows.runners import retry_unless_user_error
 from flows.settings import Settings
 from flows.tracking import MlflowCallback, flatten, init_store, log_figure, mlflow_run_link, prefect_tags, tracking_uri
-from flows.workspace import Workspace
+from flows.workspace import Workspace, route_library_logs
 from vae3d import anomaly, figures, inference
 from vae3d.checkpoint import save_checkpoint
 from vae3d.data import load_volumes
@@ -208,6 +208,7 @@ def already_registered(settings: Settings, ws: Workspace, key: str) -> dict | No
 @flow(name="train")
 def train_flow(settings: Settings, fresh: bool = False) -> dict:
     """Train, track, register as ``candidate``, promote to ``champion`` if better."""
+    route_library_logs()
     logger = get_run_logger()
     ws = Workspace.at(settings.workspace)
     index = DatasetIndex.read(ws.require_index())

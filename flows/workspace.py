@@ -109,12 +109,11 @@ def configure_environment(ws: Workspace, startup_timeout_s: int = 180) -> None:
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
         "DO_NOT_TRACK": "1",
         # the library's log lines (training progress, lock waits) in the Prefect UI, for processes
-        # that import Prefect after this; route_library_logs does it for this one
+        # that import Prefect after this; each flow calls route_library_logs for its own process
         "PREFECT_LOGGING_EXTRA_LOGGERS": LIBRARY_LOGGERS,
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
-    route_library_logs()
 
 
 LIBRARY_LOGGERS = "vae3d,flows"

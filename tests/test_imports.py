@@ -115,3 +115,29 @@ def test_no_module_imports_itself_back(top_level_only):
 def test_the_cycle_finder_finds_cycles():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_every_imported_package_is_declared():
+    """Each third-party package the code imports is a dependency in pyproject.toml (an extra's
+    package only behind a guarded import), so a plain ``pip install`` gives a working tool."""
+    import re
+    import sys
+    from importlib.metadata import packages_distributions
+
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    name = lambda req: re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].lower().replace("_", "-")
+    declared = {name(r) for r in project["dependencies"]}
+    extras = {name(r) for reqs in project["optional-dependencies"].values() for r in reqs}
+    dists = packages_distributions()
+    missing = {}
+    for module, path in _modules().items():
+        for imported in _imports(module, path, top_level_only=False):
+            top = imported.split(".")[0]
+            if top in sys.stdlib_module_names or top in PACKAGES or top == "__future__":
+                continue
+            provided = {d.lower().replace("_", "-") for d in dists.get(top, [top])}
+            if not provided & (declared | extras):
+                missing.setdefault(top, []).append(module)
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"

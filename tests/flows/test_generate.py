@@ -270,6 +270,13 @@ def test_outputs_are_bids_derivatives_named_with_desc_entities(trained, tmp_path
             assert desc["SourceDatasets"] == [{"URL": anat.resolve().as_uri()}]
         if mode in ("denoise", "super-resolve", "anomaly"):
             assert side["SpatialReference"] == side["Sources"][0]
+    # each generate run is named after its mode and request in the Prefect UI
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter
+
+    with get_client(sync_client=True) as prefect:
+        names = {r.name for r in prefect.read_flow_runs(flow_run_filter=FlowRunFilter(name={"like_": "generate-"}))}
+    assert {"generate-denoise-1-inputs-seed0", "generate-augment-1-inputs-seed0", "generate-synthetic-2-seed5"} <= names
 
 
 @pytest.mark.parametrize("mode", ["denoise", "anomaly", "synthetic"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,9 @@ def _client(settings) -> MlflowClient:
 
 def test_train_registers_champion_then_worse_run_stays_candidate(preprocessed):
     settings = preprocessed
+    for name in ("vae3d", "flows"):  # as in a fresh process: the flow itself must route the library's lines
+        for handler in list(logging.getLogger(name).handlers):
+            logging.getLogger(name).removeHandler(handler)
     first = train_flow(settings)
     assert first["version"] == "1" and first["decision"] == "promoted to champion"
     client = _client(settings)
@@ -38,7 +42,22 @@ def test_train_registers_champion_then_worse_run_stays_candidate(preprocessed):
     assert {"model_card.md", "settings.json", "checkpoint"} <= top
     card = Path(client.download_artifacts(first["run_id"], "model_card.md", str(settings.workspace))).read_text()
     assert "Starting weights: **from scratch**" in card and "restore corrupted inputs" in card
-    assert run.inputs.dataset_inputs, "the dataset is logged as a run input"
+    # each split a dataset with its context (the fixture has no test split)
+    logged = {(d.dataset.name, next(t.value for t in d.tags if t.key == "mlflow.data.context"))
+              for d in run.inputs.dataset_inputs}
+    assert logged == {("vae3d-train", "train"), ("vae3d-val", "val")}, logged
+    # the MLflow run names its Prefect flow run; the flow run links the MLflow run and shows the library's lines
+    flow_run_id = run.data.tags["prefect.flow_run_id"]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, LogFilter
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # the lines are sent in batches: send what is queued
+    with get_client(sync_client=True) as prefect:
+        lines = [log.message for log in prefect.read_logs(LogFilter(flow_run_id={"any_": [flow_run_id]}))]
+        links = prefect.read_artifacts(artifact_filter=ArtifactFilter(key={"any_": ["mlflow-run"]}))
+    assert any(line.startswith("epoch 1/2: loss") for line in lines), lines  # vae3d.training's logger
+    assert any(first["run_id"] in (a.data or "") for a in links), [a.data for a in links]
 
     worse_train = settings.train.model_copy(update={"lr": 1e-7, "epochs": 1, "seed": 5})
     second = train_flow(settings.model_copy(update={"train": worse_train}))

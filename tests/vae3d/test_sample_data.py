@@ -28,7 +28,7 @@ def test_cohort_same_seed_same_bytes(tmp_path):
     for pa, pb in zip(a, b, strict=True):
         assert pa.read_bytes() == pb.read_bytes()
     assert (tmp_path / "a" / "participants.tsv").read_text() == (tmp_path / "b" / "participants.tsv").read_text()
-    masks = sorted((tmp_path / "a" / "derivatives" / "lesions").glob("*.nii.gz"))
+    masks = sorted((tmp_path / "a" / "derivatives" / "lesions").rglob("*.nii.gz"))
     assert len(masks) == 2
     h = inspect_volume(a[0])
     assert h.spacing == pytest.approx((4.0, 4.0, 4.0))
@@ -51,3 +51,23 @@ def test_irregular_lesions_are_seeded_and_depart_from_the_ellipsoid():
     assert np.array_equal(a, b) and np.array_equal(mask_a, mask_b)
     assert mask_a.sum() > 0 and (mask_a != ellipsoid).sum() > 0.2 * ellipsoid.sum()
     assert rec[0]["irregular"] == 0.6
+
+
+def test_cohort_is_a_bids_dataset(tmp_path):
+    """sub-XXX/anat/ images, participants.tsv keyed by participant_id, a raw dataset_description,
+    and label-lesion masks in a derivative dataset beside them."""
+    import csv
+    import json
+
+    from vae3d.sample_data.cohort import lesion_mask_path
+
+    paths = write_cohort(tmp_path, CohortSpec(n=3, seed=2, spacing_mm=4.0, lesion_fraction=1.0))
+    assert [p.relative_to(tmp_path).as_posix() for p in paths] == [
+        f"sub-00{i}/anat/sub-00{i}_T1w.nii.gz" for i in (1, 2, 3)]
+    rows = list(csv.DictReader((tmp_path / "participants.tsv").open(), delimiter="\t"))
+    assert [r["participant_id"] for r in rows] == ["sub-001", "sub-002", "sub-003"]
+    assert json.loads((tmp_path / "dataset_description.json").read_text())["DatasetType"] == "raw"
+    derived = tmp_path / "derivatives" / "lesions"
+    assert json.loads((derived / "dataset_description.json").read_text())["DatasetType"] == "derivative"
+    assert lesion_mask_path(paths[0]) == derived / "sub-001" / "anat" / "sub-001_label-lesion_mask.nii.gz"
+    assert all(lesion_mask_path(p).is_file() for p in paths)

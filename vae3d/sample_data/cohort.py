@@ -10,8 +10,10 @@ orientations scanners write (RAS, LAS, LPS). Every sampled parameter goes to
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from vae3d.sample_data.lesions import insert_lesions
 
 _TEMPLATE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 ORIENTATIONS = ("RAS", "LAS", "LPS")
+BIDS_VERSION = "1.10.0"
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ def synthesize_subject(spec: CohortSpec, index: int) -> tuple[np.ndarray, np.nda
     t1, gm, wm, affine = _templates(spec.spacing_mm)
     rng = np.random.default_rng([spec.seed, index])
     seeds = rng.integers(0, 2**31 - 1, size=3)
-    params: dict = {"subject": f"sub-{index + 1:03d}"}
+    params: dict = {"participant_id": f"sub-{index + 1:03d}"}
     # tissue contrast: shift grey and white matter against the template's own contrast
     d_gm, d_wm, gain = rng.normal(0, 0.06), rng.normal(0, 0.06), rng.uniform(0.85, 1.15)
     image = gain * (t1 + d_gm * gm + d_wm * wm) * (t1 > 0)
@@ -146,20 +149,25 @@ def thick_slice_copy(path: Path, out: Path, slice_mm: float = 6.0) -> Path:
 def write_cohort(
     out: Path, spec: CohortSpec, progress: Callable[[int], None] | None = None
 ) -> list[Path]:
-    """Write ``spec.n`` subjects as ``sub-XXX_T1w.nii.gz`` (masks under ``derivatives/``).
+    """Write ``spec.n`` subjects as a BIDS dataset: ``sub-XXX/anat/sub-XXX_T1w.nii.gz``,
+    ``participants.tsv`` (``participant_id`` and every sampled parameter) and
+    ``dataset_description.json``; lesion masks as the derivative dataset ``derivatives/lesions``
+    (``sub-XXX/anat/sub-XXX_label-lesion_mask.nii.gz``).
 
-    Returns the written image paths; ``participants.tsv`` records every sampled parameter.
+    Returns the written image paths.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, paths = [], []
+    rows, paths, masks = [], [], False
     for i in range(spec.n):
         image, affine, mask, params = synthesize_subject(spec, i)
-        path = out / f"{params['subject']}_T1w.nii.gz"
+        sub = params["participant_id"]
+        path = out / sub / "anat" / f"{sub}_T1w.nii.gz"
         nifti.save_volume(path, image, affine, dtype=np.int16)
         if params["lesions"]:
-            mask_path = out / "derivatives" / "lesions" / f"{params['subject']}_T1w_lesionmask.nii.gz"
+            mask_path = out / "derivatives" / "lesions" / sub / "anat" / f"{sub}_label-lesion_mask.nii.gz"
             nifti.save_volume(mask_path, mask, affine, dtype=np.uint8)
+            masks = True
         rows.append(params)
         paths.append(path)
         if progress:
@@ -169,4 +177,19 @@ def write_cohort(
     writer.writeheader()
     writer.writerows(rows)
     files.atomic_write_text(out / "participants.tsv", buf.getvalue())
+    description = {"Name": f"vae3d sample cohort (seed {spec.seed}, {spec.n} subjects)", "BIDSVersion": BIDS_VERSION,
+                   "DatasetType": "raw", "GeneratedBy": [{"Name": "vae3d sample-data", "Description": json.dumps(
+                       dataclasses.asdict(spec))}]}
+    files.atomic_write_text(out / "dataset_description.json", json.dumps(description, indent=1))
+    if masks:
+        derived = {"Name": "synthetic lesion masks", "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
+                   "GeneratedBy": [{"Name": "vae3d sample-data"}], "SourceDatasets": [{"URL": "../.."}]}
+        files.atomic_write_text(out / "derivatives" / "lesions" / "dataset_description.json",
+                                json.dumps(derived, indent=1))
     return paths
+
+
+def lesion_mask_path(image: Path) -> Path:
+    """Where ``write_cohort`` put the lesion mask of ``image`` (``sub-XXX/anat/sub-XXX_T1w.nii.gz``)."""
+    sub = image.parent.parent.name
+    return image.parent.parent.parent / "derivatives" / "lesions" / sub / "anat" / f"{sub}_label-lesion_mask.nii.gz"
