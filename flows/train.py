@@ -60,11 +60,12 @@ def start_run(settings: Settings, index: DatasetIndex, key: str) -> str:
 
 def _create_run(client, exp_id: str, settings: Settings, index: DatasetIndex, key: str, ws: Workspace,
                 marker: Path) -> str:
-    run = client.create_run(exp_id, tags={"vae3d.code_version": code_version(), "vae3d.run_key": key,
-                                          **prefect_tags()})
+    in_flow = prefect_tags()
+    run = client.create_run(exp_id, tags={"vae3d.code_version": code_version(), "vae3d.run_key": key, **in_flow})
     run_id = run.info.run_id
-    create_link_artifact(key="mlflow-run", link=mlflow_run_link(settings, exp_id, run_id),
-                         link_text=f"MLflow run {run_id}", description="the training run, its metrics and model")
+    if in_flow:  # (a torchrun rank calls this outside any flow run)
+        create_link_artifact(key="mlflow-run", link=mlflow_run_link(settings, exp_id, run_id),
+                             link_text=f"MLflow run {run_id}", description="the training run, its metrics and model")
     params = flatten("train", settings.train.to_dict()) | flatten("preprocess", index.settings)
     params |= {"data.manifest_sha256": index.manifest_sha256, "seed": str(settings.seed)}
     for k, v in index.counts().items():

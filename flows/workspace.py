@@ -7,8 +7,6 @@ turns their telemetry off; the CLI calls it before Prefect is first imported.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,9 +106,6 @@ def configure_environment(ws: Workspace, startup_timeout_s: int = 180) -> None:
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
         "DO_NOT_TRACK": "1",
-        # the library's log lines (training progress, lock waits) in the Prefect UI, for processes
-        # that import Prefect after this; each flow calls route_library_logs for its own process
-        "PREFECT_LOGGING_EXTRA_LOGGERS": LIBRARY_LOGGERS,
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
@@ -120,31 +115,24 @@ LIBRARY_LOGGERS = "vae3d,flows"
 
 
 def route_library_logs(names: str = LIBRARY_LOGGERS) -> None:
-    """Give the library's loggers the handlers Prefect gives its ``PREFECT_LOGGING_EXTRA_LOGGERS``
-    (those of ``prefect.extra``: the API handler that sends a run's lines to the UI), once, at
-    INFO. Prefect reads the setting when it is first imported, which in this process was earlier."""
+    """Send the library's log lines of flow and task runs to the Prefect API (the UI shows them
+    beside the flow's own), once per process, at INFO; each flow calls it. Prefect's own
+    ``PREFECT_LOGGING_EXTRA_LOGGERS`` would do this at its first import, but would also warn for
+    every line logged outside a run (the library called on its own); those stay local here."""
     import logging
 
-    extra = logging.getLogger("prefect.extra")
+    from prefect.context import FlowRunContext, TaskRunContext
+    from prefect.logging.handlers import APILogHandler
+
+    class _InRun(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
     for name in names.split(","):
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(logging.INFO)
-        for handler in extra.handlers:
-            if handler not in logger.handlers:
-                logger.addHandler(handler)
-
-
-@contextmanager
-def local_prefect_mode() -> Iterator[None]:
-    """Without ``PREFECT_API_URL``, flow runs go to a temporary server that lives and dies
-    with this process: there, flow-run heartbeats (a server's way to mark runs whose process
-    crashed) have no one to watch them, and stopping each run's heartbeat thread costs up
-    to a second. Turn them off for such runs; against a real server they stay on."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    if PREFECT_API_URL.value():
-        yield
-        return
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
+        if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+            handler = APILogHandler()
+            handler.addFilter(_InRun())
+            logger.addHandler(handler)

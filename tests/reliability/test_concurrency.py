@@ -51,8 +51,8 @@ def test_two_generate_runs_into_one_folder(trained, tmp_path):
     out = tmp_path / "shared"
     req = GenerationRequest(mode="synthetic", n=8, seed=9, batch_size=2)
     m1, m2 = _race(lambda: run_generate(req, settings, str(out)), lambda: run_generate(req, settings, str(out)))
-    vols = sorted(out.glob("synthetic_*.nii.gz"))
-    assert len(vols) == 8 and len(list(out.glob("synthetic_*.json"))) == 8
+    vols = sorted(out.glob("sub-*_desc-synthetic_T1w.nii.gz"))
+    assert len(vols) == 8 and len(list(out.glob("sub-*_desc-synthetic_T1w.json"))) == 8
     assert m1.skipped_existing + m2.skipped_existing == 8, "one run made them, the other found them complete"
     final = RunManifest.read(out / "run_manifest.json")
     assert [files.sha256_file(p) for p in vols] == [r.sha256 for r in sorted(final.outputs, key=lambda r: r.path)]

@@ -86,13 +86,13 @@ def test_sigkill_mid_generation_then_rerun_gives_exactly_the_request(trained, tm
     out = tmp_path / "killed"
     proc = subprocess.Popen([*cmd, "--out", str(out)], env=env, start_new_session=True,
                             stderr=subprocess.PIPE, text=True)
-    _kill_when(proc, lambda: len(list(out.glob("synthetic_*.json"))) >= 6)
-    assert len(list(out.glob("synthetic_*.json"))) < 150, "killed before the end"
+    _kill_when(proc, lambda: len(list(out.glob("sub-*_desc-synthetic_T1w.json"))) >= 6)
+    assert len(list(out.glob("sub-*_desc-synthetic_T1w.json"))) < 150, "killed before the end"
     rerun = subprocess.run([*cmd, "--out", str(out)], env=env, timeout=600, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
 
-    volumes = sorted(out.glob("synthetic_*.nii.gz"))
-    assert len(volumes) == 150 and len(list(out.glob("synthetic_*.json"))) == 150
+    volumes = sorted(out.glob("sub-*_desc-synthetic_T1w.nii.gz"))
+    assert len(volumes) == 150 and len(list(out.glob("sub-*_desc-synthetic_T1w.json"))) == 150
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp") or p.name.endswith(".tmp.png")]
     manifest = RunManifest.read(out / "run_manifest.json")
     assert manifest.skipped_existing >= 6

@@ -42,7 +42,7 @@ def test_an_interrupt_stops_generate_within_seconds_with_a_consistent_run_manife
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.monotonic() + 300
-    while len(list(out.glob("synthetic_*.json"))) < 4:
+    while len(list(out.glob("sub-*_desc-synthetic_T1w.json"))) < 4:
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         assert time.monotonic() < deadline, "generate never started writing"
         time.sleep(0.05)
@@ -64,7 +64,7 @@ def test_an_interrupt_stops_generate_within_seconds_with_a_consistent_run_manife
 
     manifest = RunManifest.read(out / "run_manifest.json")
     assert manifest.interrupted
-    on_disk = sorted(p.name for p in out.glob("synthetic_*.nii.gz"))
+    on_disk = sorted(p.name for p in out.glob("sub-*_desc-synthetic_T1w.nii.gz"))
     assert 4 <= len(on_disk) < 5000
     assert sorted(Path(r.path).name for r in manifest.outputs) == on_disk, "the manifest lists what is on disk"
     for record in manifest.outputs:
