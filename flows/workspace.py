@@ -7,6 +7,8 @@ turns their telemetry off; the CLI calls it before Prefect is first imported.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,3 +138,18 @@ def route_library_logs(names: str = LIBRARY_LOGGERS) -> None:
             handler = APILogHandler()
             handler.addFilter(_InRun())
             logger.addHandler(handler)
+
+
+@contextmanager
+def local_prefect_mode() -> Iterator[None]:
+    """Without ``PREFECT_API_URL``, flow runs go to a temporary server that lives and dies
+    with this process: there, flow-run heartbeats (a server's way to mark runs whose process
+    crashed) have no one to watch them, and stopping each run's heartbeat thread costs up
+    to a second. Turn them off for such runs; against a real server they stay on."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
