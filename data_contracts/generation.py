@@ -27,7 +27,12 @@ class GenerationRequest(Schema):
     n: int = Field(0, ge=0, le=1_000_000, description="synthetic: number of volumes")
     temperature: float = Field(1.0, gt=0, le=5)
     variants: int = Field(1, ge=1, le=1000, description="augment: variants per input")
-    latent_scale: float = Field(0.5, ge=0, le=10, description="augment: latent perturbation in sigma units")
+    latent_scale: float = Field(0.5, ge=0, le=10, description="augment: how far variants move from the input's "
+                                "latent, in standard deviations of the model's prior along its principal directions "
+                                "(posterior sigmas for a model registered without a fitted prior)")
+    space: Literal["template", "input"] = Field(
+        "template", description="augment: write variants on the model's grid (template) or resampled onto each "
+        "input's own grid and intensity scale (input), where the user's masks and labels line up")
     artifacts: bool = Field(False, description="augment: add MONAI MRI-artifact augmentations")
     inputs: tuple[str, ...] = Field((), description="input volumes (augment/denoise/super-resolve/anomaly/embed)")
     factor: float | None = Field(

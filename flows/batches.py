@@ -83,8 +83,10 @@ class _Model:
         if self._wrapper is None:
             self._wrapper = model_loader.load(self.ref, self.settings)
             self._chain = build_preprocess(**self._wrapper.meta["preprocess"])
-            # what a mode reads: the registered metadata and the anomaly statistics (None: registered before them)
-            self.meta = {**self._wrapper.meta, "healthy": getattr(self._wrapper, "healthy", None)}
+            # what a mode reads: the registered metadata, the anomaly statistics and the prior (None: registered
+            # before them)
+            self.meta = {**self._wrapper.meta, "healthy": getattr(self._wrapper, "healthy", None),
+                         "prior_model": getattr(self._wrapper, "prior", None)}  # the fitted prior itself
         return self._wrapper
 
     def prepare(self, path: str):
@@ -146,7 +148,7 @@ def synthetic(indices: list[int], req: GenerationRequest, ref: ModelRef, setting
     # a whole sub-batch is regenerated, so its composition (and so its floating-point
     # result) never depends on what an interrupted run left behind
     todo = [g for g in groups if not all(done[i] for i in g)]
-    decode = partial(_decode, wrapper.model, req)
+    decode = partial(_decode, wrapper.model, getattr(wrapper, "prior", None), req)  # no prior: an older version
     decoded = resources.model_map(lambda g: None if interrupts.stop_requested() else decode(g), todo,
                                   settings.generate.model_lanes)
     writers = resources.resolve_writers(settings.generate.writers, wrapper.model.device)
@@ -157,8 +159,8 @@ def synthetic(indices: list[int], req: GenerationRequest, ref: ModelRef, setting
     return Batch(records, reused, stale)
 
 
-def _decode(model, req: GenerationRequest, group: list[int]) -> torch.Tensor:
-    vols = synthesize(model, group, req.seed, req.temperature)
+def _decode(model, prior, req: GenerationRequest, group: list[int]) -> torch.Tensor:
+    vols = synthesize(model, group, req.seed, req.temperature, prior)
     return quantize(vols) if req.dtype == "int16" else vols
 
 

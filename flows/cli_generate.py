@@ -49,6 +49,11 @@ class IntensityScale(str, Enum):
     unit = "unit"
 
 
+class Space(str, Enum):
+    template = "template"
+    input = "input"
+
+
 IntensityOpt = Annotated[IntensityScale, typer.Option(
     "--intensity", help="input: the input's own intensity scale (the preprocessing's percentile scaling "
     "inverted); unit: the model's [0, 1].")]
@@ -111,7 +116,11 @@ def gen_augment(
     inputs: InputsArg,
     variants: Annotated[int, typer.Option("--variants", "-k", min=1, help="Variants per input.")] = 4,
     latent_scale: Annotated[float, typer.Option(
-        help="Latent perturbation in posterior sigmas (1 = posterior sample).")] = 0.5,
+        help="How far variants move from the input's latent, in standard deviations of the model's prior along "
+             "its principal directions (posterior sigmas for a model without a fitted prior).")] = 0.5,
+    space: Annotated[Space, typer.Option(
+        help="template: variants on the model's grid; input: on each input's own grid and intensity scale, so "
+             "its masks and labels still line up.")] = Space.template,
     artifacts: Annotated[bool, typer.Option(
         help="Add MONAI MRI-artifact augmentations (bias field, Gibbs, noise).")] = False,
     seed: SeedOpt = 0,
@@ -121,9 +130,11 @@ def gen_augment(
     dtype: DtypeOpt = StoredType.int16,
     compression: CompressionOpt = 0,
 ) -> None:
-    """K latent-space variants of each input volume."""
+    """K variants of each input volume, its latent moved along the model's prior (the anatomy its
+    training scans vary in), optionally with MRI artifacts; on the model's grid or the input's."""
     _generate("augment", out, inputs, variants=variants, latent_scale=latent_scale, artifacts=artifacts,
-              seed=seed, model_uri=model, batch_size=batch_size, dtype=dtype.value, compression=compression)
+              space=space.value, seed=seed, model_uri=model, batch_size=batch_size, dtype=dtype.value,
+              compression=compression)
 
 
 @generate_app.command("denoise")

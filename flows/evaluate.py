@@ -22,7 +22,7 @@ from flows.workspace import Workspace, route_library_logs
 from vae3d import anomaly as anomaly_maps
 from vae3d import inference
 from vae3d.data import load_volumes
-from vae3d.evaluation import anomaly, denoising, report, superres, synthesis
+from vae3d.evaluation import anomaly, c2st, denoising, report, superres, synthesis
 from vae3d.figures import anomaly_overlay, restoration_review, slice_grid
 from vae3d.files import atomic_write_text
 from vae3d.generation import synthesize
@@ -143,14 +143,21 @@ def eval_anomaly(model, train: torch.Tensor, val: torch.Tensor, test: torch.Tens
 
 
 @task(cache_policy=NO_CACHE)  # tensors and a model as inputs: nothing to hash
-def eval_synthesis(model, train: torch.Tensor, test: torch.Tensor, seed: int, n: int) -> dict:
-    samples = synthesize(model, list(range(n)), seed)
+def eval_synthesis(model, train: torch.Tensor, test: torch.Tensor, seed: int, n: int, prior=None) -> dict:
+    """Samples of the registered prior (N(0, I) for a version without one) against the test
+    scans: realism (two-sample classifier, tissue bands, histogram, MMD), diversity against the
+    test scans' own, and the memorisation audit."""
+    samples = synthesize(model, list(range(n)), seed, prior=prior)
+    bands_real, bands_syn = synthesis.tissue_fractions(test), synthesis.tissue_fractions(samples)
     return {
-        "n": n, "seed": seed,
+        "n": n, "seed": seed, "prior": getattr(prior, "kind", "normal"),
+        "c2st_accuracy": c2st.classifier_two_sample(test, samples, seed=seed, folds=min(4, len(test), n)),
         "histogram_wasserstein": synthesis.histogram_distance(test, samples),
-        "tissue_real": synthesis.tissue_fractions(test),
-        "tissue_synthetic": synthesis.tissue_fractions(samples),
+        "mmd": synthesis.mmd(test, samples),
+        "tissue_real": bands_real, "tissue_synthetic": bands_syn,
+        "tissue_max_gap": max(abs(bands_syn[k][0] - bands_real[k][0]) for k in bands_real),
         "diversity_ssim": synthesis.diversity(samples),
+        "ms_ssim_synthetic": synthesis.ms_ssim_diversity(samples), "ms_ssim_real": synthesis.ms_ssim_diversity(test),
         "memorisation": synthesis.memorisation_audit(samples, train, test),
         "_samples": samples[:3, 0].numpy(),
     }
@@ -176,7 +183,7 @@ def evaluate_flow(settings: Settings, model_uri: str = DEFAULT_MODEL_URI, n_synt
     den, sr = den_out["rows"], sr_out["rows"]
     cases = den_out["_cases"] + sr_out["_cases"]
     ano = eval_anomaly(model, data["train"], data["val"], data["test"], seed)
-    syn = eval_synthesis(model, data["train"], data["test"], seed, max(n_synthetic, 2))
+    syn = eval_synthesis(model, data["train"], data["test"], seed, max(n_synthetic, 2), getattr(loaded, "prior", None))
     samples, overlay = syn.pop("_samples"), ano.pop("_overlay")
     targets = {
         "reconstruction SSIM >= 0.90 and PSNR >= 28 dB": recon["ssim"] >= 0.90 and recon["psnr"] >= 28.0,
@@ -192,6 +199,10 @@ def evaluate_flow(settings: Settings, model_uri: str = DEFAULT_MODEL_URI, n_synt
             ano["vae"]["voxel_auprc"] >= 0.5 and ano["vae"]["best_dice"] >= 0.5,
         "anomaly: healthy test scans flagged at the stored threshold <= 5%": ano["vae"]["healthy_fpr"] <= 0.05,
         "no synthetic sample flagged by the memorisation audit": syn["memorisation"]["n_flagged"] == 0,
+        "synthesis: two-sample classifier accuracy <= 0.75": syn["c2st_accuracy"] <= 0.75,
+        "synthesis: every tissue band within 0.05 of the real mean": syn["tissue_max_gap"] <= 0.05,
+        "synthesis: MS-SSIM among samples within 20% of among real scans":
+            abs(syn["ms_ssim_synthetic"] - syn["ms_ssim_real"]) <= 0.2 * syn["ms_ssim_real"],
     }
     results = {"model": ref.model_dump(), "n_train": len(data["train"]), "n_val": len(data["val"]),
                "n_test": len(data["test"]), "reconstruction": recon, "denoising": den, "superres": sr, "anomaly": ano,
@@ -241,7 +252,9 @@ def _flat_metrics(results: dict) -> dict[str, float]:
             m[f"eval_anomaly_{method}_{k}"] = v
     s = results["synthesis"]
     m.update(eval_synth_wasserstein=s["histogram_wasserstein"], eval_synth_diversity_ssim=s["diversity_ssim"],
-             eval_synth_memorised=float(s["memorisation"]["n_flagged"]))
+             eval_synth_memorised=float(s["memorisation"]["n_flagged"]), eval_synth_c2st=s["c2st_accuracy"],
+             eval_synth_mmd=s["mmd"], eval_synth_tissue_max_gap=s["tissue_max_gap"],
+             eval_synth_ms_ssim=s["ms_ssim_synthetic"], eval_synth_ms_ssim_real=s["ms_ssim_real"])
     return {k: float(v) for k, v in m.items() if v == v}
 
 

@@ -4,15 +4,20 @@
     recon = model.predict(x)                                  # x: (B, 1, S, S, S) float32 in [0, 1]
     amap = model.predict(x, params={"mode": "anomaly"})      # voxel anomaly map, same shape
     z = model.predict(x, params={"mode": "embed"})           # (B, latent size)
+    s = model.predict(np.zeros((8, 1, S, S, S), np.float32), params={"mode": "synthetic", "seed": 0})
+                                                              # 8 samples of the registered prior
 
 Modes: ``reconstruct`` (default), ``denoise`` (the same posterior-mean reconstruction),
-``anomaly``, ``embed``. The weights are verified against the sha256 recorded at
-registration before they are loaded (``weights_only=True``).
+``anomaly``, ``embed``, ``synthetic`` (as many samples of the latent prior fitted at
+registration as the input has volumes, whose values are not read; ``seed`` and ``temperature``
+parameters; the latents ``vae3d generate synthetic`` decodes for indices 0..B-1). The weights
+and every artifact are verified against the sha256 recorded at registration before they are
+loaded (``weights_only=True``).
 
-Output shapes by mode (also in the model's metadata, ``outputs``): (B, 1, S, S, S) float32 for
-``reconstruct``, ``denoise`` and ``anomaly``; (B, latent size) float32 for ``embed``. The
-signature states the input and the ``mode`` parameter only, since one output schema cannot
-describe both shapes.
+Output shapes by mode (also in the model's metadata, ``output_shapes``): (B, 1, S, S, S) float32
+for ``reconstruct``, ``denoise``, ``anomaly`` and ``synthetic``; (B, latent size) float32 for
+``embed``. The signature states the input and the parameters only, since one output schema
+cannot describe both shapes.
 
 This file and what it imports (``vae3d.model``, ``vae3d.inference``, ``vae3d.anomaly``,
 ``vae3d.files``, ``data_contracts``) need only the logged requirements: torch, monai, numpy,
@@ -28,7 +33,7 @@ import mlflow
 import numpy as np
 from mlflow.pyfunc import PythonModel
 
-MODES = ("reconstruct", "denoise", "anomaly", "embed")
+MODES = ("reconstruct", "denoise", "anomaly", "embed", "synthetic")
 
 
 class VAE3DPyfunc(PythonModel):
@@ -45,6 +50,13 @@ class VAE3DPyfunc(PythonModel):
 
             path = _verified(context.artifacts["anomaly"], self.meta["artifacts_sha256"]["anomaly"])
             self.healthy = HealthyResiduals.from_state(load_checkpoint(path))
+        self.prior = None  # the latent prior (None: registered before priors, N(0, I))
+        if "prior" in context.artifacts:
+            from vae3d.checkpoint import load_checkpoint
+            from vae3d.prior import prior_from_state
+
+            path = _verified(context.artifacts["prior"], self.meta["artifacts_sha256"]["prior"])
+            self.prior = prior_from_state(load_checkpoint(path))
 
     def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
         import torch
@@ -58,6 +70,15 @@ class VAE3DPyfunc(PythonModel):
         size = self.model.input_size
         if x.ndim != 5 or tuple(x.shape[1:]) != (1, size, size, size):
             raise ValueError(f"expected input of shape (B, 1, {size}, {size}, {size}), got {tuple(x.shape)}")
+        if mode == "synthetic":
+            from vae3d.prior import StandardNormal
+
+            prior = self.prior or StandardNormal(self.model.latent_shape)
+            z = prior.sample(range(len(x)), int((params or {}).get("seed", 0)),
+                             float((params or {}).get("temperature", 1.0)))
+            with torch.no_grad():
+                return torch.cat([self.model.decode(c.to(self.model.device)).float().clamp(0, 1).cpu()
+                                  for c in z.split(4)]).numpy()
         outs = []
         with torch.no_grad():
             for chunk in x.split(4):

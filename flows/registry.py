@@ -48,21 +48,24 @@ MODEL_REQUIREMENTS = ("torch", "monai", "numpy", "pydantic", "mlflow")
 
 
 def signature(size: int) -> ModelSignature:
-    """The input tensor and the ``mode`` parameter. No output schema: ``embed`` returns (B, latent
-    size) and the other modes (B, 1, S, S, S); ``output_shapes`` goes into the model's metadata.
+    """The input tensor and the ``mode``, ``seed`` and ``temperature`` parameters. No output schema:
+    ``embed`` returns (B, latent size) and the other modes (B, 1, S, S, S); ``output_shapes`` goes
+    into the model's metadata.
 
     No input example is logged: one 64^3 volume is 1 MiB of float32 and about 5 MB as the JSON
     MLflow stores, in every version; the signature already gives shape and dtype, and the
     README shows a call."""
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, size, size, size))]),
-        params=ParamSchema([ParamSpec("mode", "string", "reconstruct")]),
+        params=ParamSchema([ParamSpec("mode", "string", "reconstruct"), ParamSpec("seed", "long", 0),
+                            ParamSpec("temperature", "double", 1.0)]),
     )
 
 
 def output_shapes(size: int, latent_size: int) -> dict[str, list[int]]:
     volume = [-1, 1, size, size, size]
-    return {"reconstruct": volume, "denoise": volume, "anomaly": volume, "embed": [-1, latent_size]}
+    return {"reconstruct": volume, "denoise": volume, "anomaly": volume, "embed": [-1, latent_size],
+            "synthetic": volume}
 
 
 def _requirements() -> list[str]:

@@ -30,6 +30,7 @@ from vae3d.checkpoint import save_checkpoint
 from vae3d.data import load_volumes
 from vae3d.files import atomic_write_text, sha256_file
 from vae3d.model import load_model
+from vae3d.prior import fit_prior
 from vae3d.training import build_model, fit
 
 
@@ -124,7 +125,6 @@ def log_review(settings: Settings, index: DatasetIndex, run_id: str, outcome: di
     val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")[:3]])
     log_figure(client, run_id, figures.reconstructions(model, val), "reconstructions.png")
     log_figure(client, run_id, figures.restoration_examples(model, val, seed=settings.seed), "restoration.png")
-    log_figure(client, run_id, figures.prior_samples(model, seed=settings.seed), "prior_samples.png")
     log_figure(client, run_id, figures.latent_traversal(model, val), "latent_traversal.png")
     log_figure(client, run_id, figures.loss_curves(outcome["history"]), "loss_curves.png")
     card = model_card(settings.mlflow.registered_model, run_id, index.counts(), index.manifest_sha256,
@@ -147,7 +147,8 @@ def register(settings: Settings, index: DatasetIndex, run_id: str, outcome: dict
 
 
 def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome: dict, card: str) -> dict:
-    """Calibrate anomaly thresholds, log + register the pyfunc, gate promotion, close the run."""
+    """Calibrate anomaly thresholds, fit the latent prior, log + register the pyfunc, gate promotion,
+    close the run."""
     ws = Workspace.at(settings.workspace)
     client, _ = init_store(ws, settings.mlflow)
     cfg = settings.mlflow
@@ -155,7 +156,13 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
     model = load_model(outcome["best_checkpoint"])
     val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")])
     healthy, thresholds = anomaly.calibrate(val, inference.reconstruct_all(model, val))
-    meta = {"anomaly": thresholds,
+    train = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("train")])
+    prior = fit_prior(settings.train.prior.kind, inference.encode_all(model, train), settings.train.prior.rank)
+    log_figure(client, run_id, figures.prior_samples(model, seed=settings.seed, prior=prior), "prior_samples.png")
+    if prior.kind == "lowrank":
+        log_figure(client, run_id, figures.prior_traversal(model, prior), "prior_traversal.png")
+    meta = {"anomaly": thresholds, "prior": {"kind": prior.kind, "rank": getattr(prior, "rank", None),
+                                             "fitted_on": len(train)},
             "restoration": {"model_rmse": inference.restoration_error(model, val)},
             "template_affine": index.template_affine, "target_shape": list(index.target_shape),
             "target_spacing": list(index.target_spacing), "preprocess": index.settings, "run_id": run_id,
@@ -166,9 +173,10 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
         version = find_version(client, cfg.registered_model, run_id, sha256_file(outcome["best_checkpoint"]))
         if version is None:
             with tempfile.TemporaryDirectory() as tmp:
-                stats = save_checkpoint(Path(tmp) / "anomaly.pt", healthy.state())
+                extra = {"anomaly": save_checkpoint(Path(tmp) / "anomaly.pt", healthy.state()),
+                         "prior": save_checkpoint(Path(tmp) / "prior.pt", prior.state())}
                 version = log_and_register(client, run_id, cfg.registered_model, outcome["best_checkpoint"],
-                                           meta, tags, index.target_shape[0], extra={"anomaly": stats},
+                                           meta, tags, index.target_shape[0], extra=extra,
                                            latent_size=math.prod(model.latent_shape))
         else:  # registered before a kill could mark it: the same version, not a second one
             get_run_logger().info("run %s is already registered as v%s: not registered again", run_id, version)

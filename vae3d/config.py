@@ -58,6 +58,15 @@ class RestorationConfig(Schema):
         return self
 
 
+class PriorConfig(Schema):
+    """The latent prior fitted to the training scans' posterior means at registration
+    (``vae3d.prior``); ``generate synthetic`` samples it."""
+
+    kind: Literal["normal", "lowrank"] = Field("lowrank", description="normal: N(0, I); lowrank: a Gaussian with "
+                                               "the training latents' mean and leading directions (BENCHMARKS.md)")
+    rank: int = Field(32, ge=1, description="lowrank: principal directions kept (at most training scans - 1)")
+
+
 class TrainConfig(Schema):
     epochs: int = Field(20, ge=1)
     # batch 2 beat batch 4 by 0.09 val SSIM in the same 6 minutes (2.7x the optimiser steps; BENCHMARKS.md)
@@ -86,6 +95,7 @@ class TrainConfig(Schema):
     device: DeviceName = "auto"
     model: ModelConfig = ModelConfig()
     restoration: RestorationConfig = RestorationConfig()
+    prior: PriorConfig = PriorConfig()
     init: Literal["scratch", "pretrained"] = Field(
         "scratch", description="starting weights: random ('scratch') or the shipped pretrained ones "
         "(vae3d/pretrained, default architecture at 64^3 only)")

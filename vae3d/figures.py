@@ -43,11 +43,26 @@ def reconstructions(model: VAE3D, x: torch.Tensor, k: int = 3) -> plt.Figure:
 
 
 @torch.no_grad()
-def prior_samples(model: VAE3D, n: int = 4, seed: int = 0) -> plt.Figure:
+def prior_samples(model: VAE3D, n: int = 4, seed: int = 0, prior=None) -> plt.Figure:
+    """Decoded samples of ``prior`` (``vae3d.prior``; the model's N(0, I) when None)."""
+    from vae3d.generation import synthesize
+
+    s = synthesize(model, list(range(n)), seed, prior=prior)
+    kind = getattr(prior, "kind", "normal")
+    return slice_grid([(f"sample {i}", s[i, 0].numpy()) for i in range(n)], f"samples of the {kind} prior")
+
+
+@torch.no_grad()
+def prior_traversal(model: VAE3D, prior, directions: int = 3, amounts: Sequence[float] = (-2, 0, 2)) -> plt.Figure:
+    """The mean latent moved along the prior's leading principal directions (``directions`` rows of
+    ``amounts`` standard deviations), decoded: what each direction changes in the anatomy."""
     p = next(model.parameters())
-    g = torch.Generator(device=p.device).manual_seed(seed)
-    s = model.sample(n, g).clamp(0, 1)
-    return slice_grid([(f"sample {i}", s[i, 0].cpu().numpy()) for i in range(n)], "samples from the prior")
+    rows = []
+    for k in range(min(directions, prior.rank)):
+        for a in amounts:
+            vol = model.decode(prior.direction(k, a).to(p.device, p.dtype)).clamp(0, 1)[0, 0].float().cpu().numpy()
+            rows.append((f"dir {k} {a:+g} sd", vol))
+    return slice_grid(rows, "the prior's principal directions")
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ import torch
 
 from vae3d.model import VAE3D
 from vae3d.nifti import INT16_SCALE
+from vae3d.prior import Prior, StandardNormal
 from vae3d.seeding import derive_seed
 
 
@@ -28,30 +29,40 @@ def _normal(shape: Sequence[int], seed: int, index: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def synthesize(model: VAE3D, indices: Sequence[int], seed: int, temperature: float = 1.0) -> torch.Tensor:
-    """Decode prior samples for the given output indices: (len(indices), 1, S, S, S) in [0, 1], on the CPU."""
+def synthesize(model: VAE3D, indices: Sequence[int], seed: int, temperature: float = 1.0,
+               prior: Prior | None = None) -> torch.Tensor:
+    """Decode samples of ``prior`` (the model's N(0, I) when None: a model registered without a
+    fitted prior) for the given output indices: (len(indices), 1, S, S, S) in [0, 1], on the CPU."""
     p = next(model.parameters())
-    z = torch.stack([_normal(model.latent_shape, seed, i) for i in indices]).to(p.device, p.dtype)
-    return model.decode(z * temperature).float().clamp_(0.0, 1.0).cpu()
+    z = (prior or StandardNormal(model.latent_shape)).sample(indices, seed, temperature).to(p.device, p.dtype)
+    return model.decode(z).float().clamp_(0.0, 1.0).cpu()
 
 
 @torch.no_grad()
 def latent_variants(
-    model: VAE3D, x: torch.Tensor, variant_indices: Sequence[int], seed: int, scale: float = 0.5
+    model: VAE3D, x: torch.Tensor, variant_indices: Sequence[int], seed: int, scale: float = 0.5,
+    prior: Prior | None = None,
 ) -> torch.Tensor:
-    """Variants of one input: decode mu + scale * sigma * eps for each variant index.
+    """Variants of one input: its posterior mean moved ``scale`` along random directions.
+
+    With a low-rank ``prior`` the move is a draw of the prior's principal directions (the
+    anatomy the training scans vary in), ``scale`` in its standard deviations; without one it is
+    posterior noise, ``mu + scale * sigma * eps`` (0 gives the reconstruction, 1 a posterior sample).
 
     Args:
         x: (1, 1, S, S, S) preprocessed input.
-        scale: perturbation in units of the posterior's own standard deviation; 0 gives the
-            posterior-mean reconstruction, 1 a posterior sample.
 
     Returns:
         (len(variant_indices), 1, S, S, S) in [0, 1], on the CPU.
     """
     mu, logvar = model.encode(x.to(model.device))
-    sigma = torch.exp(0.5 * logvar)
-    z = torch.cat([mu + scale * sigma * _normal(mu.shape, seed, v).to(mu.device) for v in variant_indices])
+    if getattr(prior, "basis", None) is not None:
+        moves = torch.stack([torch.randn(prior.rank, generator=output_generator(seed, v)) @ prior.basis
+                             for v in variant_indices]).reshape(len(variant_indices), *mu.shape[1:])
+        z = mu + scale * moves.to(mu.device, mu.dtype)
+    else:
+        sigma = torch.exp(0.5 * logvar)
+        z = torch.cat([mu + scale * sigma * _normal(mu.shape, seed, v).to(mu.device) for v in variant_indices])
     return model.decode(z).float().clamp_(0.0, 1.0).cpu()
 
 

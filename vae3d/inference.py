@@ -27,6 +27,13 @@ def reconstruct_all(model: VAE3D, volumes: torch.Tensor, batch_size: int = 4) ->
 
 
 @torch.no_grad()
+def encode_all(model: VAE3D, volumes: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
+    """Posterior means of (N, 1, S, S, S) volumes, in batches: (N, *latent_shape) on the CPU."""
+    p = next(model.parameters())
+    return torch.cat([model.encode(c.to(p.device, p.dtype))[0].float().cpu() for c in volumes.split(batch_size)])
+
+
+@torch.no_grad()
 def reconstruct_shift_averaged(model: VAE3D, x: torch.Tensor) -> torch.Tensor:
     """``reconstruct`` averaged over every offset of the input within the stem's patch
     (patch_size^3 passes: 8 for the default 2x2x2 stem), each shifted back: cycle spinning

@@ -50,16 +50,23 @@ def direct(fn: Callable, *args):
 
 def augment(model: VAE3D, meta: dict, prep: PreparedInput, index: int, req: GenerationRequest,
             call: Callable = direct) -> list[Product]:
-    """``req.variants`` latent variants of the input (output indices ``index * variants + v``), in
-    template space, each with seeded MRI artifacts when ``req.artifacts``."""
+    """``req.variants`` latent variants of the input (output indices ``index * variants + v``) along
+    the model's prior (``meta["prior"]``), each with seeded MRI artifacts when ``req.artifacts``; on
+    the model's grid, or with ``req.space == "input"`` on the input's grid and scale."""
     first = index * req.variants
-    vols = call(latent_variants, model, prep.x, list(range(first, first + req.variants)), req.seed, req.latent_scale)
+    vols = call(latent_variants, model, prep.x, list(range(first, first + req.variants)), req.seed, req.latent_scale,
+                meta.get("prior_model"))
     chain = build_augment(prob=0.8) if req.artifacts else None
     out = []
     for v, vol in enumerate(vols):
         if chain is not None:
             vol = apply_augment(chain, vol, seed=derive_seed(req.seed, "artifacts", first + v))
-        out.append(Product(vol[0].numpy(), prep.affine, first + v))
+        if req.space == "input":
+            back = to_original_space(vol[0].numpy(), prep.affine, prep.original_affine, prep.original_shape)
+            out.append(Product(_scaled(back, prep, req), prep.original_affine, first + v,
+                               {"intensity_range": list(prep.intensity_range)}, codes=prep.codes))
+        else:
+            out.append(Product(vol[0].numpy(), prep.affine, first + v))
     return out
 
 

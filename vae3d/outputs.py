@@ -112,7 +112,8 @@ def provenance(req: GenerationRequest, ref: ModelRef, index: int, package_versio
         source = Path(extra["input_path"]).resolve().as_uri()
         bids["Sources"] = (source,)
         # on the input's grid: the input is the spatial reference; else the model's grid (template_affine)
-        bids["SpatialReference"] = source if req.mode in ("denoise", "super-resolve", "anomaly") else None
+        on_input_grid = req.mode in ("denoise", "super-resolve", "anomaly") or getattr(req, "space", "") == "input"
+        bids["SpatialReference"] = source if on_input_grid else None
     return {**bids, "mode": req.mode, "model": ref, "seed": req.seed, "index": index, "parameters": params,
             "package_version": package_version, **extra}
 

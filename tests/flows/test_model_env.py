@@ -25,7 +25,7 @@ mlflow.set_tracking_uri(uri); mlflow.set_registry_uri(uri)
 m = mlflow.pyfunc.load_model("models:/vae3d@champion")
 x = np.random.default_rng(0).random((2, 1, 16, 16, 16), dtype=np.float32)
 out = {mode: list(m.predict(x, params={"mode": mode}).shape)
-       for mode in ("reconstruct", "denoise", "anomaly", "embed")}
+       for mode in ("reconstruct", "denoise", "anomaly", "embed", "synthetic")}
 out["metadata"] = m.metadata.metadata
 print(json.dumps(out))
 """
@@ -58,7 +58,7 @@ def test_champion_loads_in_a_venv_made_of_its_logged_requirements_only(preproces
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     latent = 4 * 2 * 2 * 2  # 4 latent channels on a 16 / (4 * 2) = 2 grid
-    assert out["reconstruct"] == out["denoise"] == out["anomaly"] == [2, 1, 16, 16, 16], out
+    assert out["reconstruct"] == out["denoise"] == out["anomaly"] == out["synthetic"] == [2, 1, 16, 16, 16], out
     assert out["embed"] == [2, latent], out
     assert out["metadata"]["output_shapes"]["embed"] == [-1, latent]
     assert sys.executable not in run.stderr  # nothing of the project's own environment leaked in

@@ -37,7 +37,8 @@ def test_train_registers_champion_then_worse_run_stays_candidate(preprocessed):
     assert len(client.get_metric_history(first["run_id"], "val_ssim")) == 2
     artifacts = {a.path for a in client.list_artifacts(first["run_id"], "figures")}
     assert artifacts == {f"figures/{n}.png" for n in
-                         ("reconstructions", "restoration", "prior_samples", "latent_traversal", "loss_curves")}
+                         ("reconstructions", "restoration", "prior_samples", "prior_traversal", "latent_traversal",
+                          "loss_curves")}
     top = {a.path for a in client.list_artifacts(first["run_id"])}
     assert {"model_card.md", "settings.json", "checkpoint"} <= top
     card = Path(client.download_artifacts(first["run_id"], "model_card.md", str(settings.workspace))).read_text()

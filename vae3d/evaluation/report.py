@@ -41,7 +41,11 @@ def markdown(results: dict) -> str:
               "lesion's contour."]
     s = r["synthesis"]
     lines += ["", "## Synthesis", "",
-              f"- samples: {s['n']} (seed {s['seed']})",
+              f"- samples: {s['n']} (seed {s['seed']}) of the {s.get('prior', 'normal')} prior",
+              f"- two-sample test, held-out accuracy of a 3D CNN telling test scans from samples (0.5: it "
+              f"cannot): {_f(s.get('c2st_accuracy'))}",
+              f"- multi-scale SSIM among samples {_f(s.get('ms_ssim_synthetic'))}, among test scans "
+              f"{_f(s.get('ms_ssim_real'))} (diversity: lower = more diverse); MMD {_f(s.get('mmd'), 5)}",
               "- Wasserstein distance of in-brain intensity histograms, synthetic vs test: "
               f"{_f(s['histogram_wasserstein'], 4)}",
               f"- diversity, mean pairwise SSIM among samples (lower = more diverse): {_f(s['diversity_ssim'])}",

@@ -1,0 +1,126 @@
+"""Priors over the latent grid: what ``generate synthetic`` samples before decoding.
+
+The VAE is trained with a small KL weight (sharp reconstructions), so its aggregate posterior
+is far from N(0, I): independent normal draws over the 4 x 32^3 grid decode to textured noise
+with no anatomy. A prior fitted after training to the training scans' posterior means (an
+ex-post density, Ghosh et al. 2020, "From variational to deterministic autoencoders") gives
+samples the anatomy those scans share:
+
+- ``normal``: N(0, I) on every latent element (the VAE's own prior; the baseline);
+- ``lowrank``: a Gaussian with the training latents' mean, their ``rank`` leading principal
+  directions (from an SVD) and a diagonal for what those leave out.
+
+Every output index has its own random stream (``vae3d.generation.output_generator``), so a
+sample does not depend on which others are drawn with it. Priors are tensors only: they are
+stored with the model version and loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from vae3d.seeding import derive_seed
+
+KINDS = ("normal", "lowrank")
+
+
+def _generator(seed: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(seed, index))
+
+
+@dataclass(frozen=True)
+class StandardNormal:
+    """N(0, I) over a latent of ``latent_shape``."""
+
+    latent_shape: tuple[int, ...]
+    kind: str = "normal"
+
+    def sample(self, indices: Sequence[int], seed: int, temperature: float = 1.0) -> torch.Tensor:
+        """(len(indices), *latent_shape) on the CPU; ``temperature`` scales the spread."""
+        z = torch.stack([torch.randn(self.latent_shape, generator=_generator(seed, i)) for i in indices])
+        return z * temperature
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"kind": torch.tensor(0), "latent_shape": torch.tensor(self.latent_shape)}
+
+
+@dataclass(frozen=True)
+class LowRankGaussian:
+    """N(mean, B^T B + diag(residual_std^2)) over flattened latents: ``basis`` (rank, D) holds the
+    leading principal directions scaled by their standard deviations."""
+
+    mean: torch.Tensor  # (D,)
+    basis: torch.Tensor  # (rank, D)
+    residual_std: torch.Tensor  # (D,)
+    latent_shape: tuple[int, ...]
+    kind: str = "lowrank"
+
+    @classmethod
+    def fit(cls, latents: torch.Tensor, rank: int = 32) -> LowRankGaussian:
+        """Fit to posterior means ``latents`` (n, *latent_shape) of the training scans.
+
+        ``rank`` is capped at n - 1 (the directions n points span). The diagonal is each
+        element's spread left after projecting onto those directions (zero where they explain
+        everything, as when rank is n - 1).
+        """
+        n = len(latents)
+        if n < 2:
+            raise ValueError(f"a low-rank Gaussian needs at least 2 training latents, got {n}")
+        if rank < 1:
+            raise ValueError(f"prior rank must be >= 1, got {rank}")
+        x = latents.detach().float().reshape(n, -1).cpu()
+        mean = x.mean(0)
+        centred = x - mean
+        _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+        k = min(rank, n - 1)
+        basis = vh[:k] * (s[:k] / math.sqrt(n - 1))[:, None]
+        residual = centred - (centred @ vh[:k].T) @ vh[:k]
+        return cls(mean, basis.contiguous(), residual.std(0), tuple(int(d) for d in latents.shape[1:]))
+
+    @property
+    def rank(self) -> int:
+        return len(self.basis)
+
+    def sample(self, indices: Sequence[int], seed: int, temperature: float = 1.0) -> torch.Tensor:
+        """(len(indices), *latent_shape) on the CPU; ``temperature`` scales the spread around the
+        mean (below 1: typical anatomy; 0: the mean latent)."""
+        out = []
+        for i in indices:
+            g = _generator(seed, i)
+            coeffs = torch.randn(self.rank, generator=g)
+            noise = torch.randn(self.mean.shape, generator=g)
+            out.append(self.mean + temperature * (coeffs @ self.basis + self.residual_std * noise))
+        return torch.stack(out).reshape(len(out), *self.latent_shape)
+
+    def direction(self, k: int, amount: float) -> torch.Tensor:
+        """The mean latent moved ``amount`` standard deviations along principal direction ``k``
+        (a traversal), (1, *latent_shape)."""
+        return (self.mean + amount * self.basis[k]).reshape(1, *self.latent_shape)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"kind": torch.tensor(1), "latent_shape": torch.tensor(self.latent_shape), "mean": self.mean.half(),
+                "basis": self.basis.half(), "residual_std": self.residual_std.half()}
+
+
+Prior = StandardNormal | LowRankGaussian
+
+
+def fit_prior(kind: str, latents: torch.Tensor, rank: int = 32) -> Prior:
+    """The prior ``kind`` (one of ``KINDS``) fitted to training posterior means (n, *latent_shape)."""
+    if kind == "normal":
+        return StandardNormal(tuple(int(d) for d in latents.shape[1:]))
+    if kind == "lowrank":
+        return LowRankGaussian.fit(latents, rank)
+    raise ValueError(f"prior kind must be one of {KINDS}, got {kind!r}")
+
+
+def prior_from_state(state: dict[str, torch.Tensor]) -> Prior:
+    """A prior saved with ``state()`` (and ``vae3d.checkpoint.save_checkpoint``)."""
+    shape = tuple(int(d) for d in state["latent_shape"].tolist())
+    if int(state["kind"]) == 0:
+        return StandardNormal(shape)
+    return LowRankGaussian(state["mean"].float(), state["basis"].float(), state["residual_std"].float(), shape)
