@@ -76,9 +76,7 @@ class VAE3DPyfunc(PythonModel):
             prior = self.prior or StandardNormal(self.model.latent_shape)
             z = prior.sample(range(len(x)), int((params or {}).get("seed", 0)),
                              float((params or {}).get("temperature", 1.0)))
-            with torch.no_grad():
-                return torch.cat([self.model.decode(c.to(self.model.device)).float().clamp(0, 1).cpu()
-                                  for c in z.split(4)]).numpy()
+            return inference.decode_refined(self.model, z, prior.refine).numpy()
         outs = []
         with torch.no_grad():
             for chunk in x.split(4):

@@ -157,12 +157,13 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
     val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")])
     healthy, thresholds = anomaly.calibrate(val, inference.reconstruct_all(model, val))
     train = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("train")])
-    prior = fit_prior(settings.train.prior.kind, inference.encode_all(model, train), settings.train.prior.rank)
+    cfg_prior = settings.train.prior
+    prior = fit_prior(cfg_prior.kind, inference.encode_all(model, train), cfg_prior.rank, cfg_prior.refine)
     log_figure(client, run_id, figures.prior_samples(model, seed=settings.seed, prior=prior), "prior_samples.png")
     if prior.kind == "lowrank":
         log_figure(client, run_id, figures.prior_traversal(model, prior), "prior_traversal.png")
     meta = {"anomaly": thresholds, "prior": {"kind": prior.kind, "rank": getattr(prior, "rank", None),
-                                             "fitted_on": len(train)},
+                                             "refine": prior.refine, "fitted_on": len(train)},
             "restoration": {"model_rmse": inference.restoration_error(model, val)},
             "template_affine": index.template_affine, "target_shape": list(index.target_shape),
             "target_spacing": list(index.target_spacing), "preprocess": index.settings, "run_id": run_id,

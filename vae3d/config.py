@@ -65,6 +65,9 @@ class PriorConfig(Schema):
     kind: Literal["normal", "lowrank"] = Field("lowrank", description="normal: N(0, I); lowrank: a Gaussian with "
                                                "the training latents' mean and leading directions (BENCHMARKS.md)")
     rank: int = Field(32, ge=1, description="lowrank: principal directions kept (at most training scans - 1)")
+    refine: int = Field(3, ge=0, le=20, description="passes of each sample through the model after decoding "
+                        "(encode, decode): sharper tissue borders and truer tissue fractions, at one encode and "
+                        "decode each (BENCHMARKS.md, 'Latent priors')")
 
 
 class TrainConfig(Schema):

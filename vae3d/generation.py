@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from vae3d.inference import decode_refined
 from vae3d.model import VAE3D
 from vae3d.nifti import INT16_SCALE
 from vae3d.prior import Prior, StandardNormal
@@ -32,10 +33,14 @@ def _normal(shape: Sequence[int], seed: int, index: int) -> torch.Tensor:
 def synthesize(model: VAE3D, indices: Sequence[int], seed: int, temperature: float = 1.0,
                prior: Prior | None = None) -> torch.Tensor:
     """Decode samples of ``prior`` (the model's N(0, I) when None: a model registered without a
-    fitted prior) for the given output indices: (len(indices), 1, S, S, S) in [0, 1], on the CPU."""
+    fitted prior) for the given output indices, refined through the model as many times as the
+    prior says: (len(indices), 1, S, S, S) in [0, 1], on the CPU."""
     p = next(model.parameters())
-    z = (prior or StandardNormal(model.latent_shape)).sample(indices, seed, temperature).to(p.device, p.dtype)
-    return model.decode(z).float().clamp_(0.0, 1.0).cpu()
+    prior = prior or StandardNormal(model.latent_shape)
+    z = prior.sample(indices, seed, temperature).to(p.device, p.dtype)
+    if not prior.refine:
+        return model.decode(z).float().clamp_(0.0, 1.0).cpu()
+    return decode_refined(model, z, prior.refine, batch_size=len(z))
 
 
 @torch.no_grad()

@@ -38,6 +38,7 @@ class StandardNormal:
 
     latent_shape: tuple[int, ...]
     kind: str = "normal"
+    refine: int = 0  # passes of a sample through the model after decoding (``inference.decode_refined``)
 
     def sample(self, indices: Sequence[int], seed: int, temperature: float = 1.0) -> torch.Tensor:
         """(len(indices), *latent_shape) on the CPU; ``temperature`` scales the spread."""
@@ -45,7 +46,8 @@ class StandardNormal:
         return z * temperature
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"kind": torch.tensor(0), "latent_shape": torch.tensor(self.latent_shape)}
+        return {"kind": torch.tensor(0), "latent_shape": torch.tensor(self.latent_shape),
+                "refine": torch.tensor(self.refine)}
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,10 @@ class LowRankGaussian:
     residual_std: torch.Tensor  # (D,)
     latent_shape: tuple[int, ...]
     kind: str = "lowrank"
+    refine: int = 0  # passes of a sample through the model after decoding (``inference.decode_refined``)
 
     @classmethod
-    def fit(cls, latents: torch.Tensor, rank: int = 32) -> LowRankGaussian:
+    def fit(cls, latents: torch.Tensor, rank: int = 32, refine: int = 0) -> LowRankGaussian:
         """Fit to posterior means ``latents`` (n, *latent_shape) of the training scans.
 
         ``rank`` is capped at n - 1 (the directions n points span). The diagonal is each
@@ -79,7 +82,7 @@ class LowRankGaussian:
         k = min(rank, n - 1)
         basis = vh[:k] * (s[:k] / math.sqrt(n - 1))[:, None]
         residual = centred - (centred @ vh[:k].T) @ vh[:k]
-        return cls(mean, basis.contiguous(), residual.std(0), tuple(int(d) for d in latents.shape[1:]))
+        return cls(mean, basis.contiguous(), residual.std(0), tuple(int(d) for d in latents.shape[1:]), refine=refine)
 
     @property
     def rank(self) -> int:
@@ -103,24 +106,28 @@ class LowRankGaussian:
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"kind": torch.tensor(1), "latent_shape": torch.tensor(self.latent_shape), "mean": self.mean.half(),
-                "basis": self.basis.half(), "residual_std": self.residual_std.half()}
+                "basis": self.basis.half(), "residual_std": self.residual_std.half(),
+                "refine": torch.tensor(self.refine)}
 
 
 Prior = StandardNormal | LowRankGaussian
 
 
-def fit_prior(kind: str, latents: torch.Tensor, rank: int = 32) -> Prior:
-    """The prior ``kind`` (one of ``KINDS``) fitted to training posterior means (n, *latent_shape)."""
+def fit_prior(kind: str, latents: torch.Tensor, rank: int = 32, refine: int = 0) -> Prior:
+    """The prior ``kind`` (one of ``KINDS``) fitted to training posterior means (n, *latent_shape);
+    its samples are passed through the model ``refine`` times after decoding."""
     if kind == "normal":
-        return StandardNormal(tuple(int(d) for d in latents.shape[1:]))
+        return StandardNormal(tuple(int(d) for d in latents.shape[1:]), refine=refine)
     if kind == "lowrank":
-        return LowRankGaussian.fit(latents, rank)
+        return LowRankGaussian.fit(latents, rank, refine)
     raise ValueError(f"prior kind must be one of {KINDS}, got {kind!r}")
 
 
 def prior_from_state(state: dict[str, torch.Tensor]) -> Prior:
     """A prior saved with ``state()`` (and ``vae3d.checkpoint.save_checkpoint``)."""
     shape = tuple(int(d) for d in state["latent_shape"].tolist())
+    refine = int(state.get("refine", torch.tensor(0)))
     if int(state["kind"]) == 0:
-        return StandardNormal(shape)
-    return LowRankGaussian(state["mean"].float(), state["basis"].float(), state["residual_std"].float(), shape)
+        return StandardNormal(shape, refine=refine)
+    return LowRankGaussian(state["mean"].float(), state["basis"].float(), state["residual_std"].float(), shape,
+                           refine=refine)

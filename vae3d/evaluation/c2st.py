@@ -22,7 +22,8 @@ def _classifier() -> nn.Module:
 def classifier_two_sample(real: torch.Tensor, synthetic: torch.Tensor, seed: int = 0, folds: int = 4,
                           steps: int = 150, size: int = 32) -> float:
     """Held-out accuracy of a CNN trained to tell ``real`` from ``synthetic`` (both (N, 1, S, S, S) in
-    [0, 1]), by ``folds``-fold cross-validation over equal numbers of each (the larger set is cut).
+    [0, 1]), by stratified ``folds``-fold cross-validation over equal numbers of each (the larger
+    set is cut).
 
     Each fold trains a fresh classifier (``steps`` full-batch Adam steps, seeded) on the other
     folds and scores the held-out one; the accuracy is over every held-out scan.
@@ -33,12 +34,15 @@ def classifier_two_sample(real: torch.Tensor, synthetic: torch.Tensor, seed: int
     x = torch.cat([real[:n], synthetic[:n]]).float()
     x = F.interpolate(x, size=(size,) * 3, mode="trilinear", align_corners=False) if x.shape[-1] != size else x
     y = torch.cat([torch.zeros(n), torch.ones(n)])
-    order = np.random.default_rng(seed).permutation(2 * n)
+    # stratified folds: each holds as many real as synthetic scans (unbalanced folds push a
+    # classifier that learned nothing below 0.5, since training then leans the other way)
+    rng = np.random.default_rng(seed)
+    real_order, syn_order = rng.permutation(n), n + rng.permutation(n)
     correct = 0
     with torch.random.fork_rng():
         for k in range(folds):
-            test = order[k::folds]
-            train = np.setdiff1d(order, test)
+            test = np.concatenate([real_order[k::folds], syn_order[k::folds]])
+            train = np.setdiff1d(np.arange(2 * n), test)
             torch.manual_seed(seed + k)
             net = _classifier()
             opt = torch.optim.Adam(net.parameters(), lr=3e-3)
