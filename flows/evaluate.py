@@ -263,7 +263,9 @@ def _log_to_mlflow(settings: Settings, ref, results: dict, out: Path, test_diges
     metrics = _flat_metrics(results)
     if ref.run_id:
         # linked to the logged model (MLflow 3 model_id) and to the test split it was measured on
-        model_id = client.get_model_version(ref.name, ref.version).model_id
+        mv = client.get_model_version(ref.name, ref.version)
+        # the version's logged model; MLflow 3.17 leaves ``model_id`` empty on an SQLite registry, its source names it
+        model_id = mv.model_id or (mv.source.split("/")[-1] if mv.source.startswith("models:/m-") else None)
         now = int(time.time() * 1000)
         client.log_batch(ref.run_id, metrics=[
             Metric(k, v, now, 0, model_id=model_id, dataset_name="vae3d-test", dataset_digest=test_digest)

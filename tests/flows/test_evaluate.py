@@ -51,3 +51,10 @@ def test_evaluation_writes_every_table_and_logs_to_mlflow(trained):
     assert {"eval_denoise_10pct_vae_psnr", "eval_denoise_10pct_vae_ssim", "eval_superres_x2_vae_psnr",
             "eval_superres_x2_cubic_bspline_psnr"} <= set(run.data.metrics)
     assert {a.path for a in client.list_artifacts(version.run_id, "evaluation")} >= {"evaluation/report.md"}
+    # the metrics are linked to the logged model (MLflow 3) and to the test split they were measured on
+    logged = client.get_logged_model(version.model_id or version.source.split("/")[-1])
+    linked = {m.key: m for m in logged.metrics}
+    assert "eval_recon_ssim" in linked and linked["eval_recon_ssim"].dataset_name == "vae3d-test"
+    # the realism measures of #18 are in the results and the targets
+    assert 0.0 <= syn["c2st_accuracy"] <= 1.0 and 0 < syn["ms_ssim_synthetic"] <= 1 and syn["prior"] == "lowrank"
+    assert "synthesis: two-sample classifier accuracy <= 0.75" in results["targets"]
