@@ -17,8 +17,9 @@ class LockTimeout(RuntimeError):
 
 
 @contextlib.contextmanager
-def exclusive(lock_file: Path, what: str, timeout_s: float = 3600.0, poll_s: float = 0.5):
-    """Hold an exclusive lock on ``lock_file``; wait (saying so) while another process holds it.
+def exclusive(lock_file: Path, what: str, timeout_s: float = 3600.0, poll_s: float = 0.5, say_waiting: bool = True):
+    """Hold an exclusive lock on ``lock_file``; wait (saying so, unless ``say_waiting`` is False: a
+    lock held for moments, such as the MLflow store's set-up) while another run or thread holds it.
 
     Raises:
         LockTimeout: still held by another process after ``timeout_s``.
@@ -29,7 +30,8 @@ def exclusive(lock_file: Path, what: str, timeout_s: float = 3600.0, poll_s: flo
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            log.warning("another run is using %s (%s); waiting for it to finish", what, lock_file)
+            if say_waiting:
+                log.warning("another run is using %s (%s); waiting for it to finish", what, lock_file)
             lock.acquire(timeout=timeout_s, poll_interval=poll_s)
     except Timeout:
         raise LockTimeout(

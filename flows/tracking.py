@@ -34,7 +34,8 @@ def init_store(ws: Workspace, cfg: MlflowSettings) -> tuple[MlflowClient, str]:
     ws.locks.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    with exclusive(ws.locks / "mlflow-init.lock", f"the MLflow store {uri}", timeout_s=600):
+    # held for moments, often by the threads of one run: no "waiting" line
+    with exclusive(ws.locks / "mlflow-init.lock", f"the MLflow store {uri}", timeout_s=600, say_waiting=False):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         exp = client.get_experiment_by_name(cfg.experiment)
         if exp is None:
