@@ -3,7 +3,8 @@ with the parameters its sidecar records.
 
 A mode is a function ``(model, meta, prep, index, request, call) -> list[Product]``:
 ``meta`` is the registered model's metadata (preprocessing, restoration error, anomaly
-thresholds, and ``healthy``: the anomaly map's healthy-residual statistics), ``prep`` the
+thresholds, and ``healthy``: the anomaly map's healthy-residual statistics; ``prior_model``: the
+fitted latent prior, ``vae3d.prior``), ``prep`` the
 input on the model's grid (``prepare_input``), ``index`` the input's position in the
 request, and ``call(fn, *args)`` runs a model function (the flow passes one that shares the
 process's model lanes). Writing, naming and reuse are the
