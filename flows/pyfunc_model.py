@@ -20,7 +20,7 @@ for ``reconstruct``, ``denoise``, ``anomaly`` and ``synthetic``; (B, latent size
 cannot describe both shapes.
 
 This file and what it imports (``vae3d.model``, ``vae3d.inference``, ``vae3d.anomaly``,
-``vae3d.files``, ``data_contracts``) need only the logged requirements: torch, monai, numpy,
+``vae3d.prior``, ``vae3d.files``, ``data_contracts``) need only the logged requirements: torch, monai, numpy,
 pydantic and mlflow (``tests/flows/test_model_env.py`` loads the model in such a venv).
 """
 
@@ -43,20 +43,22 @@ class VAE3DPyfunc(PythonModel):
         with open(context.artifacts["meta"]) as fh:
             self.meta = json.load(fh)
         self.model = load_model(_verified(context.artifacts["weights"], self.meta["weights_sha256"]))
-        self.healthy = None  # the healthy-residual statistics of the anomaly map, when registered
-        if "anomaly" in context.artifacts:
-            from vae3d.anomaly import HealthyResiduals
-            from vae3d.checkpoint import load_checkpoint
+        from vae3d.anomaly import HealthyResiduals
+        from vae3d.prior import prior_from_state
 
-            path = _verified(context.artifacts["anomaly"], self.meta["artifacts_sha256"]["anomaly"])
-            self.healthy = HealthyResiduals.from_state(load_checkpoint(path))
-        self.prior = None  # the latent prior (None: registered before priors, N(0, I))
-        if "prior" in context.artifacts:
-            from vae3d.checkpoint import load_checkpoint
-            from vae3d.prior import prior_from_state
+        # the anomaly map's healthy-residual statistics and the latent prior; None for a version
+        # registered before them (a plain residual map; N(0, I))
+        healthy, prior = self._artifact(context, "anomaly"), self._artifact(context, "prior")
+        self.healthy = HealthyResiduals.from_state(healthy) if healthy is not None else None
+        self.prior = prior_from_state(prior) if prior is not None else None
 
-            path = _verified(context.artifacts["prior"], self.meta["artifacts_sha256"]["prior"])
-            self.prior = prior_from_state(load_checkpoint(path))
+    def _artifact(self, context, name: str) -> dict | None:
+        """The tensors of the registered artifact ``name``, verified against its recorded sha256."""
+        if name not in context.artifacts:
+            return None
+        from vae3d.checkpoint import load_checkpoint
+
+        return load_checkpoint(_verified(context.artifacts[name], self.meta["artifacts_sha256"][name]))
 
     def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
         import torch

@@ -85,7 +85,7 @@ def log_and_register(
 ) -> str:
     """Log the pyfunc (models-from-code, vae3d bundled) and register a new version as candidate.
 
-    ``extra``: more artifacts by name (the anomaly statistics); the sha256 of each is recorded in
+    ``extra``: more artifacts by name (the anomaly statistics, the latent prior); the sha256 of each is recorded in
     the metadata (``artifacts_sha256``) and checked when the model loads.
 
     Returns the new version number.

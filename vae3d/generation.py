@@ -17,12 +17,7 @@ from vae3d.inference import decode_refined
 from vae3d.model import VAE3D
 from vae3d.nifti import INT16_SCALE
 from vae3d.prior import Prior, StandardNormal
-from vae3d.seeding import derive_seed
-
-
-def output_generator(seed: int, index: int) -> torch.Generator:
-    """The CPU random stream of output ``index`` of a request with ``seed``."""
-    return torch.Generator().manual_seed(derive_seed(seed, index))
+from vae3d.seeding import output_generator
 
 
 def _normal(shape: Sequence[int], seed: int, index: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ samples the anatomy those scans share:
 - ``lowrank``: a Gaussian with the training latents' mean, their ``rank`` leading principal
   directions (from an SVD) and a diagonal for what those leave out.
 
-Every output index has its own random stream (``vae3d.generation.output_generator``), so a
+Every output index has its own random stream (``vae3d.seeding.output_generator``), so a
 sample does not depend on which others are drawn with it. Priors are tensors only: they are
 stored with the model version and loaded with ``weights_only=True``.
 """
@@ -23,13 +23,9 @@ from dataclasses import dataclass
 
 import torch
 
-from vae3d.seeding import derive_seed
+from vae3d.seeding import output_generator
 
 KINDS = ("normal", "lowrank")
-
-
-def _generator(seed: int, index: int) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(seed, index))
 
 
 @dataclass(frozen=True)
@@ -42,7 +38,7 @@ class StandardNormal:
 
     def sample(self, indices: Sequence[int], seed: int, temperature: float = 1.0) -> torch.Tensor:
         """(len(indices), *latent_shape) on the CPU; ``temperature`` scales the spread."""
-        z = torch.stack([torch.randn(self.latent_shape, generator=_generator(seed, i)) for i in indices])
+        z = torch.stack([torch.randn(self.latent_shape, generator=output_generator(seed, i)) for i in indices])
         return z * temperature
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -93,7 +89,7 @@ class LowRankGaussian:
         mean (below 1: typical anatomy; 0: the mean latent)."""
         out = []
         for i in indices:
-            g = _generator(seed, i)
+            g = output_generator(seed, i)
             coeffs = torch.randn(self.rank, generator=g)
             noise = torch.randn(self.mean.shape, generator=g)
             out.append(self.mean + temperature * (coeffs @ self.basis + self.residual_std * noise))

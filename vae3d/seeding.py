@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import zlib
 
+import torch
+
 _MULTIPLIER = 1_000_003  # prime: distinct short integer keys give distinct seeds
 _MODULUS = 2**63 - 1  # fits torch.Generator, numpy's default_rng; MONAI reduces it mod 2^32 itself
 
@@ -26,3 +28,9 @@ def derive_seed(seed: int, *keys: int | str) -> int:
         k = zlib.crc32(key.encode()) if isinstance(key, str) else int(key)
         h = (h * _MULTIPLIER + k) % _MODULUS
     return h % _MODULUS
+
+
+def output_generator(seed: int, index: int) -> torch.Generator:
+    """The CPU random stream of output ``index`` of a request with ``seed``: prior samples and
+    augment variants draw from it, on the CPU whatever the model's device."""
+    return torch.Generator().manual_seed(derive_seed(seed, index))
