@@ -20,8 +20,9 @@ for ``reconstruct``, ``denoise``, ``anomaly`` and ``synthetic``; (B, latent size
 cannot describe both shapes.
 
 This file and what it imports (``vae3d.model``, ``vae3d.inference``, ``vae3d.anomaly``,
-``vae3d.prior``, ``vae3d.files``, ``data_contracts``) need only the logged requirements: torch, monai, numpy,
-pydantic and mlflow (``tests/flows/test_model_env.py`` loads the model in such a venv).
+``vae3d.prior``, ``vae3d.latent_diffusion``, ``vae3d.files``, ``data_contracts``) need only the logged
+requirements: torch, monai, numpy, pydantic, mlflow and einops (MONAI's diffusion UNet, for a latent
+diffusion prior; ``tests/flows/test_model_env.py`` loads the model in such a venv).
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ def code_version() -> str:
 
 
 #: what the pyfunc model imports (``flows/pyfunc_model.py``), pinned to this environment's versions
-MODEL_REQUIREMENTS = ("torch", "monai", "numpy", "pydantic", "mlflow")
+#: (einops: MONAI's DiffusionModelUNet, for a latent diffusion prior)
+MODEL_REQUIREMENTS = ("torch", "monai", "numpy", "pydantic", "mlflow", "einops")
 
 
 def signature(size: int) -> ModelSignature:

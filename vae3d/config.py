@@ -58,16 +58,30 @@ class RestorationConfig(Schema):
         return self
 
 
+class LatentDiffusionConfig(Schema):
+    """``train.prior.kind: diffusion``: the latent diffusion model (``vae3d.latent_diffusion``)
+    trained at registration on the training scans' posterior means."""
+
+    widths: tuple[int, ...] = Field((48, 96, 96), description="channels of MONAI's DiffusionModelUNet per level")
+    train_steps: int = Field(3000, ge=1, description="optimiser steps (batch_size latents each)")
+    max_minutes: float | None = Field(15.0, gt=0, description="stop training after this long, whatever the steps")
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    sampling_steps: int = Field(25, ge=1, le=1000, description="DDIM steps per sample")
+
+
 class PriorConfig(Schema):
     """The latent prior fitted to the training scans' posterior means at registration
     (``vae3d.prior``); ``generate synthetic`` samples it."""
 
-    kind: Literal["normal", "lowrank"] = Field("lowrank", description="normal: N(0, I); lowrank: a Gaussian with "
-                                               "the training latents' mean and leading directions (BENCHMARKS.md)")
+    kind: Literal["normal", "lowrank", "diffusion"] = Field(
+        "lowrank", description="normal: N(0, I); lowrank: a Gaussian with the training latents' mean and leading "
+        "directions; diffusion: a latent diffusion model (minutes of training; BENCHMARKS.md, 'Latent priors')")
     rank: int = Field(32, ge=1, description="lowrank: principal directions kept (at most training scans - 1)")
     refine: int = Field(3, ge=0, le=20, description="passes of each sample through the model after decoding "
                         "(encode, decode): sharper tissue borders and truer tissue fractions, at one encode and "
                         "decode each (BENCHMARKS.md, 'Latent priors')")
+    diffusion: LatentDiffusionConfig = LatentDiffusionConfig()
 
 
 class TrainConfig(Schema):

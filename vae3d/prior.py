@@ -8,7 +8,8 @@ samples the anatomy those scans share:
 
 - ``normal``: N(0, I) on every latent element (the VAE's own prior; the baseline);
 - ``lowrank``: a Gaussian with the training latents' mean, their ``rank`` leading principal
-  directions (from an SVD) and a diagonal for what those leave out.
+  directions (from an SVD) and a diagonal for what those leave out;
+- ``diffusion``: a latent diffusion model (``vae3d.latent_diffusion``).
 
 Every output index has its own random stream (``vae3d.seeding.output_generator``), so a
 sample does not depend on which others are drawn with it. Priors are tensors only: they are
@@ -23,9 +24,10 @@ from dataclasses import dataclass
 
 import torch
 
+from vae3d.latent_diffusion import LatentDiffusion
 from vae3d.seeding import output_generator
 
-KINDS = ("normal", "lowrank")
+KINDS = ("normal", "lowrank", "diffusion")
 
 
 @dataclass(frozen=True)
@@ -106,16 +108,19 @@ class LowRankGaussian:
                 "refine": torch.tensor(self.refine)}
 
 
-Prior = StandardNormal | LowRankGaussian
+Prior = StandardNormal | LowRankGaussian | LatentDiffusion
 
 
-def fit_prior(kind: str, latents: torch.Tensor, rank: int = 32, refine: int = 0) -> Prior:
+def fit_prior(kind: str, latents: torch.Tensor, rank: int = 32, refine: int = 0, **diffusion) -> Prior:
     """The prior ``kind`` (one of ``KINDS``) fitted to training posterior means (n, *latent_shape);
-    its samples are passed through the model ``refine`` times after decoding."""
+    its samples are passed through the model ``refine`` times after decoding. ``diffusion``: the
+    keyword arguments of ``LatentDiffusion.fit`` (its size, training budget, seed)."""
     if kind == "normal":
         return StandardNormal(tuple(int(d) for d in latents.shape[1:]), refine=refine)
     if kind == "lowrank":
         return LowRankGaussian.fit(latents, rank, refine)
+    if kind == "diffusion":
+        return LatentDiffusion.fit(latents, refine=refine, **diffusion)
     raise ValueError(f"prior kind must be one of {KINDS}, got {kind!r}")
 
 
@@ -125,5 +130,7 @@ def prior_from_state(state: dict[str, torch.Tensor]) -> Prior:
     refine = int(state.get("refine", torch.tensor(0)))
     if int(state["kind"]) == 0:
         return StandardNormal(shape, refine=refine)
+    if int(state["kind"]) == 2:
+        return LatentDiffusion.from_state(state)
     return LowRankGaussian(state["mean"].float(), state["basis"].float(), state["residual_std"].float(), shape,
                            refine=refine)
