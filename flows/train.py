@@ -28,6 +28,8 @@ from flows.workspace import Workspace, route_library_logs
 from vae3d import anomaly, figures, inference
 from vae3d.checkpoint import save_checkpoint
 from vae3d.data import load_volumes
+from vae3d.device import resolve_device
+from vae3d.evaluation import anatomy
 from vae3d.files import atomic_write_text, sha256_file
 from vae3d.model import load_model
 from vae3d.prior import fit_prior
@@ -146,6 +148,30 @@ def register(settings: Settings, index: DatasetIndex, run_id: str, outcome: dict
     return decision
 
 
+def log_prior_directions(client, run_id: str, model, prior, voxel_ml: float) -> list[dict]:
+    """What each leading direction of the prior changes in the decoded anatomy (brain and
+    ventricle volume, grey/white ratio; ``vae3d.evaluation.anatomy``): the MLflow table
+    ``prior_directions.json`` and, for the run's charts, each property's correlation as a metric
+    (``prior_direction_<property>_corr``, one step per direction)."""
+    rows = anatomy.prior_directions(model, prior, voxel_ml)
+    client.log_table(run_id, data={k: [r[k] for r in rows] for k in rows[0]}, artifact_file="prior_directions.json")
+    for r in rows:
+        for p in anatomy.PROPERTIES:
+            client.log_metric(run_id, f"prior_direction_{p}_corr", r[f"{p}_corr"], step=r["direction"])
+    return rows
+
+
+def _diffusion_options(settings: Settings) -> dict:
+    """``fit_prior``'s keywords for a latent diffusion prior (none for the others): its settings,
+    the training seed and device, and a progress line every 100 steps."""
+    if settings.train.prior.kind != "diffusion":
+        return {}
+    log = get_run_logger()
+    return {**settings.train.prior.diffusion.model_dump(), "seed": settings.train.seed,
+            "device": resolve_device(settings.train.device),
+            "progress": lambda step, loss: log.info("latent diffusion prior: step %d, loss %.4f", step, loss)}
+
+
 def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome: dict, card: str) -> dict:
     """Calibrate anomaly thresholds, fit the latent prior, log + register the pyfunc, gate promotion,
     close the run."""
@@ -158,10 +184,12 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
     healthy, thresholds = anomaly.calibrate(val, inference.reconstruct_all(model, val))
     train = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("train")])
     cfg_prior = settings.train.prior
-    prior = fit_prior(cfg_prior.kind, inference.encode_all(model, train), cfg_prior.rank, cfg_prior.refine)
+    prior = fit_prior(cfg_prior.kind, inference.encode_all(model, train), cfg_prior.rank, cfg_prior.refine,
+                      **_diffusion_options(settings))
     log_figure(client, run_id, figures.prior_samples(model, seed=settings.seed, prior=prior), "prior_samples.png")
     if prior.kind == "lowrank":
         log_figure(client, run_id, figures.prior_traversal(model, prior), "prior_traversal.png")
+        log_prior_directions(client, run_id, model, prior, math.prod(index.target_spacing) / 1000.0)
     meta = {"anomaly": thresholds, "prior": {"kind": prior.kind, "rank": getattr(prior, "rank", None),
                                              "refine": prior.refine, "fitted_on": len(train)},
             "restoration": {"model_rmse": inference.restoration_error(model, val)},

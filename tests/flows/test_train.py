@@ -40,7 +40,14 @@ def test_train_registers_champion_then_worse_run_stays_candidate(preprocessed):
                          ("reconstructions", "restoration", "prior_samples", "prior_traversal", "latent_traversal",
                           "loss_curves")}
     top = {a.path for a in client.list_artifacts(first["run_id"])}
-    assert {"model_card.md", "settings.json", "checkpoint"} <= top
+    assert {"model_card.md", "settings.json", "checkpoint", "prior_directions.json"} <= top
+    # what each of the prior's leading directions changes in the decoded anatomy, a row each
+    table = json.loads(Path(client.download_artifacts(first["run_id"], "prior_directions.json",
+                                                      str(settings.workspace))).read_text())
+    directions = dict(zip(table["columns"], zip(*table["data"], strict=True), strict=True))
+    assert list(directions["direction"]) == list(range(len(table["data"]))) and len(table["data"]) >= 1
+    assert all(-1.0 <= c <= 1.0 for c in directions["ventricles_ml_corr"] + directions["brain_ml_corr"])
+    assert len(client.get_metric_history(first["run_id"], "prior_direction_brain_ml_corr")) == len(table["data"])
     card = Path(client.download_artifacts(first["run_id"], "model_card.md", str(settings.workspace))).read_text()
     assert "Starting weights: **from scratch**" in card and "restore corrupted inputs" in card
     # each split a dataset with its context (the fixture has no test split)
