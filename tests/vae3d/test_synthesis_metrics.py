@@ -34,3 +34,19 @@ def test_ms_ssim_diversity_and_mmd():
     # MONAI's unbiased estimate: near zero (either sign) for two sets of one kind, large for a shifted set
     alike = abs(synthesis.mmd(_blobs(8, seed=0), _blobs(8, seed=5)))
     assert synthesis.mmd(_blobs(8, seed=0), _blobs(8, seed=5) + 0.3) > 10 * alike
+
+
+def test_the_memorisation_audit_flags_a_copy_and_not_an_average():
+    """A training scan with a little noise is a copy; the mean of the training scans resembles each
+    of them more than a held-out scan does, yet copies none of them; held-out-like scans pass."""
+    anatomy = _blobs(1, seed=100)  # what every subject shares, and each subject's own part
+    subjects = lambda n, seed: 0.6 * anatomy + 0.4 * _blobs(n, seed)
+    train, heldout = subjects(12, seed=0), subjects(6, seed=1)
+    g = torch.Generator().manual_seed(3)
+    copy = (train[4:5] + 0.01 * torch.randn(1, 1, 16, 16, 16, generator=g)).clamp(0, 1)
+    average = train.mean(0, keepdim=True)
+    fresh = subjects(3, seed=2)
+    audit = synthesis.memorisation_audit(torch.cat([copy, average, fresh]), train, heldout)
+    assert audit["flagged"] == [0], audit
+    assert audit["closer_than_heldout"] >= 2, audit  # the average is close too: closeness alone would flag it
+    assert audit["distinctness_limit"] <= min(0.5, audit["heldout_distinctness_min"])

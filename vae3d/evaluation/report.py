@@ -56,7 +56,10 @@ def markdown(results: dict) -> str:
     m = s["memorisation"]
     lines += ["", "### Memorisation audit",
               f"Nearest training scan by SSIM: synthetic mean {_f(m['synthetic_nn_ssim_mean'])}, max "
-              f"{_f(m['synthetic_nn_ssim_max'])}; held-out real scans' max {_f(m['heldout_nn_ssim_max'])}.",
+              f"{_f(m['synthetic_nn_ssim_max'])}; held-out real scans' max {_f(m['heldout_nn_ssim_max'])}. "
+              f"Closer than any held-out scan: {m.get('closer_than_heldout', '–')}; of those, a copy is as close "
+              f"to one training scan alone (dissimilarity to it under {_f(m.get('distinctness_limit'))} of the "
+              f"mean to the next nearest; lowest among samples {_f(m.get('synthetic_distinctness_min'))}).",
               f"**Flagged samples: {m['n_flagged']}** {m['flagged'] if m['flagged'] else ''}", ""]
     lines += ["## Targets", "", "| target | result |", "|---|---|"]
     for name, ok in r["targets"].items():
