@@ -1,16 +1,18 @@
-"""Generation throughput and memory: end to end vs the decoder's forward pass alone.
+"""Generation throughput and memory: end to end vs the model alone (prior sampling and decode).
 
 A 64^3 model, trained for a few seconds on the sample volumes (so its outputs compress like
-brain images, not like noise), is registered in a scratch workspace; then ``vae3d generate
-synthetic`` runs through Prefect end to end (sampling, decode, NIfTI write, sidecars, run
-manifest) with the default output settings and with the other storage options. The ratio
-to decoding the same number of volumes with nothing else (measured before and after, in the
-same process, both in a plain loop and on the flow's model lanes; the faster is the
-baseline) is the overhead: the median of ``--repeats`` runs, each between two decoder
-measurements, since a shared VM's speed drifts by 10% from minute to minute. Peak memory is
-measured in separate processes at two N (the median of ``--repeats`` processes each).
+brain images, not like noise), is registered in a scratch workspace with the latent prior the
+train flow fits by default (rank 32, each sample refined 3 times); then ``vae3d generate
+synthetic`` runs through Prefect end to end (prior sampling, decode, refinement, NIfTI write,
+sidecars, run manifest) with the default output settings and with the other storage options.
+The ratio to the model alone on the same number of volumes (prior sampling, decode and
+refinement, nothing else; measured before and after, in the same process, both in a plain
+loop and on the flow's model lanes; the faster is the baseline) is the overhead: the median
+of ``--repeats`` runs, each between two model-alone measurements, since a shared VM's speed
+drifts by 10% from minute to minute. Peak memory is measured in separate processes at two N
+(the median of ``--mem-repeats`` processes each).
 
-    python -m bench.generate_bench --n 1000 --mem-n 10 500 --repeats 3
+    python -m bench.generate_bench --n 120 --mem-n 10 500 --repeats 2 --mem-repeats 1
 """
 
 from __future__ import annotations
@@ -40,23 +42,32 @@ STORAGE = [{"dtype": "int16", "compression": 0}, {"dtype": "int16", "compression
 
 
 def _setup(root: Path, size: int = SIZE) -> None:
-    """Register a briefly trained ``size``^3 model as champion in a workspace at ``root``."""
+    """Register a briefly trained ``size``^3 model as champion in a workspace at ``root``, with the
+    latent prior the train flow fits by default (``train.prior``) on its training volumes."""
+    from bench.common import preprocessed_tensors
     from flows.registry import log_and_register, promote_if_better
     from flows.settings import load_settings
     from flows.tracking import init_store
     from flows.workspace import Workspace
+    from vae3d import inference
     from vae3d.checkpoint import save_checkpoint
     from vae3d.preprocessing import template_affine
+    from vae3d.prior import fit_prior
 
     settings = load_settings(workspace=root)
     ws = Workspace.at(root)
     client, exp = init_store(ws, settings.mlflow)
     model = _trained(size)
     ckpt = save_checkpoint(root / "best.pt", {"model": model.state_dict(), "hparams": model.hparams()})
+    cfg = settings.train.prior
+    prior = fit_prior(cfg.kind, inference.encode_all(model, preprocessed_tensors(48, size)), cfg.rank, cfg.refine)
+    prior_path = save_checkpoint(root / "prior.pt", prior.state())
     run = client.create_run(exp)
     meta = {"template_affine": template_affine((size,) * 3, (192.0 / size,) * 3).tolist(),
-            "preprocess": settings.preprocess.model_dump(mode="json"), "run_id": run.info.run_id}
-    v = log_and_register(client, run.info.run_id, "vae3d", ckpt, meta, {"val_ssim": "0.5"}, size)
+            "preprocess": settings.preprocess.model_dump(mode="json"), "run_id": run.info.run_id,
+            "prior": {"kind": prior.kind, "rank": getattr(prior, "rank", None), "refine": prior.refine}}
+    v = log_and_register(client, run.info.run_id, "vae3d", ckpt, meta, {"val_ssim": "0.5"}, size,
+                         extra={"prior": prior_path})
     promote_if_better(client, "vae3d", v, "val_ssim")
 
 
@@ -92,15 +103,18 @@ def _generate(root: Path, n: int, out: Path, **storage) -> float:
 
 
 def _decoder_only(root: Path, n: int, lanes: bool) -> float:
-    """Seconds to decode ``n`` prior samples in batches of 4 on the flow's device, nothing
-    else: in a plain loop on the calling thread (torch's default threads), or on the flow's
-    model lanes."""
+    """Seconds to sample the registered prior and decode (and refine) ``n`` volumes in batches of 4
+    on the flow's device, nothing else: in a plain loop on the calling thread (torch's default
+    threads), or on the flow's model lanes."""
+    from vae3d.checkpoint import load_checkpoint
     from vae3d.generation import synthesize
     from vae3d.model import load_model
+    from vae3d.prior import prior_from_state
 
     model = load_model(root / "best.pt").to(_device())
+    prior = prior_from_state(load_checkpoint(root / "prior.pt"))
     groups = [list(range(s, min(n, s + 4))) for s in range(0, n, 4)]
-    decode = functools.partial(synthesize, model, seed=0)
+    decode = functools.partial(synthesize, model, seed=0, prior=prior)
     if lanes:
         for _ in resources.model_map(decode, groups[:4]):
             pass
@@ -147,6 +161,13 @@ def _write_path(root: Path, n: int, writers: int) -> float:
     return seconds
 
 
+def _prior_label() -> str:
+    from flows.settings import load_settings
+
+    cfg = load_settings().train.prior
+    return f"{cfg.kind}, rank {cfg.rank}, refined x{cfg.refine}"
+
+
 def _device() -> torch.device:
     from flows.settings import load_settings
     from vae3d.device import resolve_device
@@ -161,7 +182,7 @@ def _decoders(root: Path, n: int) -> dict[str, float]:
 def _child(root: str, n: int) -> None:
     from bench.common import peak_rss_mb
 
-    out = Path(tempfile.mkdtemp())
+    out = Path(root) / f"memory-{n}"  # inside the workspace: the pipeline writes nowhere else
     seconds = _generate(Path(root), n, out)
     shutil.rmtree(out)
     print(json.dumps({"n": n, "seconds": seconds,
@@ -187,14 +208,16 @@ def _median(rows: list[dict], key: str) -> dict:
     return sorted(rows, key=lambda r: r[key])[(len(rows) - 1) // 2]
 
 
-def run(n: int, mem_ns: list[int], repeats: int = 3) -> dict:
+def run(n: int, mem_ns: list[int], repeats: int = 3, mem_repeats: int | None = None) -> dict:
     """The default storage is timed ``repeats`` times, each between two decoder-only
     measurements (its baseline is their mean, the faster way); the overhead reported is the
     median of the repeats, with their range. Peak memory is the median of ``repeats``
     processes per N."""
     root = Path(tempfile.mkdtemp(prefix="vae3d-genbench-"))
     env = {**os.environ, "PREFECT_HOME": str(root / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
+           "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": os.environ.get(
+               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")}  # 20 s by default: too short under load
     os.environ.update(env)
     _setup(root)
     _generate(root, 4, root / "warm")  # start Prefect's server and load the model once
@@ -220,12 +243,13 @@ def run(n: int, mem_ns: list[int], repeats: int = 3) -> dict:
     # write path alone, one writer and one per core (the GPU default on a machine of this size)
     writes = {w: n / statistics.median(_write_path(root, n, w) for _ in range(repeats))
               for w in sorted({1, resources.cpu_cores()})}
-    runs = [[_memory(root, m, env) for _ in range(repeats)] for m in mem_ns]
+    runs = [[_memory(root, m, env) for _ in range(mem_repeats or repeats)] for m in mem_ns]
     memory = [{**_median(rs, "peak_rss_mb"), "peak_rss_mb_runs": [r["peak_rss_mb"] for r in rs]} for rs in runs]
     shutil.rmtree(root, ignore_errors=True)
     default = flows[0]
     return {
-        "n": n, "size": SIZE, "repeats": repeats, "flow_s": default["flow_s"], "decoder_only_s": default["decoder_s"],
+        "n": n, "size": SIZE, "repeats": repeats, "prior": _prior_label(), "flow_s": default["flow_s"],
+        "decoder_only_s": default["decoder_s"],
         "flow_volumes_per_s": n / default["flow_s"], "decoder_volumes_per_s": n / default["decoder_s"],
         "decoder_plain_volumes_per_s": n / decoders["plain"], "decoder_lanes_volumes_per_s": n / decoders["lanes"],
         "model_lanes": resources.resolve_lanes(), "torch_threads": torch.get_num_threads(), "device": str(_device()),
@@ -246,8 +270,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--mem-n", type=int, nargs="+", default=[10, 500])
     ap.add_argument("--repeats", type=int, default=3, help="timed flows of the default storage, and processes per N")
+    ap.add_argument("--mem-repeats", type=int, default=None, help="processes per N (default: --repeats)")
     a = ap.parse_args()
-    result = run(a.n, a.mem_n, a.repeats)
+    result = run(a.n, a.mem_n, a.repeats, a.mem_repeats)
     print(json.dumps(result, indent=1))
     print(write_result("generate", result))
 

@@ -10,12 +10,15 @@ scans: what the two-sample test finds when the anatomy is real and only the deco
 
 Rows (``PRIORS``): N(0, I); low-rank Gaussians of rank 8, 32 and every direction (n - 1), at
 temperature 1; rank 32 at temperature 0.7; rank 32 with its samples passed through the model
-``refine`` more times (decode, encode, decode: the restoration pulls them towards scans it knows).
+``refine`` more times (decode, encode, decode: the restoration pulls them towards scans it knows);
+a latent diffusion model (``vae3d.latent_diffusion``, MONAI's ``DiffusionModelUNet`` and DDIM)
+trained for ``--diffusion-minutes`` on the same latents, plain and refined.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -32,6 +35,10 @@ PRIORS = {
     "low-rank Gaussian, rank 32, refined x1": ("lowrank", 32, 1.0, 1),
     "low-rank Gaussian, rank 32, refined x3": ("lowrank", 32, 1.0, 3),
     "low-rank Gaussian, rank 8, refined x3": ("lowrank", 8, 1.0, 3),
+    "low-rank Gaussian, rank 16, refined x3": ("lowrank", 16, 1.0, 3),
+    "low-rank Gaussian, rank 32, refined x5": ("lowrank", 32, 1.0, 5),
+    "latent diffusion": ("diffusion", 0, 1.0, 0),
+    "latent diffusion, refined x3": ("diffusion", 0, 1.0, 3),
 }
 
 
@@ -60,8 +67,8 @@ def floor_row(model, real: torch.Tensor, train: torch.Tensor, seed: int) -> dict
     return {**_scores(recon, real[:half], train, seed), "memorised": None}
 
 
-def run(n_train: int = 64, n_samples: int = 32, seed: int = 0) -> dict:
-    from vae3d.config import ModelConfig
+def run(n_train: int = 64, n_samples: int = 32, seed: int = 0, diffusion_minutes: float = 12.0) -> dict:
+    from vae3d.config import LatentDiffusionConfig, ModelConfig
     from vae3d.evaluation import synthesis
     from vae3d.figures import slice_grid
     from vae3d.generation import synthesize
@@ -76,10 +83,19 @@ def run(n_train: int = 64, n_samples: int = 32, seed: int = 0) -> dict:
         latents = torch.cat([model.encode(c)[0] for c in train.split(8)])
     rows = {"reconstructions of held-out scans (floor)": floor_row(model, real, train, seed)}
     pictures = [("real", real[0, 0].numpy())]
+    diffusion, diffusion_fit_s, losses = None, 0.0, []
     for name, (kind, rank, temperature, passes) in PRIORS.items():
         t0 = time.perf_counter()
-        prior = fit_prior(kind, latents, rank, refine=passes)
-        fit_s = time.perf_counter() - t0
+        if kind == "diffusion":  # trained once; the refined row reuses it
+            if diffusion is None:
+                options = {**LatentDiffusionConfig().model_dump(), "max_minutes": diffusion_minutes, "seed": seed,
+                           "train_steps": 100_000, "progress": lambda step, loss: losses.append((step, loss))}
+                diffusion = fit_prior(kind, latents, **options)
+                diffusion_fit_s = time.perf_counter() - t0
+            prior = dataclasses.replace(diffusion, refine=passes)
+        else:
+            prior = fit_prior(kind, latents, rank, refine=passes)
+        fit_s = diffusion_fit_s if kind == "diffusion" else time.perf_counter() - t0
         t0 = time.perf_counter()
         samples = synthesize(model, list(range(n_samples)), seed, temperature, prior)
         per_s = n_samples / (time.perf_counter() - t0)
@@ -92,7 +108,8 @@ def run(n_train: int = 64, n_samples: int = 32, seed: int = 0) -> dict:
     (RESULTS / "prior_figures").mkdir(parents=True, exist_ok=True)
     fig.savefig(RESULTS / "prior_figures" / "prior_samples.png", dpi=70)
     return {"n_train": n_train, "n_samples": n_samples, "seed": seed, "tissue_real": real_bands,
-            "ms_ssim_real": synthesis.ms_ssim_diversity(real), "rows": rows,
+            "ms_ssim_real": synthesis.ms_ssim_diversity(real), "rows": rows, "diffusion_minutes": diffusion_minutes,
+            "diffusion_loss": losses,
             "model": "shipped pretrained weights (vae3d/pretrained), default architecture"}
 
 
@@ -101,8 +118,9 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=64, help="training scans the priors are fitted to")
     ap.add_argument("--samples", type=int, default=32, help="samples per prior (and held-out real scans)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--diffusion-minutes", type=float, default=12.0, help="training budget of the latent diffusion")
     a = ap.parse_args()
-    print(write_result("prior_ablation", run(a.train, a.samples, a.seed)))
+    print(write_result("prior_ablation", run(a.train, a.samples, a.seed, a.diffusion_minutes)))
 
 
 if __name__ == "__main__":
