@@ -71,7 +71,7 @@ def _scores(restore, val: torch.Tensor, healthy: torch.Tensor, lesioned: torch.T
     return out
 
 
-def run(minutes: float, n: int = 96) -> dict:
+def run(minutes: float, n: int = 96, only: str | None = None) -> dict:
     from vae3d.config import TrainConfig
     from vae3d.evaluation.anomaly import LESIONS, lesioned_copies
     from vae3d.model import load_model
@@ -83,6 +83,8 @@ def run(minutes: float, n: int = 96) -> dict:
     lesioned, masks = lesioned_copies(held, seed=1)
     rows = []
     for name, overrides in TRAINING.items():
+        if only and only not in name:
+            continue
         cfg = TrainConfig(init="pretrained", epochs=10_000, patience=10_000, max_time_s=minutes * 60, **overrides)
         t0 = time.perf_counter()
         ckpt = Path(f"/tmp/vae3d-anomaly-ablation/{len(rows)}")
@@ -101,8 +103,10 @@ def run(minutes: float, n: int = 96) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=6.0, help="fine-tuning budget per training setting")
+    ap.add_argument("--only", help="the training settings whose name contains this (e.g. 'coarse')")
+    ap.add_argument("--name", default="anomaly_ablation", help="results file (bench/results/NAME.json)")
     a = ap.parse_args()
-    print(write_result("anomaly_ablation", run(a.minutes)))
+    print(write_result(a.name, run(a.minutes, only=a.only)))
 
 
 if __name__ == "__main__":

@@ -347,6 +347,10 @@ def _quality_short(r: dict) -> list[str]:
     return quality_section(r, "## Quality, a shorter training with today's denoising (issue 16)")
 
 
+def _anomaly_cell(m: dict) -> str:
+    return f"{m['voxel_auprc']:.3f} / {m['best_dice']:.3f} / {m['volume_auroc']:.3f}"
+
+
 def anomaly_ablation_section(r: dict) -> list[str]:
     lines = [
         "## Anomaly detection: maps side by side (development data)",
@@ -361,26 +365,22 @@ def anomaly_ablation_section(r: dict) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for x in r["rows"]:
-        a, b = x["residual"], x["healthy-normalised"]
         lines.append(f"| {x['training']} | {x['test_time']} | {x['val_ssim']:.3f} | {x['lesion_kept']:.2f} | "
-                     f"{a['voxel_auprc']:.3f} / {a['best_dice']:.3f} / {a['volume_auroc']:.3f} | "
-                     f"{b['voxel_auprc']:.3f} / {b['best_dice']:.3f} / {b['volume_auroc']:.3f} |")
+                     f"{_anomaly_cell(x['residual'])} | {_anomaly_cell(x['healthy-normalised'])} |")
     return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
 
 
 def anomaly_test_time_section(r: dict) -> list[str]:
+    split = "{} train / {} healthy reference / {} held out".format(*r["split"])
     lines = [
         "## Anomaly detection: test-time restorations (development data)",
         f"`python -m bench.anomaly_test_time` on {_machine(r)}. {r['model']}, no fine-tuning; the data of the "
-        f"section above ({r['split'][0]} train / {r['split'][1]} healthy reference / {r['split'][2]} held out, "
-        "lesioned copies of the held-out scans). The context-normalised map compares each residual with healthy "
-        "residuals at the same reconstructed intensity and gradient (no registration needed). Each cell: voxel "
-        "AUPRC / best Dice / volume AUROC.",
-        "",
-        "| restoration | kept | residual | healthy-normalised | context-normalised |",
-        "|---|---|---|---|---|",
+        f"section above ({split}, lesioned copies of the held-out scans). The context-normalised map compares "
+        "each residual with healthy residuals at the same reconstructed intensity and gradient (no registration "
+        "needed). Each cell: voxel AUPRC / best Dice / volume AUROC.",
+        "", "| restoration | kept | residual | healthy-normalised | context-normalised |", "|---|---|---|---|---|",
     ]
-    cell = lambda m: f"{m['voxel_auprc']:.3f} / {m['best_dice']:.3f} / {m['volume_auroc']:.3f}"
+    cell = _anomaly_cell
     for x in r["rows"]:
         lines.append(f"| {x['restoration']} | {x['lesion_kept']:.2f} | {cell(x['residual'])} | "
                      f"{cell(x['healthy-normalised'])} | {cell(x['context-normalised'])} |")
