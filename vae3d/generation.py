@@ -33,8 +33,6 @@ def synthesize(model: VAE3D, indices: Sequence[int], seed: int, temperature: flo
     p = next(model.parameters())
     prior = prior or StandardNormal(model.latent_shape)
     z = prior.sample(indices, seed, temperature).to(p.device, p.dtype)
-    if not prior.refine:
-        return model.decode(z).float().clamp_(0.0, 1.0).cpu()
     return decode_refined(model, z, prior.refine, batch_size=len(z))
 
 

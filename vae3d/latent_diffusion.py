@@ -120,18 +120,18 @@ class LatentDiffusion:
         """(len(indices), *latent_shape) on the CPU, by ``sampling_steps`` DDIM steps (eta 0).
         Each index runs alone: a batched convolution rounds differently, and a sample must not
         depend on which others share its batch."""
-        return torch.cat([self._sample_one(i, seed, temperature) for i in indices])
-
-    @torch.no_grad()
-    def _sample_one(self, index: int, seed: int, temperature: float) -> torch.Tensor:
         from monai.networks.schedulers import DDIMScheduler
 
+        scheduler = DDIMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, clip_sample=False, prediction_type=PREDICTION,
+                                  **SCHEDULE)
+        scheduler.set_timesteps(self.sampling_steps)  # its steps keep no state: one serves every sample
+        return torch.cat([self._sample_one(i, seed, temperature, scheduler) for i in indices])
+
+    @torch.no_grad()
+    def _sample_one(self, index: int, seed: int, temperature: float, scheduler) -> torch.Tensor:
         p = next(self.unet.parameters())
         folded = (1, self.latent_shape[0] * 8, *(s // 2 for s in self.latent_shape[1:]))
         x = (torch.randn(folded, generator=output_generator(seed, index)) * temperature).to(p.device, p.dtype)
-        scheduler = DDIMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, clip_sample=False, prediction_type=PREDICTION,
-                                  **SCHEDULE)
-        scheduler.set_timesteps(self.sampling_steps)
         for t in scheduler.timesteps:
             x, _ = scheduler.step(self.unet(x, torch.full((1,), int(t), device=p.device, dtype=torch.long)), int(t), x)
         return unfold(x.float().cpu()) * self.scale + self.mean
