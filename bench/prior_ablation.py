@@ -9,7 +9,8 @@ scans: what the two-sample test finds when the anatomy is real and only the deco
     python -m bench.prior_ablation
 
 Rows (``PRIORS``): N(0, I); low-rank Gaussians of rank 8, 32 and every direction (n - 1), at
-temperature 1; rank 32 at temperature 0.7; rank 32 with its samples passed through the model
+temperature 1; rank 32 at temperature 0.7; rank 32 refined x3 at temperatures 1.2 and 1.4 (wider draws
+for diversity); rank 32 with its samples passed through the model
 ``refine`` more times (decode, encode, decode: the restoration pulls them towards scans it knows);
 a latent diffusion model (``vae3d.latent_diffusion``, MONAI's ``DiffusionModelUNet`` and DDIM)
 trained for ``--diffusion-minutes`` on the same latents, plain and refined.
@@ -37,6 +38,8 @@ PRIORS = {
     "low-rank Gaussian, rank 8, refined x3": ("lowrank", 8, 1.0, 3),
     "low-rank Gaussian, rank 16, refined x3": ("lowrank", 16, 1.0, 3),
     "low-rank Gaussian, rank 32, refined x5": ("lowrank", 32, 1.0, 5),
+    "low-rank Gaussian, rank 32, temperature 1.2, refined x3": ("lowrank", 32, 1.2, 3),
+    "low-rank Gaussian, rank 32, temperature 1.4, refined x3": ("lowrank", 32, 1.4, 3),
     "latent diffusion": ("diffusion", 0, 1.0, 0),
     "latent diffusion, refined x3": ("diffusion", 0, 1.0, 3),
 }

@@ -25,7 +25,7 @@ from bench.common import RESULTS, write_result
 MIN_TEST = 12
 
 
-def run(n: int, minutes: float, seed: int = 0, min_test: int = MIN_TEST) -> dict:
+def run(n: int, minutes: float, seed: int = 0, min_test: int = MIN_TEST, init: str = "scratch") -> dict:
     t0 = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="vae3d-quality-"))
     os.environ.update(PREFECT_HOME=str(root / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
@@ -41,7 +41,8 @@ def run(n: int, minutes: float, seed: int = 0, min_test: int = MIN_TEST) -> dict
     try:
         write_cohort(root / "cohort", CohortSpec(n=n, seed=seed, spacing_mm=2.0))
         settings = load_settings(workspace=root / "ws", allowed_roots=[root], seed=seed,
-                                 train={"max_time_s": minutes * 60, "epochs": 10_000, "patience": 10_000})
+                                 train={"max_time_s": minutes * 60, "epochs": 10_000, "patience": 10_000,
+                                        "init": init})
         run_ingest([str(root / "cohort")], settings)
         counts = run_preprocess(settings).counts()
         if counts["test"] < min_test:
@@ -53,7 +54,7 @@ def run(n: int, minutes: float, seed: int = 0, min_test: int = MIN_TEST) -> dict
         shutil.copytree(next((root / "ws" / "evaluation").iterdir()), figures)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return {"n": n, "seed": seed, "train_minutes": minutes, "counts": counts,
+    return {"n": n, "seed": seed, "train_minutes": minutes, "init": init, "counts": counts,
             "total_minutes": (time.perf_counter() - t0) / 60,
             "train": {k: trained[k] for k in ("best", "epochs_run")}, "evaluation": results}
 
@@ -65,8 +66,12 @@ def main() -> None:
     ap.add_argument("--min-test", type=int, default=MIN_TEST, help="fewest test volumes accepted")
     ap.add_argument("--seed", type=int, default=0, help="seed of the sample cohort (and of the run): pick one "
                     "whose subjects no design choice was tried on")
+    ap.add_argument("--init", choices=("scratch", "pretrained"), default="scratch",
+                    help="starting weights: random, or the shipped pretrained ones (trained on another cohort)")
+    ap.add_argument("--name", default="quality", help="results file (bench/results/NAME.json): 'quality', or "
+                    "'quality_pretrained' for its own section of BENCHMARKS.md")
     a = ap.parse_args()
-    print(write_result("quality", run(a.n, a.train_minutes, seed=a.seed, min_test=a.min_test)))
+    print(write_result(a.name, run(a.n, a.train_minutes, seed=a.seed, min_test=a.min_test, init=a.init)))
 
 
 if __name__ == "__main__":

@@ -261,14 +261,18 @@ def _cell(rows: dict, method: str) -> str:
     return f"{rows[method]['psnr']:.2f} / {rows[method]['ssim']:.3f}" if method in rows else "–"
 
 
+_START = {"scratch": "scratch", "pretrained": "the shipped pretrained weights (another cohort's subjects)"}
+
+
 def quality_section(r: dict, heading: str = "## Quality (issues 8, 16, 19)") -> list[str]:
     e = r["evaluation"]
     lines = [
         heading,
         f"`python -m bench.quality --n {r['n']} --train-minutes {r['train_minutes']:g}"
-        f"{' --seed ' + str(r['seed']) if r.get('seed') else ''}` on {_machine(r)}: "
+        f"{' --seed ' + str(r['seed']) if r.get('seed') else ''}"
+        f"{' --init ' + r['init'] if r.get('init', 'scratch') != 'scratch' else ''}` on {_machine(r)}: "
         f"the sample cohort{' of seed ' + str(r['seed']) if r.get('seed') else ''} ({r['counts']}), "
-        f"trained from scratch for {r['train_minutes']:g} minutes of wall "
+        f"trained from {_START[r.get('init', 'scratch')]} for {r['train_minutes']:g} minutes of wall "
         f"clock on 2 cores ({r['train']['epochs_run']} epochs; the whole benchmark took "
         f"{r.get('total_minutes', float('nan')):.1f} minutes), then `vae3d evaluate` on the **test** split "
         f"({e['n_test']} volumes; classical baselines tuned on validation). Best validation SSIM "
@@ -343,6 +347,10 @@ _ablation_srbound = _ablation_named("model_ablation_srbound",
                                     "## Model ablation: an upper bound for super-resolution (issue 16)")
 
 
+def _quality_pretrained(r: dict) -> list[str]:
+    return quality_section(r, "## Quality, from the pretrained weights (issues 18, 19)")
+
+
 def _quality_short(r: dict) -> list[str]:
     return quality_section(r, "## Quality, a shorter training with today's denoising (issue 16)")
 
@@ -387,6 +395,27 @@ def anomaly_test_time_section(r: dict) -> list[str]:
     return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
 
 
+def anomaly_map_settings_section(r: dict) -> list[str]:
+    split = "{} train / {} healthy reference / {} held out".format(*r["split"])
+    tops = list(r["rows"][0]["volume_auroc"])
+    c = r["chosen"]
+    lines = [
+        "## Anomaly detection: map settings (development data)",
+        f"`python -m bench.anomaly_map_settings` on {_machine(r)}. The shipped pretrained weights, no fine-tuning "
+        f"(the restoration gives back {r['lesion_kept']:.2f} of a lesion); the data of 'Anomaly detection: maps "
+        f"side by side' ({split}). One set of reconstructions; each row makes the map from them differently. "
+        f"Chosen (`vae3d.anomaly`): floor {c['std_floor']}, sigma {c['sigma']}, score over the top "
+        f"{c['top_fraction']:g} of voxels.",
+        "", "| map | std floor | sigma | voxel AUPRC | best Dice | " + " | ".join(f"AUROC, top {t}" for t in tops)
+        + " |", "|---|---|---|---|---|" + "---|" * len(tops),
+    ]
+    for x in r["rows"]:
+        floor = "-" if x["std_floor"] is None else f"{x['std_floor']:g}"
+        lines.append(f"| {x['map']} | {floor} | {x['sigma']:g} | {x['voxel_auprc']:.3f} | {x['best_dice']:.3f} | "
+                     + " | ".join(f"{x['volume_auroc'][t]:.3f}" for t in tops) + " |")
+    return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
+
+
 def prior_ablation_section(r: dict) -> list[str]:
     real = r["tissue_real"]
     lines = [
@@ -421,16 +450,20 @@ _HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training again
              "model_ablation_grid": "## Model ablation: stem", "model_ablation_srbound": "## Model ablation: an upper",
              "denoise_fusion": "## Denoising output",
              "generate": "## Generation", "scaling": "## Scaling", "quality": "## Quality (",
-             "quality_short": "## Quality, a shorter", "anomaly_ablation": "## Anomaly detection: maps",
+             "quality_short": "## Quality, a shorter", "quality_pretrained": "## Quality, from the pretrained",
+             "anomaly_ablation": "## Anomaly detection: maps",
              "anomaly_test_time": "## Anomaly detection: test-time",
+             "anomaly_map_settings": "## Anomaly detection: map settings",
              "prior_ablation": "## Latent priors side by side"}
 SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), ("model_ablation", ablation_section),
             ("model_ablation_long", _ablation_long), ("model_ablation_steps", _ablation_steps),
             ("model_ablation_batch", _ablation_batch), ("model_ablation_superres", _ablation_superres),
             ("model_ablation_grid", _ablation_grid), ("model_ablation_srbound", _ablation_srbound),
             ("denoise_fusion", fusion_section), ("generate", generate_section), ("scaling", scaling_section),
-            ("quality", quality_section), ("quality_short", _quality_short),
+            ("quality", quality_section), ("quality_pretrained", _quality_pretrained),
+            ("quality_short", _quality_short),
             ("anomaly_ablation", anomaly_ablation_section), ("anomaly_test_time", anomaly_test_time_section),
+            ("anomaly_map_settings", anomaly_map_settings_section),
             ("prior_ablation", prior_ablation_section))
 
 

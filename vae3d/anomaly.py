@@ -22,7 +22,10 @@ import torch
 from monai.transforms import GaussianSmooth
 from monai.utils import convert_to_tensor
 
-TOP_FRACTION = 0.001  # a scan's score: the mean of its top 0.1% map voxels (a small lesion's size)
+# the map's settings, chosen on the development cohort (BENCHMARKS.md, "Anomaly detection: map settings"):
+TOP_FRACTION = 0.0005  # a scan's score: the mean of its top 0.05% map voxels (131 of 64^3: a small lesion's size)
+STD_FLOOR = 0.05  # the healthy spread's floor: a residual must reach 5% of the range to count as unusual
+SIGMA = 1.5  # Gaussian smoothing of the map, in voxels
 FALSE_POSITIVE_RATE = 0.05  # of healthy scans flagged at the calibrated threshold
 
 
@@ -52,7 +55,7 @@ def _smooth(volumes: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.stack([convert_to_tensor(smooth(v), track_meta=False) for v in volumes])
 
 
-def fit_healthy(healthy: torch.Tensor, recon: torch.Tensor, std_sigma: float = 1.0, std_floor: float = 0.02,
+def fit_healthy(healthy: torch.Tensor, recon: torch.Tensor, std_sigma: float = 1.0, std_floor: float = STD_FLOOR,
                 brain_threshold: float = 0.1) -> HealthyResiduals:
     """Voxel-wise residual statistics of ``healthy`` (B, 1, S, S, S) volumes (the validation split)
     and the model's reconstructions ``recon`` of them.
@@ -71,7 +74,7 @@ def fit_healthy(healthy: torch.Tensor, recon: torch.Tensor, std_sigma: float = 1
 
 
 def anomaly_map(x: torch.Tensor, recon: torch.Tensor, healthy: HealthyResiduals | None = None,
-                sigma: float = 1.0, mask_threshold: float = 0.05) -> torch.Tensor:
+                sigma: float = SIGMA, mask_threshold: float = 0.05) -> torch.Tensor:
     """Voxel-wise anomaly, (B, 1, S, S, S).
 
     With ``healthy``: ``|(x - recon - mean) / std|`` Gaussian-smoothed (``sigma`` voxels), zero
