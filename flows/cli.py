@@ -196,7 +196,7 @@ def train(
 def demo(
     n: Annotated[int, typer.Option("--n", "-n", min=6, help="Subjects in the sample cohort.")] = 30,
     seed: Annotated[int, typer.Option(help="Seed of the sample cohort and of generation.")] = 0,
-    train_minutes: Annotated[float, typer.Option(help="Training budget in minutes (CPU).")] = 4.0,
+    train_minutes: Annotated[float, typer.Option(help="Training budget in minutes (CPU).")] = 6.0,
     init: Annotated[InitWeights, typer.Option(
         "--init", help="Starting weights of the demo's training: the shipped pretrained ones (a usable model in "
         "the demo's few CPU minutes) or scratch.")] = InitWeights.pretrained,
