@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.common import preprocessed_tensors, write_result
+from bench.common import anomaly_dev_data, lesion_kept, write_result
 
 #: restoration settings to fine-tune with: the default, and coarse noise (Kascenas et al. 2022) on every input
 TRAINING = {
@@ -61,8 +61,7 @@ def _scores(restore, val: torch.Tensor, healthy: torch.Tensor, lesioned: torch.T
 
     rv, rh, rl = batched(val), batched(healthy), batched(lesioned)
     stats = anomaly.fit_healthy(val, rv)
-    change, inside = lesioned - healthy, masks.bool()
-    out = {"lesion_kept": 1 - float(((lesioned - rl)[inside] * change[inside]).sum() / (change[inside] ** 2).sum())}
+    out = {"lesion_kept": lesion_kept(healthy, lesioned, rl, masks)}
     for kind, fitted in (("residual", None), ("healthy-normalised", stats)):
         m_les, m_h = anomaly.anomaly_map(lesioned, rl, fitted), anomaly.anomaly_map(healthy, rh, fitted)
         out[kind] = {**metrics.voxel_metrics(m_les, masks),
@@ -73,14 +72,12 @@ def _scores(restore, val: torch.Tensor, healthy: torch.Tensor, lesioned: torch.T
 
 def run(minutes: float, n: int = 96, only: str | None = None) -> dict:
     from vae3d.config import TrainConfig
-    from vae3d.evaluation.anomaly import LESIONS, lesioned_copies
     from vae3d.model import load_model
     from vae3d.training import build_model, fit
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    vols = preprocessed_tensors(n)
-    train, val, held = vols[: n * 7 // 12], vols[n * 7 // 12 : n * 9 // 12], vols[n * 9 // 12 :]
-    lesioned, masks = lesioned_copies(held, seed=1)
+    d = anomaly_dev_data(n)
+    train, val, held, lesioned, masks = d["train"], d["val"], d["held"], d["lesioned"], d["masks"]
     rows = []
     for name, overrides in TRAINING.items():
         if only and only not in name:
@@ -88,7 +85,7 @@ def run(minutes: float, n: int = 96, only: str | None = None) -> dict:
         cfg = TrainConfig(init="pretrained", epochs=10_000, patience=10_000, max_time_s=minutes * 60, **overrides)
         t0 = time.perf_counter()
         ckpt = Path(f"/tmp/vae3d-anomaly-ablation/{len(rows)}")
-        result = fit(build_model(cfg, vols.shape[-1]), train, val, cfg, ckpt, resume=False, progress=False)
+        result = fit(build_model(cfg, train.shape[-1]), train, val, cfg, ckpt, resume=False, progress=False)
         model = load_model(result.best_checkpoint)
         for restoration, restore in _test_time(model).items():
             rows.append({"training": name, "test_time": restoration, "epochs": result.epochs_run,
@@ -97,7 +94,7 @@ def run(minutes: float, n: int = 96, only: str | None = None) -> dict:
             print(rows[-1], flush=True)
         rows[-1]["train_s"] = time.perf_counter() - t0
     return {"minutes": minutes, "n": n, "split": [len(train), len(val), len(held)],
-            "lesions": {k: list(v) if isinstance(v, tuple) else v for k, v in LESIONS.items()}, "rows": rows}
+            "lesions": d["lesions"], "rows": rows}
 
 
 def main() -> None:

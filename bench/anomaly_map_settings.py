@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 
-from bench.common import preprocessed_tensors, write_result
+from bench.common import anomaly_dev_data, lesion_kept, write_result
 
 FLOORS = (None, 0.02, 0.035, 0.05, 0.07, 0.1)  # None: the plain residual
 SIGMAS = (0.5, 1.0, 1.5, 2.0)
@@ -25,18 +25,14 @@ def run(n: int = 96) -> dict:
     from vae3d import anomaly
     from vae3d.config import ModelConfig
     from vae3d.evaluation import anomaly as metrics
-    from vae3d.evaluation.anomaly import LESIONS, lesioned_copies
     from vae3d.inference import reconstruct_all
     from vae3d.model import VAE3D
     from vae3d.pretrained import load_pretrained
 
-    vols = preprocessed_tensors(n)
-    val, held = vols[n * 7 // 12 : n * 9 // 12], vols[n * 9 // 12 :]
-    lesioned, masks = lesioned_copies(held, seed=1)
-    model = load_pretrained(VAE3D(input_size=vols.shape[-1], **ModelConfig().model_dump())).eval()
+    d = anomaly_dev_data(n)
+    val, held, lesioned, masks = d["val"], d["held"], d["lesioned"], d["masks"]
+    model = load_pretrained(VAE3D(input_size=val.shape[-1], **ModelConfig().model_dump())).eval()
     rv, rh, rl = (reconstruct_all(model, v) for v in (val, held, lesioned))
-    change, inside = lesioned - held, masks.bool()
-    kept = 1 - float(((lesioned - rl)[inside] * change[inside]).sum() / (change[inside] ** 2).sum())
     rows = []
     for floor, sigma in itertools.product(FLOORS, SIGMAS):
         stats = None if floor is None else anomaly.fit_healthy(val, rv, std_floor=floor)
@@ -49,8 +45,8 @@ def run(n: int = 96) -> dict:
                                for t in TOP_FRACTIONS}
         rows.append(row)
         print(row, flush=True)
-    return {"n": n, "split": [n * 7 // 12, len(val), len(held)], "lesion_kept": kept, "rows": rows,
-            "lesions": {k: list(v) if isinstance(v, tuple) else v for k, v in LESIONS.items()},
+    return {"n": n, "split": [len(d["train"]), len(val), len(held)],
+            "lesion_kept": lesion_kept(held, lesioned, rl, masks), "rows": rows, "lesions": d["lesions"],
             "chosen": {"std_floor": anomaly.STD_FLOOR, "sigma": anomaly.SIGMA, "top_fraction": anomaly.TOP_FRACTION}}
 
 

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from bench.common import preprocessed_tensors, write_result
+from bench.common import anomaly_dev_data, lesion_kept, write_result
 
 
 def _gradient(v: torch.Tensor) -> torch.Tensor:
@@ -78,24 +78,21 @@ def run(n: int = 96) -> dict:
     from vae3d import anomaly
     from vae3d.config import ModelConfig
     from vae3d.evaluation import anomaly as metrics
-    from vae3d.evaluation.anomaly import LESIONS, lesioned_copies
     from vae3d.inference import encode_all
     from vae3d.model import VAE3D
     from vae3d.pretrained import load_pretrained
     from vae3d.prior import fit_prior
 
-    vols = preprocessed_tensors(n)
-    train, val, held = vols[: n * 7 // 12], vols[n * 7 // 12 : n * 9 // 12], vols[n * 9 // 12 :]
-    lesioned, masks = lesioned_copies(held, seed=1)
-    model = load_pretrained(VAE3D(input_size=vols.shape[-1], **ModelConfig().model_dump())).eval()
+    d = anomaly_dev_data(n)
+    train, val, held, lesioned, masks = d["train"], d["val"], d["held"], d["lesioned"], d["masks"]
+    model = load_pretrained(VAE3D(input_size=train.shape[-1], **ModelConfig().model_dump())).eval()
     prior = fit_prior("lowrank", encode_all(model, train), 32)
-    change, inside = lesioned - held, masks.bool()
     rows = []
     for name, restore in _restorations(model, prior).items():
         t0 = time.perf_counter()
         rv, rh, rl = restore(val), restore(held), restore(lesioned)
         row = {"restoration": name, "seconds": time.perf_counter() - t0,
-               "lesion_kept": 1 - float(((lesioned - rl)[inside] * change[inside]).sum() / (change[inside] ** 2).sum())}
+               "lesion_kept": lesion_kept(held, lesioned, rl, masks)}
         healthy, context = anomaly.fit_healthy(val, rv), ContextResiduals(val, rv)
         maps = {"residual": (anomaly.anomaly_map(lesioned, rl), anomaly.anomaly_map(held, rh)),
                 "healthy-normalised": (anomaly.anomaly_map(lesioned, rl, healthy),
@@ -107,7 +104,7 @@ def run(n: int = 96) -> dict:
         rows.append(row)
         print(row, flush=True)
     return {"n": n, "split": [len(train), len(val), len(held)], "rows": rows,
-            "lesions": {k: list(v) if isinstance(v, tuple) else v for k, v in LESIONS.items()},
+            "lesions": d["lesions"],
             "model": "shipped pretrained weights (vae3d/pretrained), default architecture"}
 
 

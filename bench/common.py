@@ -93,6 +93,26 @@ def preprocessed_tensors(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(arr)
 
 
+def anomaly_dev_data(n: int = 96) -> dict:
+    """The anomaly benchmarks' development data: the seed-0 cohort's first 7/12 for training, the
+    next 2/12 as healthy reference, the rest held out with lesioned copies (seed 1) and their
+    masks; ``lesions`` is the lesion settings, as JSON."""
+    from vae3d.evaluation.anomaly import LESIONS, lesioned_copies
+
+    vols = preprocessed_tensors(n)
+    held = vols[n * 9 // 12 :]
+    lesioned, masks = lesioned_copies(held, seed=1)
+    return {"train": vols[: n * 7 // 12], "val": vols[n * 7 // 12 : n * 9 // 12], "held": held,
+            "lesioned": lesioned, "masks": masks,
+            "lesions": {k: list(v) if isinstance(v, tuple) else v for k, v in LESIONS.items()}}
+
+
+def lesion_kept(held: torch.Tensor, lesioned: torch.Tensor, restored: torch.Tensor, masks: torch.Tensor) -> float:
+    """The share of the inserted lesion a restoration of ``lesioned`` gives back (1: all of it)."""
+    change, inside = lesioned - held, masks.bool()
+    return 1 - float(((lesioned - restored)[inside] * change[inside]).sum() / (change[inside] ** 2).sum())
+
+
 def write_result(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
