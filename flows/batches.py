@@ -84,9 +84,10 @@ class _Model:
             self._wrapper = model_loader.load(self.ref, self.settings)
             self._chain = build_preprocess(**self._wrapper.meta["preprocess"])
             # what a mode reads: the registered metadata, the anomaly statistics and the prior (None: registered
-            # before them)
+            # before them), and the anomaly restorer
             self.meta = {**self._wrapper.meta, "healthy": getattr(self._wrapper, "healthy", None),
-                         "prior_model": getattr(self._wrapper, "prior", None)}  # the fitted prior itself
+                         "prior_model": getattr(self._wrapper, "prior", None),  # the fitted prior itself
+                         "anomaly_model": self._wrapper.restorer}
         return self._wrapper
 
     def prepare(self, path: str):

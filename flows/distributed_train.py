@@ -51,26 +51,26 @@ def _train(a, rank: int) -> None:
     configure_environment(ws)
     tune_allocator()
     from flows.tracking import MlflowCallback, init_store
-    from flows.train import log_review, register_model, run_key, start_run
+    from flows.train import RESTORER_PREFIX, log_review, outcome_of, register_model, run_key, start_run
     from vae3d.data import load_volumes
-    from vae3d.training import build_model, fit
+    from vae3d.training import build_model, fit_with_restorer
 
     index = DatasetIndex.read(ws.dataset_index)
     key = run_key(index, settings)
-    callbacks, run_id = [], None
+    callbacks, restorer_callbacks, run_id = [], [], None
     if rank == 0:
         run_id = start_run.fn(settings, index, key)
         client, _ = init_store(ws, settings.mlflow)
         callbacks = [MlflowCallback(client, run_id)]
+        restorer_callbacks = [MlflowCallback(client, run_id, RESTORER_PREFIX)]
     train = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("train")])
     val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")])
     model = build_model(settings.train, index.target_shape[0])
-    result = fit(model, train, val, settings.train, ws.checkpoints / key, callbacks=callbacks,
-                 resume=not a.fresh, progress=rank == 0)
+    trained = fit_with_restorer(model, train, val, settings.train, ws.checkpoints / key, callbacks=callbacks,
+                                restorer_callbacks=restorer_callbacks, resume=not a.fresh, progress=rank == 0)
     if rank == 0:
         client.set_tag(run_id, "vae3d.world_size", str(dist.get_world_size()))
-        outcome = {"best_checkpoint": str(result.best_checkpoint), "best": result.best_metrics,
-                   "history": result.history, "epochs_run": result.epochs_run}
+        outcome = outcome_of(trained)
         card = log_review.fn(settings, index, run_id, outcome)
         if a.no_register:
             client.set_terminated(run_id, "FINISHED")

@@ -112,7 +112,8 @@ def eval_superres(model, test: torch.Tensor) -> dict:
 
 @task(cache_policy=NO_CACHE)  # tensors and a model as inputs: nothing to hash
 def eval_anomaly(model, train: torch.Tensor, val: torch.Tensor, test: torch.Tensor, seed: int) -> dict:
-    """Each map (the model's healthy-normalised residual, its plain residual, the atlas deviation)
+    """Each map (``model``'s healthy-normalised residual, its plain residual, the atlas deviation;
+    ``model``: the version's anomaly restorer)
     fitted and calibrated on the healthy validation scans, then scored on lesioned copies of the
     test scans against the same scans without lesions."""
     lesioned, masks = anomaly.lesioned_copies(test, seed)
@@ -182,7 +183,7 @@ def evaluate_flow(settings: Settings, model_uri: str = DEFAULT_MODEL_URI, n_synt
     sr_out = eval_superres(model, data["test"])
     den, sr = den_out["rows"], sr_out["rows"]
     cases = den_out["_cases"] + sr_out["_cases"]
-    ano = eval_anomaly(model, data["train"], data["val"], data["test"], seed)
+    ano = eval_anomaly(loaded.restorer, data["train"], data["val"], data["test"], seed)
     syn = eval_synthesis(model, data["train"], data["test"], seed, max(n_synthetic, 2), getattr(loaded, "prior", None))
     samples, overlay = syn.pop("_samples"), ano.pop("_overlay")
     targets = {

@@ -61,6 +61,7 @@ def _load(pinned: str, tracking: str, device: str):
     mlflow.set_registry_uri(tracking)
     wrapper = mlflow.pyfunc.load_model(pinned).unwrap_python_model()
     wrapper.model.to(device)
+    wrapper.restorer.to(device)  # the anomaly restorer (the main model itself for a version without one)
     return wrapper
 
 

@@ -8,11 +8,12 @@
                                                               # 8 samples of the registered prior
 
 Modes: ``reconstruct`` (default), ``denoise`` (the same posterior-mean reconstruction),
-``anomaly``, ``embed``, ``synthetic`` (as many samples of the latent prior fitted at
-registration as the input has volumes, whose values are not read; ``seed`` and ``temperature``
-parameters; the latents ``vae3d generate synthetic`` decodes for indices 0..B-1). The weights
-and every artifact are verified against the sha256 recorded at registration before they are
-loaded (``weights_only=True``).
+``anomaly`` (the map of the anomaly restorer registered with the version, trained with
+coarse noise; the main model for a version without one), ``embed``, ``synthetic`` (as many
+samples of the latent prior fitted at registration as the input has volumes, whose values are
+not read; ``seed`` and ``temperature`` parameters; the latents ``vae3d generate synthetic``
+decodes for indices 0..B-1). The weights and every artifact are verified against the sha256
+recorded at registration before they are loaded (``weights_only=True``).
 
 Output shapes by mode (also in the model's metadata, ``output_shapes``): (B, 1, S, S, S) float32
 for ``reconstruct``, ``denoise``, ``anomaly`` and ``synthetic``; (B, latent size) float32 for
@@ -52,6 +53,10 @@ class VAE3DPyfunc(PythonModel):
         healthy, prior = self._artifact(context, "anomaly"), self._artifact(context, "prior")
         self.healthy = HealthyResiduals.from_state(healthy) if healthy is not None else None
         self.prior = prior_from_state(prior) if prior is not None else None
+        # the anomaly map's own restorer (trained with coarse noise); the main model for a version without one
+        restorer = context.artifacts.get("anomaly_restorer")
+        self.restorer = (load_model(_verified(restorer, self.meta["artifacts_sha256"]["anomaly_restorer"]))
+                         if restorer else self.model)
 
     def _artifact(self, context, name: str) -> dict | None:
         """The tensors of the registered artifact ``name``, verified against its recorded sha256."""
@@ -86,11 +91,14 @@ class VAE3DPyfunc(PythonModel):
                 if mode == "embed":
                     outs.append(inference.embed(self.model, chunk))
                     continue
+                if mode == "anomaly":
+                    outs.append(anomaly.anomaly_map(chunk, inference.reconstruct(self.restorer, chunk), self.healthy))
+                    continue
                 recon = inference.reconstruct(self.model, chunk)
                 rmse = self.meta.get("restoration", {}).get("model_rmse")
                 if mode == "denoise" and rmse is not None:  # as `vae3d generate denoise`
                     recon = inference.fuse(chunk, recon, rmse)
-                outs.append(recon if mode != "anomaly" else anomaly.anomaly_map(chunk, recon, self.healthy))
+                outs.append(recon)
         return torch.cat(outs).numpy()
 
 

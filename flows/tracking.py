@@ -58,15 +58,16 @@ def flatten(prefix: str, obj) -> dict[str, str]:
 
 
 class MlflowCallback:
-    """Logs each epoch's metrics to one run (the trainer knows nothing of MLflow)."""
+    """Logs each epoch's metrics to one run (the trainer knows nothing of MLflow), each name after
+    ``prefix`` (the anomaly restorer's: ``anomaly_restorer/``)."""
 
-    def __init__(self, client: MlflowClient, run_id: str):
-        self.client, self.run_id = client, run_id
+    def __init__(self, client: MlflowClient, run_id: str, prefix: str = ""):
+        self.client, self.run_id, self.prefix = client, run_id, prefix
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], model) -> None:
         now = int(time.time() * 1000)
         batch = [
-            Metric(key=k, value=float(v), timestamp=now, step=epoch)
+            Metric(key=self.prefix + k, value=float(v), timestamp=now, step=epoch)
             for k, v in metrics.items()
             if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v)
         ]

@@ -33,7 +33,9 @@ from vae3d.evaluation import anatomy
 from vae3d.files import atomic_write_text, sha256_file
 from vae3d.model import load_model
 from vae3d.prior import fit_prior
-from vae3d.training import build_model, fit
+from vae3d.training import Trained, build_model, fit_with_restorer
+
+RESTORER_PREFIX = "anomaly_restorer/"  # the restorer's metrics in the training run
 
 
 def _marker(ws: Workspace, key: str) -> Path:
@@ -112,10 +114,21 @@ def train_model(settings: Settings, index: DatasetIndex, key: str, run_id: str, 
     val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")])
     model = build_model(settings.train, index.target_shape[0])
     with exclusive(ws.locks / f"train-{key}.lock", f"checkpoint folder {ws.checkpoints / key}"):
-        result = fit(model, train, val, settings.train, ws.checkpoints / key,
-                     callbacks=[MlflowCallback(client, run_id)], resume=not fresh)
+        trained = fit_with_restorer(model, train, val, settings.train, ws.checkpoints / key,
+                                    callbacks=[MlflowCallback(client, run_id)],
+                                    restorer_callbacks=[MlflowCallback(client, run_id, RESTORER_PREFIX)],
+                                    resume=not fresh)
+    return outcome_of(trained)
+
+
+def outcome_of(trained: Trained) -> dict:
+    """What the review and registration read of a training: the main model's best checkpoint,
+    metrics and history, and the anomaly restorer's best checkpoint and metrics (if one was trained)."""
+    result, restorer = trained.main, trained.restorer
     return {"best_checkpoint": str(result.best_checkpoint), "best": result.best_metrics,
-            "history": result.history, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early}
+            "history": result.history, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+            "restorer_checkpoint": str(restorer.best_checkpoint) if restorer else None,
+            "restorer_best": restorer.best_metrics if restorer else {}}
 
 
 @task
@@ -180,8 +193,10 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
     cfg = settings.mlflow
     best = outcome["best"]
     model = load_model(outcome["best_checkpoint"])
+    restorer = load_model(outcome["restorer_checkpoint"]) if outcome.get("restorer_checkpoint") else model
     val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")])
-    healthy, thresholds = anomaly.calibrate(val, inference.reconstruct_all(model, val))
+    healthy, thresholds = anomaly.calibrate(val, inference.reconstruct_all(restorer, val))
+    thresholds["restorer"] = "separate" if restorer is not model else "main model"
     train = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("train")])
     cfg_prior = settings.train.prior
     prior = fit_prior(cfg_prior.kind, inference.encode_all(model, train), cfg_prior.rank, cfg_prior.refine,
@@ -197,13 +212,17 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
             "target_spacing": list(index.target_spacing), "preprocess": index.settings, "run_id": run_id,
             "code_version": code_version()}
     tags = {"data.manifest_sha256": index.manifest_sha256, "git_commit": code_version(), "run_id": run_id,
-            **{k: f"{v:.6f}" for k, v in best.items() if isinstance(v, float)}}
+            **{k: f"{v:.6f}" for k, v in best.items() if isinstance(v, float)},
+            **{f"anomaly_restorer.{k}": f"{v:.6f}" for k, v in outcome.get("restorer_best", {}).items()
+               if k.startswith("val_")}}
     with exclusive(ws.locks / "register.lock", f"registered model {cfg.registered_model}"):
         version = find_version(client, cfg.registered_model, run_id, sha256_file(outcome["best_checkpoint"]))
         if version is None:
             with tempfile.TemporaryDirectory() as tmp:
                 extra = {"anomaly": save_checkpoint(Path(tmp) / "anomaly.pt", healthy.state()),
                          "prior": save_checkpoint(Path(tmp) / "prior.pt", prior.state())}
+                if restorer is not model:
+                    extra["anomaly_restorer"] = Path(outcome["restorer_checkpoint"])
                 version = log_and_register(client, run_id, cfg.registered_model, outcome["best_checkpoint"],
                                            meta, tags, index.target_shape[0], extra=extra,
                                            latent_size=math.prod(model.latent_shape))

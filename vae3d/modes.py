@@ -4,7 +4,7 @@ with the parameters its sidecar records.
 A mode is a function ``(model, meta, prep, index, request, call) -> list[Product]``:
 ``meta`` is the registered model's metadata (preprocessing, restoration error, anomaly
 thresholds, and ``healthy``: the anomaly map's healthy-residual statistics; ``prior_model``: the
-fitted latent prior, ``vae3d.prior``), ``prep`` the
+fitted latent prior, ``vae3d.prior``; ``anomaly_model``: the anomaly restorer), ``prep`` the
 input on the model's grid (``prepare_input``), ``index`` the input's position in the
 request, and ``call(fn, *args)`` runs a model function (the flow passes one that shares the
 process's model lanes). Writing, naming and reuse are the
@@ -105,8 +105,10 @@ def super_resolve(model: VAE3D, meta: dict, prep: PreparedInput, index: int, req
 def anomaly(model: VAE3D, meta: dict, prep: PreparedInput, index: int, req: GenerationRequest,
             call: Callable = direct) -> list[Product]:
     """The voxel anomaly map on the input's grid, with the volume's score, the calibrated threshold
-    and the verdict (``vae3d.anomaly``; ``meta["healthy"]``: the healthy-residual statistics)."""
-    amap = anomaly_map(prep.x, call(inference.reconstruct, model, prep.x), meta.get("healthy"))
+    and the verdict (``vae3d.anomaly``; ``meta["healthy"]``: the healthy-residual statistics), from
+    the anomaly restorer ``meta["anomaly_model"]`` (``model`` for a version without one)."""
+    restorer = meta.get("anomaly_model") or model
+    amap = anomaly_map(prep.x, call(inference.reconstruct, restorer, prep.x), meta.get("healthy"))
     verdict = anomaly_verdict(float(anomaly_score(amap)[0]), meta.get("anomaly", {}))
     back = to_original_space(amap[0].numpy(), prep.affine, prep.original_affine, prep.original_shape)
     return [Product(back, prep.original_affine, index, verdict, image=False, codes=prep.codes)]

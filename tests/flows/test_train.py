@@ -35,6 +35,9 @@ def test_train_registers_champion_then_worse_run_stays_candidate(preprocessed):
     assert run.info.status == "FINISHED"
     assert "train.lr" in run.data.params and "data.manifest_sha256" in run.data.params
     assert len(client.get_metric_history(first["run_id"], "val_ssim")) == 2
+    # the anomaly restorer trained after it (ceil(0.4 x 2) epochs), logged under its own names
+    assert len(client.get_metric_history(first["run_id"], "anomaly_restorer/val_ssim")) == 1
+    assert float(client.get_model_version("vae3d", "1").tags["anomaly_restorer.val_ssim"]) > 0
     artifacts = {a.path for a in client.list_artifacts(first["run_id"], "figures")}
     assert artifacts == {f"figures/{n}.png" for n in
                          ("reconstructions", "restoration", "prior_samples", "prior_traversal", "latent_traversal",
@@ -104,8 +107,14 @@ x = np.random.default_rng(0).random((2, 1, 16, 16, 16), dtype=np.float32)
 r = m.predict(x)
 a = m.predict(x, params={{"mode": "anomaly"}})
 e = m.predict(x, params={{"mode": "embed"}})
+import torch
+from vae3d import anomaly, inference  # bundled with the model (its code paths)
+w, xt = m.unwrap_python_model(), torch.from_numpy(x)
+by = {{name: anomaly.anomaly_map(xt, inference.reconstruct(net, xt), w.healthy).numpy()
+      for name, net in (("restorer", w.restorer), ("main", w.model))}}
 print(json.dumps({{"recon": list(r.shape), "anomaly": list(a.shape), "embed": list(e.shape),
-                  "range": [float(r.min()), float(r.max())]}}))
+                  "range": [float(r.min()), float(r.max())],
+                  "map_of": [name for name, v in by.items() if np.allclose(a, v, atol=1e-6)]}}))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -113,6 +122,7 @@ print(json.dumps({{"recon": list(r.shape), "anomaly": list(a.shape), "embed": li
     assert shapes["recon"] == [2, 1, 16, 16, 16] and shapes["anomaly"] == [2, 1, 16, 16, 16]
     assert shapes["embed"] == [2, 4 * 2 * 2 * 2]  # 4 latent channels on a 16 / (4 * 2) = 2 grid
     assert 0.0 <= shapes["range"][0] <= shapes["range"][1] <= 1.0
+    assert shapes["map_of"] == ["restorer"]  # the anomaly map is the registered restorer's, not the main model's
 
 
 def test_interrupted_training_resumes_in_the_same_mlflow_run(preprocessed):

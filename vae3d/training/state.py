@@ -23,13 +23,15 @@ LAST, BEST = "last.pt", "best.pt"
 @dataclass
 class TrainState:
     """The loop's own progress: epochs and steps done, the metrics of each epoch, the best
-    epoch so far and how many epochs since it improved."""
+    epoch so far, how many epochs since it improved, and whether it stopped (patience or time
+    budget: a resumed run then trains no further)."""
 
     epoch: int = 0
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=lambda: {"epoch": 0, "val_ssim": -math.inf})
     bad_epochs: int = 0
+    stopped: bool = False
 
 
 @dataclass
@@ -71,4 +73,5 @@ def load_state(path: Path, model: VAE3D, opt: Optimisation, rank: int, device: t
     noise = saved["noise_rng"]
     opt.noise.set_state(noise[rank] if isinstance(noise, list) else noise)
     return TrainState(epoch=saved["epoch"], step=saved["step"], history=list(saved["history"]),
-                      best=dict(saved["best"]), bad_epochs=saved["bad_epochs"])
+                      best=dict(saved["best"]), bad_epochs=saved["bad_epochs"],
+                      stopped=bool(saved.get("stopped", False)))

@@ -196,7 +196,8 @@ def fit(
                          history=state.history)
     run.t0 = time.perf_counter()  # the budget counts from here (after any resume's loading)
     run.net.train()
-    for epoch in range(state.epoch, config.epochs):
+    result.stopped_early = state.stopped  # a run that stopped before it was killed trains no further
+    for epoch in range(state.epoch, config.epochs if not state.stopped else state.epoch):
         sums, w = train_epoch(run, train, epoch, state, progress)
         # every rank validates (on the whole set): MONAI's metrics gather across ranks when a
         # process group exists, so a rank-0-only evaluation would deadlock the others
@@ -306,11 +307,12 @@ def _end_epoch(run: _Run, state: TrainState, epoch: int, sums: dict[str, float],
         else:
             state.bad_epochs += 1
         state.epoch = epoch + 1
+        over_time = cfg.max_time_s is not None and time.perf_counter() - run.t0 >= cfg.max_time_s
+        state.stopped = state.bad_epochs >= cfg.patience or over_time
         save_state(run.last, run.model, run.opt, _gather_states(run.opt.noise, run.world), state, cfg)
         for cb in callbacks:
             cb.on_epoch_end(epoch + 1, metrics, run.model)
-        over_time = cfg.max_time_s is not None and time.perf_counter() - run.t0 >= cfg.max_time_s
-        stop[0] = float(state.bad_epochs >= cfg.patience or over_time)
+        stop[0] = float(state.stopped)
     elif run.world > 1:
         _gather_states(run.opt.noise, run.world)
     if run.world > 1:

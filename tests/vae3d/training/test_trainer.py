@@ -83,6 +83,10 @@ def test_early_stopping_callbacks_and_best_checkpoint(tmp_path):
     model = load_model(result.best_checkpoint)
     assert model.hparams() == build_model(cfg, 16).hparams()
     assert {"val_psnr", "val_ssim", "train_loss", "train_kl"} <= set(result.history[0])
+    # a re-run (after a kill between training and registration) trains no further than the stop
+    again = fit(build_model(cfg, 16), _volumes(2), _volumes(2, seed=9), cfg, tmp_path / "d",
+                callbacks=[Recorder()], progress=False)
+    assert again.stopped_early and again.epochs_run == result.epochs_run and len(seen) == result.epochs_run
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
