@@ -1,6 +1,7 @@
 """The anomaly map's settings side by side (#19) on the development data of
 ``bench.anomaly_ablation`` (the seed-0 cohort: 56 train / 16 healthy reference / 24 held out,
-lesioned copies of the held-out scans), with the shipped pretrained weights, no fine-tuning.
+lesioned copies of the held-out scans), with the shipped anomaly restorer (``vae3d/pretrained``,
+``"anomaly"``), no fine-tuning.
 
 The reconstructions are computed once; each row changes only how the map is made from them:
 the plain residual or the healthy-normalised one (``vae3d.anomaly``) with a floor under the
@@ -31,7 +32,7 @@ def run(n: int = 96) -> dict:
 
     d = anomaly_dev_data(n)
     val, held, lesioned, masks = d["val"], d["held"], d["lesioned"], d["masks"]
-    model = load_pretrained(VAE3D(input_size=val.shape[-1], **ModelConfig().model_dump())).eval()
+    model = load_pretrained(VAE3D(input_size=val.shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
     rv, rh, rl = (reconstruct_all(model, v) for v in (val, held, lesioned))
     rows = []
     for floor, sigma in itertools.product(FLOORS, SIGMAS):

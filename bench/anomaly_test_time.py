@@ -1,7 +1,8 @@
 """Anomaly maps from test-time restorations of one model, side by side (#19), on the development
 data of ``bench.anomaly_ablation`` (the seed-0 cohort; lesioned copies of the held-out scans).
 
-The shipped pretrained weights, no fine-tuning. Restorations: the posterior mean (the
+The shipped anomaly restorer (``vae3d/pretrained``, ``"anomaly"``), no fine-tuning; the rows in
+BENCHMARKS.md were measured before it existed, on the main model's weights. Restorations: the posterior mean (the
 default); the restoration iterated 4 and 10 times (each pass gives back less of a lesion);
 the posterior mean projected onto the learned prior's principal subspace (``vae3d.prior``,
 rank 32, fitted to the training scans' latents: a lesion is not among the directions healthy
@@ -85,7 +86,7 @@ def run(n: int = 96) -> dict:
 
     d = anomaly_dev_data(n)
     train, val, held, lesioned, masks = d["train"], d["val"], d["held"], d["lesioned"], d["masks"]
-    model = load_pretrained(VAE3D(input_size=train.shape[-1], **ModelConfig().model_dump())).eval()
+    model = load_pretrained(VAE3D(input_size=train.shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
     prior = fit_prior("lowrank", encode_all(model, train), 32)
     rows = []
     for name, restore in _restorations(model, prior).items():

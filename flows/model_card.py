@@ -19,15 +19,21 @@ def model_card(name: str, run_id: str, counts: dict, manifest_sha: str, train_cf
              "`python -m vae3d.pretrained.build` on a separate sample cohort, seed "
              f"{_pretrain_seed()}), then trained on this data" if init == "pretrained"
              else "**from scratch** (random initialisation, seeded)")
+    restorer = train_cfg.get("anomaly", {})
+    anomaly = (f"{restorer.get('budget_share', 0):.0%} of the training budget; started from "
+               + ("the shipped pretrained restorer" if init == "pretrained" else "the main model's weights")
+               if restorer.get("separate", True) else "off here: the main model makes the maps")
     return f"""# Model card: {name} (run `{run_id}`)
 
 ## Intended use
 A 3D convolutional VAE for T1-weighted brain MRI preprocessed by this pipeline, trained to
 restore corrupted inputs (noise, bias field, ringing, lost resolution) to clean ones. It produces
 synthetic volumes (prior samples), augmented variants, denoised and super-resolved volumes,
-voxel-wise anomaly maps (residual to the reconstruction) and latent embeddings for
+voxel-wise anomaly maps and latent embeddings for
 research and for training downstream models. **Not a medical device; not for diagnosis.**
-Anomaly maps reflect deviation from the training cohort, not pathology.
+Anomaly maps are the residual to a second network of the same architecture, the anomaly
+restorer, fine-tuned to repair coarse noise on every input ({anomaly}); they reflect deviation
+from the training cohort, not pathology.
 
 ## Data
 - manifest sha256: `{manifest_sha}`

@@ -290,14 +290,16 @@ def train_flow(settings: Settings, fresh: bool = False) -> dict:
         except Exception:
             logger.warning("could not mark MLflow run %s as failed", run_id)
         raise
+    restorer = outcome["restorer_checkpoint"]
+    restorer = f" (and the anomaly restorer's, {restorer})" if restorer else ""
     try:
         card = log_review(settings, index, run_id, outcome)
         decision = register(settings, index, run_id, outcome, card)
     except Exception as exc:
         raise RuntimeError(
             f"training finished but logging/registering in MLflow at {uri} failed ({type(exc).__name__}: "
-            f"{exc}). The trained checkpoint {outcome['best_checkpoint']} is kept: re-run 'vae3d train' "
-            "with the same settings to register it without retraining."
+            f"{exc}). The trained checkpoint {outcome['best_checkpoint']}{restorer} is kept: re-run "
+            "'vae3d train' with the same settings to register it without retraining."
         ) from exc
     logger.info("run %s: %s (%s)", run_id, decision["decision"], decision["reason"])
     return {"run_id": run_id, **decision, "best": outcome["best"], "epochs_run": outcome["epochs_run"]}

@@ -15,6 +15,7 @@ from net import free_port
 
 from flows import tracking
 from flows.train import train_flow
+from vae3d.training.restorer import restorer_config
 
 BIN = Path(sys.executable).parent
 
@@ -84,15 +85,16 @@ def test_checkpoint_survives_a_dead_server_and_registration_is_retried(preproces
 
     def dies_after_training(self, epoch, metrics, model):
         original(self, epoch, metrics, model)
-        if epoch == epochs:
-            server.kill()  # the tracking server goes down between training and registration
+        if self.prefix and epoch == restorer_config(settings.train).epochs:
+            server.kill()  # the tracking server goes down between training (the restorer last) and registration
 
     monkeypatch.setattr(tracking.MlflowCallback, "on_epoch_end", dies_after_training)
     with pytest.raises(RuntimeError, match="is kept") as info:
         train_flow(settings)
-    checkpoints = list((settings.workspace / "checkpoints").rglob("last.pt"))
-    assert len(checkpoints) == 1 and str(checkpoints[0].parent) in str(info.value)
-    stamp = checkpoints[0].stat().st_mtime_ns
+    # the main model's, then the restorer's (in a folder of the main model's)
+    checkpoints = sorted((settings.workspace / "checkpoints").rglob("last.pt"), key=lambda p: len(p.parts))
+    assert len(checkpoints) == 2 and all(str(c.parent) in str(info.value) for c in checkpoints)
+    stamps = [c.stat().st_mtime_ns for c in checkpoints]
 
     monkeypatch.setattr(tracking.MlflowCallback, "on_epoch_end", original)
     server.start()
@@ -101,5 +103,5 @@ def test_checkpoint_survives_a_dead_server_and_registration_is_retried(preproces
     finally:
         server.kill()
     assert result["version"] == "1" and result["decision"] == "promoted to champion"
-    assert checkpoints[0].stat().st_mtime_ns == stamp, "registration did not retrain"
+    assert [c.stat().st_mtime_ns for c in checkpoints] == stamps, "registration did not retrain"
     assert result["epochs_run"] == epochs
