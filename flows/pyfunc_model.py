@@ -78,13 +78,13 @@ class VAE3DPyfunc(PythonModel):
         size = self.model.input_size
         if x.ndim != 5 or tuple(x.shape[1:]) != (1, size, size, size):
             raise ValueError(f"expected input of shape (B, 1, {size}, {size}, {size}), got {tuple(x.shape)}")
-        if mode == "synthetic":
+        if mode == "synthetic":  # as `vae3d generate synthetic` (vae3d.generation.synthesize)
             from vae3d.prior import StandardNormal
 
             prior = self.prior or StandardNormal(self.model.latent_shape)
             z = prior.sample(range(len(x)), int((params or {}).get("seed", 0)),
                              float((params or {}).get("temperature", 1.0)))
-            return inference.decode_refined(self.model, z, prior.refine).numpy()
+            return inference.render(self.model, z, prior).numpy()
         outs = []
         with torch.no_grad():
             for chunk in x.split(4):

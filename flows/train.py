@@ -31,6 +31,7 @@ from vae3d.data import load_volumes
 from vae3d.device import resolve_device
 from vae3d.evaluation import anatomy
 from vae3d.files import atomic_write_text, sha256_file
+from vae3d.generation import calibrate_intensity
 from vae3d.model import load_model
 from vae3d.prior import fit_prior
 from vae3d.training import Trained, build_model, fit_with_restorer
@@ -201,12 +202,15 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
     cfg_prior = settings.train.prior
     prior = fit_prior(cfg_prior.kind, inference.encode_all(model, train), cfg_prior.rank, cfg_prior.refine,
                       **_diffusion_options(settings))
+    if cfg_prior.match_intensity:
+        prior = calibrate_intensity(model, prior, train, seed=settings.seed)
     log_figure(client, run_id, figures.prior_samples(model, seed=settings.seed, prior=prior), "prior_samples.png")
     if prior.kind == "lowrank":
         log_figure(client, run_id, figures.prior_traversal(model, prior), "prior_traversal.png")
         log_prior_directions(client, run_id, model, prior, math.prod(index.target_spacing) / 1000.0)
     meta = {"anomaly": thresholds, "prior": {"kind": prior.kind, "rank": getattr(prior, "rank", None),
-                                             "refine": prior.refine, "fitted_on": len(train)},
+                                             "refine": prior.refine, "fitted_on": len(train),
+                                             "intensity_map": prior.intensity is not None},
             "restoration": {"model_rmse": inference.restoration_error(model, val)},
             "template_affine": index.template_affine, "target_shape": list(index.target_shape),
             "target_spacing": list(index.target_spacing), "preprocess": index.settings, "run_id": run_id,

@@ -107,6 +107,9 @@ class PriorConfig(Schema):
     refine: int = Field(3, ge=0, le=20, description="passes of each sample through the model after decoding "
                         "(encode, decode): sharper tissue borders and truer tissue fractions, at one encode and "
                         "decode each (BENCHMARKS.md, 'Latent priors')")
+    match_intensity: bool = Field(True, description="map the samples' intensities onto the training scans' with "
+                                  "one monotone map fitted at registration: removes the excess of partial-volume "
+                                  "(CSF-like) intensity a blurrier sample has (vae3d.intensity; BENCHMARKS.md)")
     diffusion: LatentDiffusionConfig = LatentDiffusionConfig()
 
 

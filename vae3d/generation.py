@@ -9,15 +9,17 @@ the CPU.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
 
-from vae3d.inference import decode_refined
+from vae3d.inference import render
+from vae3d.intensity import fit_map
 from vae3d.model import VAE3D
 from vae3d.nifti import INT16_SCALE
 from vae3d.prior import Prior, StandardNormal
-from vae3d.seeding import output_generator
+from vae3d.seeding import derive_seed, output_generator
 
 
 def _normal(shape: Sequence[int], seed: int, index: int) -> torch.Tensor:
@@ -33,7 +35,21 @@ def synthesize(model: VAE3D, indices: Sequence[int], seed: int, temperature: flo
     p = next(model.parameters())
     prior = prior or StandardNormal(model.latent_shape)
     z = prior.sample(indices, seed, temperature).to(p.device, p.dtype)
-    return decode_refined(model, z, prior.refine, batch_size=len(z))
+    return render(model, z, prior)
+
+
+def calibrate_intensity(model: VAE3D, prior: Prior, real: torch.Tensor, n: int = 32, seed: int = 0) -> Prior:
+    """``prior`` with the intensity map that takes ``n`` of its samples (temperature 1, no map; a
+    stream of their own, so no sample ``generate synthetic`` makes with ``seed`` is among them) onto
+    the intensities of the ``real`` (training) scans (``vae3d.intensity.fit_map``)."""
+    plain, own = dataclasses.replace(prior, intensity=None), derive_seed(seed, "intensity")
+    samples = torch.cat([synthesize(model, chunk, own, prior=plain) for chunk in _chunks(range(n), 8)])
+    return dataclasses.replace(prior, intensity=fit_map(samples, real))
+
+
+def _chunks(indices: Sequence[int], size: int) -> list[list[int]]:
+    indices = list(indices)
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from data_contracts.generation import DETAIL_GAIN
 from vae3d.anomaly import anomaly_map  # noqa: F401 - registered models' stored pyfunc code calls it here
+from vae3d.intensity import apply_map
 from vae3d.model import VAE3D
 
 
@@ -47,6 +48,14 @@ def decode_refined(model: VAE3D, z: torch.Tensor, passes: int = 0, batch_size: i
             v = model.decode(model.encode(v)[0]).clamp(0.0, 1.0)
         out.append(v.float().cpu())
     return torch.cat(out)
+
+
+def render(model: VAE3D, z: torch.Tensor, prior) -> torch.Tensor:
+    """Latents ``z`` of a latent ``prior`` (``vae3d.prior``) as volumes: decoded, refined
+    ``prior.refine`` times, then through the prior's intensity map if it has one
+    (``vae3d.intensity``). (B, 1, S, S, S) in [0, 1] on the CPU."""
+    vols = decode_refined(model, z, prior.refine, batch_size=len(z))
+    return vols if prior.intensity is None else apply_map(vols, prior.intensity)
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vae3d.intensity import as_state
 from vae3d.seeding import output_generator
 
 TRAIN_TIMESTEPS = 1000
@@ -66,6 +67,7 @@ class LatentDiffusion:
     sampling_steps: int = 25
     kind: str = "diffusion"
     refine: int = 0  # passes of a sample through the model after decoding (``inference.decode_refined``)
+    intensity: torch.Tensor | None = None  # the samples' intensity map (``vae3d.intensity``), None: none
 
     @classmethod
     def fit(cls, latents: torch.Tensor, *, widths: Sequence[int] = (48, 96, 96), train_steps: int = 3000,
@@ -140,6 +142,7 @@ class LatentDiffusion:
         return {"kind": torch.tensor(2), "latent_shape": torch.tensor(self.latent_shape), "mean": self.mean.half(),
                 "scale": torch.tensor(self.scale), "widths": torch.tensor(self.widths),
                 "sampling_steps": torch.tensor(self.sampling_steps), "refine": torch.tensor(self.refine),
+                **as_state(self.intensity),
                 **{f"unet.{k}": v for k, v in self.unet.state_dict().items()}}
 
     @classmethod

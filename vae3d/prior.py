@@ -18,12 +18,14 @@ stored with the model version and loaded with ``weights_only=True``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from vae3d.intensity import as_state
 from vae3d.latent_diffusion import LatentDiffusion
 from vae3d.seeding import output_generator
 
@@ -37,6 +39,7 @@ class StandardNormal:
     latent_shape: tuple[int, ...]
     kind: str = "normal"
     refine: int = 0  # passes of a sample through the model after decoding (``inference.decode_refined``)
+    intensity: torch.Tensor | None = None  # the samples' intensity map (``vae3d.intensity``), None: none
 
     def sample(self, indices: Sequence[int], seed: int, temperature: float = 1.0) -> torch.Tensor:
         """(len(indices), *latent_shape) on the CPU; ``temperature`` scales the spread."""
@@ -45,7 +48,7 @@ class StandardNormal:
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"kind": torch.tensor(0), "latent_shape": torch.tensor(self.latent_shape),
-                "refine": torch.tensor(self.refine)}
+                "refine": torch.tensor(self.refine), **as_state(self.intensity)}
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class LowRankGaussian:
     latent_shape: tuple[int, ...]
     kind: str = "lowrank"
     refine: int = 0  # passes of a sample through the model after decoding (``inference.decode_refined``)
+    intensity: torch.Tensor | None = None  # the samples' intensity map (``vae3d.intensity``), None: none
 
     @classmethod
     def fit(cls, latents: torch.Tensor, rank: int = 32, refine: int = 0) -> LowRankGaussian:
@@ -105,7 +109,7 @@ class LowRankGaussian:
     def state(self) -> dict[str, torch.Tensor]:
         return {"kind": torch.tensor(1), "latent_shape": torch.tensor(self.latent_shape), "mean": self.mean.half(),
                 "basis": self.basis.half(), "residual_std": self.residual_std.half(),
-                "refine": torch.tensor(self.refine)}
+                "refine": torch.tensor(self.refine), **as_state(self.intensity)}
 
 
 Prior = StandardNormal | LowRankGaussian | LatentDiffusion
@@ -128,9 +132,10 @@ def prior_from_state(state: dict[str, torch.Tensor]) -> Prior:
     """A prior saved with ``state()`` (and ``vae3d.checkpoint.save_checkpoint``)."""
     shape = tuple(int(d) for d in state["latent_shape"].tolist())
     refine = int(state.get("refine", torch.tensor(0)))
+    intensity = state.get("intensity")  # None: a prior stored before intensity maps existed
     if int(state["kind"]) == 0:
-        return StandardNormal(shape, refine=refine)
+        return StandardNormal(shape, refine=refine, intensity=intensity)
     if int(state["kind"]) == 2:
-        return LatentDiffusion.from_state(state)
+        return dataclasses.replace(LatentDiffusion.from_state(state), intensity=intensity)
     return LowRankGaussian(state["mean"].float(), state["basis"].float(), state["residual_std"].float(), shape,
-                           refine=refine)
+                           refine=refine, intensity=intensity)

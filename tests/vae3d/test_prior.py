@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -61,9 +63,11 @@ def test_fit_and_sampling_are_seeded_and_survive_storage(tmp_path, kind):
     # output i has its own stream: the same whether drawn alone or with others
     assert torch.equal(a.sample([2], seed=7)[0], first[2])
     # stored as tensors (loaded with weights_only=True); float16 storage moves a sample by rounding only
-    path = save_checkpoint(tmp_path / "prior.pt", a.state())
+    knots = torch.tensor([[0.1, 0.3, 1.0], [0.1, 0.5, 1.0]])  # an intensity map (vae3d.intensity) goes with it
+    path = save_checkpoint(tmp_path / "prior.pt", dataclasses.replace(a, intensity=knots).state())
     back = prior_from_state(load_checkpoint(path))
-    assert back.kind == kind and back.latent_shape == SHAPE
+    assert back.kind == kind and back.latent_shape == SHAPE and torch.equal(back.intensity, knots)
+    assert prior_from_state(a.state()).intensity is None
     assert torch.allclose(back.sample([0, 1, 2], seed=7), first, atol=0.03)
     assert torch.equal(back.sample([0, 1, 2], seed=7), back.sample([0, 1, 2], seed=7))
 

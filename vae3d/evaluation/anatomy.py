@@ -58,13 +58,13 @@ def direction_table(decoded: dict[int, dict[float, np.ndarray]], voxel_ml: float
 def prior_directions(model, prior, voxel_ml: float, directions: int = 8,
                      amounts: Sequence[float] = (-2, -1, 0, 1, 2)) -> list[dict]:
     """``direction_table`` for the leading ``directions`` principal directions of a low-rank prior
-    (``prior.direction``), each decoded (and refined as its samples are) at ``amounts``."""
-    from vae3d.inference import decode_refined
+    (``prior.direction``), each rendered as its samples are at ``amounts``."""
+    from vae3d.inference import render
 
     p = next(model.parameters())
     decoded = {}
     for k in range(min(directions, prior.rank)):
         z = torch.cat([prior.direction(k, a) for a in amounts]).to(p.device, p.dtype)
-        vols = decode_refined(model, z, prior.refine, batch_size=len(z)).clamp(0, 1)[:, 0].float().cpu().numpy()
+        vols = render(model, z, prior).clamp(0, 1)[:, 0].float().cpu().numpy()
         decoded[k] = dict(zip(amounts, vols, strict=True))
     return direction_table(decoded, voxel_ml)
