@@ -98,13 +98,25 @@ def anomaly_score(amap: torch.Tensor, top_fraction: float = TOP_FRACTION) -> tor
 
 
 def score_threshold(healthy_scores: np.ndarray, false_positive_rate: float = FALSE_POSITIVE_RATE) -> float:
-    """The smallest score threshold that flags at most ``false_positive_rate`` of these healthy
-    scores (a score is flagged when it is above the threshold)."""
+    """The score threshold that flags ``false_positive_rate`` of healthy scans (a score is flagged
+    when it is above the threshold).
+
+    With enough scans (at least one may lie above: ``rate x n >= 1``) it is the smallest threshold
+    that flags at most that share of these scores. With fewer, their maximum would be too low (the
+    largest of 4 healthy scores is their 80th percentile, so it flags about 20% of new healthy
+    scans): it is the one-sided upper prediction bound of a normal distribution fitted to them,
+    ``mean + t(1 - rate, n - 1) * sd * sqrt(1 + 1/n)`` (a new healthy score exceeds it with
+    probability ``rate``), and never below their maximum."""
     s = np.sort(np.asarray(healthy_scores, dtype=np.float64))
     if len(s) == 0:
         raise ValueError("no healthy scores to calibrate on")
     allowed = int(np.floor(false_positive_rate * len(s)))  # how many may lie above
-    return float(s[len(s) - 1 - allowed])
+    if allowed >= 1 or len(s) < 2 or false_positive_rate <= 0:
+        return float(s[len(s) - 1 - allowed])
+    from scipy.stats import t
+
+    bound = s.mean() + t.ppf(1 - false_positive_rate, len(s) - 1) * s.std(ddof=1) * np.sqrt(1 + 1 / len(s))
+    return float(max(bound, s[-1]))
 
 
 def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True,

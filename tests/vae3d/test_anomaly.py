@@ -9,8 +9,20 @@ def test_the_threshold_flags_the_requested_share_of_the_healthy_scores():
     scores = np.random.default_rng(0).permutation(np.arange(100.0))
     for rate, flagged in ((0.05, 5), (0.10, 10), (0.0, 0)):
         assert int((scores > anomaly.score_threshold(scores, rate)).sum()) == flagged
-    few = np.arange(13.0)  # 5% of 13 is below one scan: none may be flagged
-    assert anomaly.score_threshold(few, 0.05) == 12.0
+    few = np.arange(13.0)  # 5% of 13 is below one scan: none may be flagged, and the threshold lies beyond
+    assert anomaly.score_threshold(few, 0.05) > 12.0
+
+
+def test_with_fewer_scans_than_one_over_the_rate_the_threshold_still_flags_about_that_rate():
+    """Four healthy validation scans (the demo's): their maximum would flag about 1 in 5 new
+    healthy scans; the prediction bound flags about 1 in 20."""
+    rng = np.random.default_rng(0)
+    new = rng.normal(size=20_000)
+    fpr = lambda thr: float(np.mean(new > thr))
+    calibrations = [rng.normal(size=4) for _ in range(400)]
+    bound = np.mean([fpr(anomaly.score_threshold(c, 0.05)) for c in calibrations])
+    maximum = np.mean([fpr(c.max()) for c in calibrations])
+    assert 0.035 <= bound <= 0.065 and maximum > 0.15, (bound, maximum)
 
 
 def _healthy(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
