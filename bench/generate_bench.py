@@ -51,6 +51,7 @@ def _setup(root: Path, size: int = SIZE) -> None:
     from flows.workspace import Workspace
     from vae3d import inference
     from vae3d.checkpoint import save_checkpoint
+    from vae3d.generation import calibrate_intensity
     from vae3d.preprocessing import template_affine
     from vae3d.prior import fit_prior
 
@@ -59,8 +60,10 @@ def _setup(root: Path, size: int = SIZE) -> None:
     client, exp = init_store(ws, settings.mlflow)
     model = _trained(size)
     ckpt = save_checkpoint(root / "best.pt", {"model": model.state_dict(), "hparams": model.hparams()})
-    cfg = settings.train.prior
-    prior = fit_prior(cfg.kind, inference.encode_all(model, preprocessed_tensors(48, size)), cfg.rank, cfg.refine)
+    cfg, train = settings.train.prior, preprocessed_tensors(48, size)
+    prior = fit_prior(cfg.kind, inference.encode_all(model, train), cfg.rank, cfg.refine)
+    if cfg.match_intensity:
+        prior = calibrate_intensity(model, prior, train)
     prior_path = save_checkpoint(root / "prior.pt", prior.state())
     run = client.create_run(exp)
     meta = {"template_affine": template_affine((size,) * 3, (192.0 / size,) * 3).tolist(),

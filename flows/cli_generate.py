@@ -99,7 +99,9 @@ def _generate(mode: str, out: Path | None, inputs: list[Path] | None = None, lab
 def gen_synthetic(
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Number of volumes.")] = 8,
     seed: SeedOpt = 0,
-    temperature: Annotated[float, typer.Option(help="Prior scale; < 1 gives typical, > 1 diverse volumes.")] = 1.0,
+    temperature: Annotated[float, typer.Option(
+        help="Multiplies the prior's registered spread (train.prior.spread); < 1 gives typical, > 1 diverse "
+             "volumes.")] = 1.0,
     model: ModelOpt = MODEL,
     out: OutOpt = None,
     batch_size: BatchOpt = 4,

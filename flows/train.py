@@ -201,7 +201,7 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
     train = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("train")])
     cfg_prior = settings.train.prior
     prior = fit_prior(cfg_prior.kind, inference.encode_all(model, train), cfg_prior.rank, cfg_prior.refine,
-                      **_diffusion_options(settings))
+                      cfg_prior.spread, **_diffusion_options(settings))
     if cfg_prior.match_intensity:
         prior = calibrate_intensity(model, prior, train, seed=settings.seed)
     log_figure(client, run_id, figures.prior_samples(model, seed=settings.seed, prior=prior), "prior_samples.png")
@@ -209,7 +209,8 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
         log_figure(client, run_id, figures.prior_traversal(model, prior), "prior_traversal.png")
         log_prior_directions(client, run_id, model, prior, math.prod(index.target_spacing) / 1000.0)
     meta = {"anomaly": thresholds, "prior": {"kind": prior.kind, "rank": getattr(prior, "rank", None),
-                                             "refine": prior.refine, "fitted_on": len(train),
+                                             "refine": prior.refine, "spread": getattr(prior, "spread", None),
+                                             "fitted_on": len(train),
                                              "intensity_map": prior.intensity is not None},
             "restoration": {"model_rmse": inference.restoration_error(model, val)},
             "template_affine": index.template_affine, "target_shape": list(index.target_shape),

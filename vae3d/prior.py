@@ -63,9 +63,10 @@ class LowRankGaussian:
     kind: str = "lowrank"
     refine: int = 0  # passes of a sample through the model after decoding (``inference.decode_refined``)
     intensity: torch.Tensor | None = None  # the samples' intensity map (``vae3d.intensity``), None: none
+    spread: float = 1.0  # the registered temperature: samples are drawn at spread x the request's temperature
 
     @classmethod
-    def fit(cls, latents: torch.Tensor, rank: int = 32, refine: int = 0) -> LowRankGaussian:
+    def fit(cls, latents: torch.Tensor, rank: int = 32, refine: int = 0, spread: float = 1.0) -> LowRankGaussian:
         """Fit to posterior means ``latents`` (n, *latent_shape) of the training scans.
 
         ``rank`` is capped at n - 1 (the directions n points span). The diagonal is each
@@ -84,16 +85,17 @@ class LowRankGaussian:
         k = min(rank, n - 1)
         basis = vh[:k] * (s[:k] / math.sqrt(n - 1))[:, None]
         residual = centred - (centred @ vh[:k].T) @ vh[:k]
-        return cls(mean, basis.contiguous(), residual.std(0), tuple(int(d) for d in latents.shape[1:]), refine=refine)
+        return cls(mean, basis.contiguous(), residual.std(0), tuple(int(d) for d in latents.shape[1:]), refine=refine,
+                   spread=spread)
 
     @property
     def rank(self) -> int:
         return len(self.basis)
 
     def sample(self, indices: Sequence[int], seed: int, temperature: float = 1.0) -> torch.Tensor:
-        """(len(indices), *latent_shape) on the CPU; ``temperature`` scales the spread around the
-        mean (below 1: typical anatomy; 0: the mean latent)."""
-        out = []
+        """(len(indices), *latent_shape) on the CPU; ``temperature`` scales the registered ``spread``
+        around the mean (below 1: typical anatomy; 0: the mean latent)."""
+        out, temperature = [], temperature * self.spread
         for i in indices:
             g = output_generator(seed, i)
             coeffs = torch.randn(self.rank, generator=g)
@@ -109,20 +111,22 @@ class LowRankGaussian:
     def state(self) -> dict[str, torch.Tensor]:
         return {"kind": torch.tensor(1), "latent_shape": torch.tensor(self.latent_shape), "mean": self.mean.half(),
                 "basis": self.basis.half(), "residual_std": self.residual_std.half(),
-                "refine": torch.tensor(self.refine), **as_state(self.intensity)}
+                "refine": torch.tensor(self.refine), "spread": torch.tensor(self.spread), **as_state(self.intensity)}
 
 
 Prior = StandardNormal | LowRankGaussian | LatentDiffusion
 
 
-def fit_prior(kind: str, latents: torch.Tensor, rank: int = 32, refine: int = 0, **diffusion) -> Prior:
+def fit_prior(kind: str, latents: torch.Tensor, rank: int = 32, refine: int = 0, spread: float = 1.0,
+              **diffusion) -> Prior:
     """The prior ``kind`` (one of ``KINDS``) fitted to training posterior means (n, *latent_shape);
-    its samples are passed through the model ``refine`` times after decoding. ``diffusion``: the
-    keyword arguments of ``LatentDiffusion.fit`` (its size, training budget, seed)."""
+    its samples are passed through the model ``refine`` times after decoding; a low-rank prior
+    draws at temperature ``spread`` (times a request's). ``diffusion``: the keyword arguments of
+    ``LatentDiffusion.fit`` (its size, training budget, seed)."""
     if kind == "normal":
         return StandardNormal(tuple(int(d) for d in latents.shape[1:]), refine=refine)
     if kind == "lowrank":
-        return LowRankGaussian.fit(latents, rank, refine)
+        return LowRankGaussian.fit(latents, rank, refine, spread)
     if kind == "diffusion":
         return LatentDiffusion.fit(latents, refine=refine, **diffusion)
     raise ValueError(f"prior kind must be one of {KINDS}, got {kind!r}")
@@ -138,4 +142,4 @@ def prior_from_state(state: dict[str, torch.Tensor]) -> Prior:
     if int(state["kind"]) == 2:
         return dataclasses.replace(LatentDiffusion.from_state(state), intensity=intensity)
     return LowRankGaussian(state["mean"].float(), state["basis"].float(), state["residual_std"].float(), shape,
-                           refine=refine, intensity=intensity)
+                           refine=refine, intensity=intensity, spread=float(state.get("spread", torch.tensor(1.0))))

@@ -38,6 +38,10 @@ def test_lowrank_finds_the_directions_and_spread_of_the_data():
     assert float(((samples - prior.mean) @ dirs[0]).std()) == pytest.approx(3.0, rel=0.2)
     # temperature 0 gives the mean latent
     assert torch.allclose(prior.sample([0], seed=1, temperature=0.0).reshape(-1), prior.mean)
+    # a registered spread is a temperature the request's multiplies, and it is stored with the prior
+    wide = LowRankGaussian.fit(latents, rank=2, spread=1.5)
+    assert torch.allclose(wide.sample([0, 1], seed=1, temperature=0.8), prior.sample([0, 1], seed=1, temperature=1.2))
+    assert prior_from_state(wide.state()).spread == 1.5
 
 
 def test_rank_is_capped_by_the_number_of_scans_and_bad_requests_are_refused():
