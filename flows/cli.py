@@ -165,7 +165,8 @@ def train(
 
     The model learns to restore: each training input is corrupted (noise, bias field, Gibbs
     ringing, lost resolution, coarse noise; train.restoration settings) and the loss compares
-    its output with the clean volume.
+    its output with the clean volume. Then a copy of it, the anomaly restorer, is fine-tuned with
+    coarse noise on every input for the anomaly maps (train.anomaly: 40% of the budget).
 
     Every epoch is checkpointed; re-running after a crash resumes where it stopped. The new
     model version gets the alias 'candidate' and becomes 'champion' only if its validation
@@ -213,8 +214,8 @@ def demo(
     if "max_time_s" not in train_cfg.model_fields_set:
         train_cfg = train_cfg.model_copy(update={"max_time_s": train_minutes * 60,
                                                  "epochs": max(train_cfg.epochs, 200)})
-    if "patience" not in train_cfg.model_fields_set:  # the whole budget: with coarse noise on every input,
-        # validation SSIM wanders early and patience 10 stopped at 18 epochs, at 27.5 dB on the test scans
+    if "patience" not in train_cfg.model_fields_set:  # the whole budget, each network its share: the coarse-noise
+        # restorer's validation SSIM wanders early (patience 10 once stopped it at 18 epochs)
         train_cfg = train_cfg.model_copy(update={"patience": 10_000})
     if "init" not in train_cfg.model_fields_set:
         train_cfg = train_cfg.model_copy(update={"init": init.value})
