@@ -168,7 +168,8 @@ def _prior_label() -> str:
     from flows.settings import load_settings
 
     cfg = load_settings().train.prior
-    return f"{cfg.kind}, rank {cfg.rank}, refined x{cfg.refine}"
+    return (f"{cfg.kind}, rank {cfg.rank}, temperature {cfg.spread:g}, refined x{cfg.refine}"
+            + (", intensity map" if cfg.match_intensity else ""))
 
 
 def _device() -> torch.device:
