@@ -61,6 +61,8 @@ def _load(pinned: str, tracking: str, device: str):
     mlflow.set_registry_uri(tracking)
     wrapper = mlflow.pyfunc.load_model(pinned).unwrap_python_model()
     wrapper.model.to(device)
+    if not hasattr(wrapper, "restorer"):  # a version registered before anomaly restorers: its stored code has none
+        wrapper.restorer = wrapper.model
     wrapper.restorer.to(device)  # the anomaly restorer (the main model itself for a version without one)
     return wrapper
 
