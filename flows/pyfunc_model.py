@@ -21,7 +21,8 @@ for ``reconstruct``, ``denoise``, ``anomaly`` and ``synthetic``; (B, latent size
 cannot describe both shapes.
 
 This file and what it imports (``vae3d.model``, ``vae3d.inference``, ``vae3d.anomaly``,
-``vae3d.prior``, ``vae3d.latent_diffusion``, ``vae3d.files``, ``data_contracts``) need only the logged
+``vae3d.generation``, ``vae3d.prior``, ``vae3d.intensity``, ``vae3d.latent_diffusion``, ``vae3d.files``,
+``data_contracts``) need only the logged
 requirements: torch, monai, numpy, pydantic, mlflow and einops (MONAI's diffusion UNet, for a latent
 diffusion prior; ``tests/flows/test_model_env.py`` loads the model in such a venv).
 """
@@ -78,13 +79,11 @@ class VAE3DPyfunc(PythonModel):
         size = self.model.input_size
         if x.ndim != 5 or tuple(x.shape[1:]) != (1, size, size, size):
             raise ValueError(f"expected input of shape (B, 1, {size}, {size}, {size}), got {tuple(x.shape)}")
-        if mode == "synthetic":  # as `vae3d generate synthetic` (vae3d.generation.synthesize)
-            from vae3d.prior import StandardNormal
+        if mode == "synthetic":  # as `vae3d generate synthetic` (N(0, I) for a version without a prior)
+            from vae3d.generation import synthesize
 
-            prior = self.prior or StandardNormal(self.model.latent_shape)
-            z = prior.sample(range(len(x)), int((params or {}).get("seed", 0)),
-                             float((params or {}).get("temperature", 1.0)))
-            return inference.render(self.model, z, prior).numpy()
+            return synthesize(self.model, range(len(x)), int((params or {}).get("seed", 0)),
+                              float((params or {}).get("temperature", 1.0)), self.prior).numpy()
         outs = []
         with torch.no_grad():
             for chunk in x.split(4):

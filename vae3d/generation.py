@@ -17,7 +17,6 @@ import torch
 from vae3d.inference import render
 from vae3d.intensity import fit_map
 from vae3d.model import VAE3D
-from vae3d.nifti import INT16_SCALE
 from vae3d.prior import Prior, StandardNormal
 from vae3d.seeding import derive_seed, output_generator
 
@@ -43,13 +42,8 @@ def calibrate_intensity(model: VAE3D, prior: Prior, real: torch.Tensor, n: int =
     stream of their own, so no sample ``generate synthetic`` makes with ``seed`` is among them) onto
     the intensities of the ``real`` (training) scans (``vae3d.intensity.fit_map``)."""
     plain, own = dataclasses.replace(prior, intensity=None), derive_seed(seed, "intensity")
-    samples = torch.cat([synthesize(model, chunk, own, prior=plain) for chunk in _chunks(range(n), 8)])
+    samples = torch.cat([synthesize(model, chunk.tolist(), own, prior=plain) for chunk in torch.arange(n).split(8)])
     return dataclasses.replace(prior, intensity=fit_map(samples, real))
-
-
-def _chunks(indices: Sequence[int], size: int) -> list[list[int]]:
-    indices = list(indices)
-    return [indices[i : i + size] for i in range(0, len(indices), size)]
 
 
 @torch.no_grad()
@@ -83,4 +77,6 @@ def latent_variants(
 def quantize(volumes: torch.Tensor) -> torch.Tensor:
     """[0, 1] volumes as the int16 steps ``vae3d.nifti.quantize`` gives (scl_slope 1/32767),
     computed by torch on the calling thread: cheaper there than in the writer."""
+    from vae3d.nifti import INT16_SCALE  # here: sampling (the registered model's code) needs no nibabel
+
     return volumes.float().mul(INT16_SCALE).round_().clamp_(-32768, 32767).to(torch.int16)

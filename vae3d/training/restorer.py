@@ -10,6 +10,7 @@ the restorer takes ``budget_share`` of ``max_time_s`` and ``ceil(budget_share * 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import torch
 
 from vae3d.config import TrainConfig
 from vae3d.model import VAE3D, load_model
-from vae3d.training.trainer import Callback, TrainResult, build_model, fit
+from vae3d.training.trainer import Callback, TrainResult, fit
 
 #: the restorer's checkpoint folder, inside the main model's
 RESTORER_DIR = "anomaly_restorer"
@@ -43,12 +44,11 @@ def restorer_config(config: TrainConfig) -> TrainConfig:
 def build_restorer(config: TrainConfig, main: VAE3D) -> VAE3D:
     """The restorer's starting weights: the shipped pretrained restorer with ``config.init ==
     "pretrained"``, else a copy of ``main``."""
+    restorer = copy.deepcopy(main)
     if config.init == "pretrained":
         from vae3d.pretrained import load_pretrained  # it imports the training package
 
-        return load_pretrained(build_model(config.model_copy(update={"init": "scratch"}), main.input_size), "anomaly")
-    restorer = build_model(config.model_copy(update={"init": "scratch"}), main.input_size)
-    restorer.load_state_dict(main.state_dict())
+        load_pretrained(restorer, "anomaly")
     return restorer
 
 
