@@ -26,6 +26,13 @@ def test_build_is_reproducible_and_loads_into_the_default_model(tmp_path, monkey
     assert not torch.equal(build_model(TrainConfig(), 64).state_dict()["decoder.0.conv.weight"],
                            model.state_dict()["decoder.0.conv.weight"])
 
+    # --from-shipped: the shipped weights (here a.pt) trained further, and the description says so
+    c = build(n=8, epochs=1, out=tmp_path / "c.pt", n_val=2, progress=False, from_shipped=True)
+    sc = load_checkpoint(tmp_path / "c.pt")["model"]
+    assert c["continued_from"]["train"] == a["train"] and c["train"]["epochs"] == 1
+    assert not torch.equal(sc["decoder.0.conv.weight"], sa["decoder.0.conv.weight"])  # it trained
+    assert not torch.equal(sc["decoder.0.conv.weight"], sb["decoder.0.conv.weight"])  # from a.pt, not from scratch
+
 
 def test_pretrained_init_refuses_another_architecture_with_the_fix(tmp_path, monkeypatch):
     cfg = TrainConfig(init="pretrained",

@@ -8,6 +8,7 @@ noise on every input, ``train.anomaly.restoration``). Each was made by one comma
 
     python -m vae3d.pretrained.build --which main --epochs 60
     python -m vae3d.pretrained.build --which anomaly --epochs 160
+    python -m vae3d.pretrained.build --which anomaly --epochs 150 --from-shipped
 
 from a sample cohort whose seed (``PRETRAIN_SEED``) no demo or benchmark cohort uses, so
 no demo test scan was ever seen in pretraining. The weights are stored as float16 (half the
