@@ -34,8 +34,9 @@ def atlas_deviation(volumes: torch.Tensor, healthy_mean: torch.Tensor, mask_thre
 
 
 def voxel_metrics(maps: torch.Tensor, masks: torch.Tensor, max_voxels: int = 2_000_000) -> dict[str, float]:
-    """Voxel AUPRC over head voxels of lesioned volumes, and the best Dice over thresholds."""
-    head = maps > 0
+    """Voxel AUPRC over the voxels a map scores (nonzero) and every lesion voxel, and the best Dice
+    over thresholds. A lesion voxel outside a map's mask counts as a miss (score 0), not as absent."""
+    head = (maps > 0) | masks.bool()
     y = masks[head].numpy().astype(np.uint8)
     s = maps[head].numpy()
     if len(y) > max_voxels:
