@@ -62,7 +62,8 @@ def build(n: int, epochs: int, out: Path | None = None, n_val: int = 6, progress
             "val_metrics": {k: v for k, v in result.best_metrics.items() if k.startswith("val_")},
             "torch": torch.__version__, "built_in_s": round(time.perf_counter() - t0)}
     if before is not None:  # the stage it continued
-        info["continued_from"] = {k: before[k] for k in ("train", "val_metrics", "built_in_s") if k in before}
+        info["continued_from"] = {k: before[k] for k in ("train", "val_metrics", "built_in_s", "continued_from")
+                                  if k in before}
     save_checkpoint(out or weights_path(which),
                     {"model": {k: v.half() for k, v in best.state_dict().items()}, "info": json.dumps(info)})
     return info
