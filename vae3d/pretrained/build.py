@@ -51,8 +51,9 @@ def build(n: int, epochs: int, out: Path | None = None, n_val: int = 6, progress
         if which == "anomaly":
             cfg = cfg.model_copy(update={"restoration": cfg.anomaly.restoration})
         model = build_model(cfg, vols.shape[-1])
-        before = describe(which) if from_shipped else None
+        before = None
         if from_shipped:
+            before = describe(which)
             load_pretrained(model, which)
         result = fit(model, vols[n_val:], vols[:n_val], cfg, Path(tmp) / "ckpt", progress=progress)
         best = load_model(result.best_checkpoint)
