@@ -26,7 +26,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check vae3d flows data_contracts tests bench
-	$(BIN)/python -m pytest -n 2 -m "not model_env"  # two workers: much of the suite waits on servers and subprocesses
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not model_env"  # two workers: much of the suite waits on servers and subprocesses; the trained model's tests share one
 
 # the registered model in a fresh venv of its own logged requirements (minutes: torch and mlflow)
 check-model: install

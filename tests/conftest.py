@@ -16,6 +16,14 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("VAE3D_REGISTRY__MIN_VAL_SSIM", "0")
 
 
+def pytest_collection_modifyitems(items):
+    """Tests of the ``trained`` model share one xdist worker (``--dist loadgroup``): the session
+    fixture trains it once instead of once per worker."""
+    for item in items:
+        if "trained" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("trained"))
+
+
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
     """A real temporary Prefect API (SQLite) shared by every flow test in the session."""

@@ -68,7 +68,6 @@ def _cli_env(**extra) -> dict:
     return env
 
 
-SMALL = {"VAE3D_PREPROCESS__TARGET_SHAPE": "[16,16,16]", "VAE3D_PREPROCESS__TARGET_SPACING": "[8,8,8]"}
 
 
 def test_an_ingest_during_preprocess_leaves_the_index_naming_the_manifest_it_read(prefect_server, tmp_path):
@@ -87,8 +86,9 @@ def test_an_ingest_during_preprocess_leaves_the_index_naming_the_manifest_it_rea
     settings = load_settings(workspace=ws, preprocess={"target_shape": (16, 16, 16), "target_spacing": (8.0, 8.0, 8.0)})
     run_ingest([str(src)], settings)
     read = hashlib.sha256((ws / "manifest.json").read_bytes()).hexdigest()
+    # the default 64^3 grid: a 16^3 one preprocessed all 30 scans before a loaded machine's ingest began
     proc = subprocess.Popen([str(Path(sys.executable).parent / "vae3d"), "--workspace", str(ws), "preprocess"],
-                            env=_cli_env(**SMALL), stderr=subprocess.PIPE, text=True)
+                            env=_cli_env(), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not list((ws / "cache").rglob("*.npz")):  # preprocess has read the manifest and is working
         assert proc.poll() is None, proc.stderr.read()[-3000:]

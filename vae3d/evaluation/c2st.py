@@ -22,8 +22,8 @@ def _classifier() -> nn.Module:
 def classifier_two_sample(real: torch.Tensor, synthetic: torch.Tensor, seed: int = 0, folds: int = 4,
                           steps: int = 150, size: int = 32) -> float:
     """Held-out accuracy of a CNN trained to tell ``real`` from ``synthetic`` (both (N, 1, S, S, S) in
-    [0, 1]), by stratified ``folds``-fold cross-validation over equal numbers of each (the larger
-    set is cut).
+    [0, 1], seen at ``size``^3, or at S^3 when smaller), by stratified ``folds``-fold
+    cross-validation over equal numbers of each (the larger set is cut).
 
     Each fold trains a fresh classifier (``steps`` full-batch Adam steps, seeded) on the other
     folds and scores the held-out one; the accuracy is over every held-out scan.
@@ -32,7 +32,8 @@ def classifier_two_sample(real: torch.Tensor, synthetic: torch.Tensor, seed: int
     if n < folds:
         raise ValueError(f"the two-sample test needs at least {folds} scans of each kind, got {n}")
     x = torch.cat([real[:n], synthetic[:n]]).float()
-    x = F.interpolate(x, size=(size,) * 3, mode="trilinear", align_corners=False) if x.shape[-1] != size else x
+    if x.shape[-1] > size:  # downsampled to ``size``; a smaller grid is kept (upsampling adds nothing but cost)
+        x = F.interpolate(x, size=(size,) * 3, mode="trilinear", align_corners=False)
     y = torch.cat([torch.zeros(n), torch.ones(n)])
     # stratified folds: each holds as many real as synthetic scans (unbalanced folds push a
     # classifier that learned nothing below 0.5, since training then leans the other way)
