@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,16 +112,19 @@ def eval_superres(model, test: torch.Tensor) -> dict:
 
 
 @task(cache_policy=NO_CACHE)  # tensors and a model as inputs: nothing to hash
-def eval_anomaly(model, train: torch.Tensor, val: torch.Tensor, test: torch.Tensor, seed: int) -> dict:
-    """Each map (``model``'s healthy-normalised residual, its plain residual, the atlas deviation;
-    ``model``: the version's anomaly restorer)
-    fitted and calibrated on the healthy validation scans, then scored on lesioned copies of the
-    test scans against the same scans without lesions."""
+def eval_anomaly(model, train: torch.Tensor, val: torch.Tensor, test: torch.Tensor, seed: int,
+                 head=None) -> dict:
+    """Each map (``model``'s: with the version's discriminative ``head`` when it has one, the
+    healthy-normalised residual alone, the plain residual; the atlas deviation; ``model``: the
+    version's anomaly restorer) fitted and calibrated on the healthy validation scans, then scored
+    on lesioned copies of the test scans against the same scans without lesions."""
     lesioned, masks = anomaly.lesioned_copies(test, seed)
     val_recon, test_recon, les_recon = (inference.reconstruct_all(model, x) for x in (val, test, lesioned))
-    healthy, thresholds = anomaly_maps.calibrate(val, val_recon)  # what registration stores
+    healthy, thresholds = anomaly_maps.calibrate(val, val_recon, head=head)  # what registration stores
     atlas = train.mean(0, keepdim=True)
     maps = {"vae": lambda x, r: anomaly_maps.anomaly_map(x, r, healthy),
+            **({"vae_normalised": lambda x, r: anomaly_maps.anomaly_map(x, r, replace(healthy, head=None))}
+               if head is not None else {}),
             "vae_residual": lambda x, r: anomaly_maps.anomaly_map(x, r),
             "atlas_deviation": lambda x, r: anomaly.atlas_deviation(x, atlas)}
     out = {"lesions": {k: list(v) if isinstance(v, tuple) else v for k, v in anomaly.LESIONS.items()}}
@@ -183,7 +187,8 @@ def evaluate_flow(settings: Settings, model_uri: str = DEFAULT_MODEL_URI, n_synt
     sr_out = eval_superres(model, data["test"])
     den, sr = den_out["rows"], sr_out["rows"]
     cases = den_out["_cases"] + sr_out["_cases"]
-    ano = eval_anomaly(loaded.restorer, data["train"], data["val"], data["test"], seed)
+    ano = eval_anomaly(loaded.restorer, data["train"], data["val"], data["test"], seed,
+                       head=getattr(getattr(loaded, "healthy", None), "head", None))
     syn = eval_synthesis(model, data["train"], data["test"], seed, max(n_synthetic, 2), getattr(loaded, "prior", None))
     samples, overlay = syn.pop("_samples"), ano.pop("_overlay")
     targets = {

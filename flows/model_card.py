@@ -23,6 +23,9 @@ def model_card(name: str, run_id: str, counts: dict, manifest_sha: str, train_cf
     anomaly = (f"{restorer.get('budget_share', 0):.0%} of the training budget; started from "
                + ("the shipped pretrained restorer" if init == "pretrained" else "the main model's weights")
                if restorer.get("separate", True) else "off here: the main model makes the maps")
+    head = (", each voxel weighed by the shipped discriminative head trained on synthetic anomalies "
+            "(`vae3d/anomaly_head.py`)" if init == "pretrained" and restorer.get("separate", True)
+            and restorer.get("head", True) else "")
     return f"""# Model card: {name} (run `{run_id}`)
 
 ## Intended use
@@ -32,8 +35,8 @@ synthetic volumes (prior samples), augmented variants, denoised and super-resolv
 voxel-wise anomaly maps and latent embeddings for
 research and for training downstream models. **Not a medical device; not for diagnosis.**
 Anomaly maps are the residual to a second network of the same architecture, the anomaly
-restorer, fine-tuned to repair coarse noise on every input ({anomaly}); they reflect deviation
-from the training cohort, not pathology.
+restorer, fine-tuned to repair coarse noise on every input ({anomaly}){head}; they reflect
+deviation from the training cohort, not pathology.
 
 ## Data
 - manifest sha256: `{manifest_sha}`

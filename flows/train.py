@@ -33,8 +33,10 @@ from vae3d.evaluation import anatomy
 from vae3d.files import atomic_write_text, sha256_file
 from vae3d.generation import calibrate_intensity
 from vae3d.model import load_model
+from vae3d.pretrained import HEAD_WEIGHTS, describe
 from vae3d.prior import fit_prior
 from vae3d.training import Trained, build_model, fit_with_restorer
+from vae3d.training.restorer import pretrained_head
 
 RESTORER_PREFIX = "anomaly_restorer/"  # the restorer's metrics in the training run
 
@@ -196,8 +198,11 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
     model = load_model(outcome["best_checkpoint"])
     restorer = load_model(outcome["restorer_checkpoint"]) if outcome.get("restorer_checkpoint") else model
     val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")])
-    healthy, thresholds = anomaly.calibrate(val, inference.reconstruct_all(restorer, val))
+    head = pretrained_head(settings.train) if restorer is not model else None
+    healthy, thresholds = anomaly.calibrate(val, inference.reconstruct_all(restorer, val), head=head)
     thresholds["restorer"] = "separate" if restorer is not model else "main model"
+    if head is not None:  # which shipped head weighs the map (its weights travel in the anomaly artifact)
+        thresholds["head"] = {"weights": HEAD_WEIGHTS.name, **{k: describe("head")[k] for k in ("cohort", "train")}}
     train = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("train")])
     cfg_prior = settings.train.prior
     prior = fit_prior(cfg_prior.kind, inference.encode_all(model, train), cfg_prior.rank, cfg_prior.refine,

@@ -11,11 +11,16 @@ inside the brain. A scan's score is the mean of its highest-scoring voxels, and 
 threshold is the quantile of healthy validation scores (each scored leave-one-out) that gives
 the requested false-positive rate. The choice of this map over the plain residual and the atlas baseline
 was made on validation volumes (BENCHMARKS.md, "Anomaly detection").
+
+With a discriminative head (``vae3d.anomaly_head``: a small U-Net trained on synthetic anomalies to
+tell which residuals come from an anomaly) stored beside the statistics, the map is the geometric
+mean of the head's probability and the normalised map: each voxel must look abnormal to both
+(BENCHMARKS.md, "Anomaly detection: a discriminative head").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -32,19 +37,32 @@ FALSE_POSITIVE_RATE = 0.05  # of healthy scans flagged at the calibrated thresho
 @dataclass(frozen=True)
 class HealthyResiduals:
     """Voxel-wise statistics of healthy scans' signed residuals on the model's grid, (S, S, S)
-    each: ``mean`` and ``std`` of ``x - f(x)``, and ``brain``, where maps are scored."""
+    each: ``mean`` and ``std`` of ``x - f(x)``, and ``brain``, where maps are scored; ``head``,
+    the discriminative head (``vae3d.anomaly_head``) or None."""
 
     mean: torch.Tensor
     std: torch.Tensor
     brain: torch.Tensor
+    head: torch.nn.Module | None = None
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors only: saved with the model version, loaded with ``weights_only=True``."""
-        return {"mean": self.mean.half(), "std": self.std.half(), "brain": self.brain.to(torch.uint8)}
+        out = {"mean": self.mean.half(), "std": self.std.half(), "brain": self.brain.to(torch.uint8)}
+        if self.head is not None:
+            out["head_features"] = torch.tensor(self.head.features)
+            out |= {f"head.{k}": v.half() for k, v in self.head.state_dict().items()}
+        return out
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor]) -> HealthyResiduals:
-        return cls(state["mean"].float(), state["std"].float(), state["brain"].bool())
+        head = None
+        if "head_features" in state:
+            from vae3d.anomaly_head import build_head
+
+            head = build_head(tuple(state["head_features"].tolist()))
+            head.load_state_dict({k[5:]: v.float() for k, v in state.items() if k.startswith("head.")})
+            head.eval()
+        return cls(state["mean"].float(), state["std"].float(), state["brain"].bool(), head)
 
 
 def _smooth(volumes: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -78,16 +96,21 @@ def anomaly_map(x: torch.Tensor, recon: torch.Tensor, healthy: HealthyResiduals 
     """Voxel-wise anomaly, (B, 1, S, S, S).
 
     With ``healthy``: ``|(x - recon - mean) / std|`` Gaussian-smoothed (``sigma`` voxels), zero
-    outside the healthy brain mask. Without (a model registered before the statistics existed):
-    ``|x - recon|`` smoothed, zero outside the head (where input or reconstruction exceeds
-    ``mask_threshold``).
+    outside the healthy brain mask; with its ``head`` too, the geometric mean of that and the head's
+    probability. Without (a model registered before the statistics existed): ``|x - recon|``
+    smoothed, zero outside the head (where input or reconstruction exceeds ``mask_threshold``).
     """
     residual = x.float() - recon.float()
     if healthy is None:
         mask = (x > mask_threshold) | (recon > mask_threshold)
         return _smooth(residual.abs(), sigma) * mask
     z = (residual - healthy.mean) / healthy.std
-    return _smooth(z.abs(), sigma) * healthy.brain
+    amap = _smooth(z.abs(), sigma) * healthy.brain
+    if healthy.head is None:
+        return amap
+    from vae3d.anomaly_head import head_map
+
+    return (head_map(healthy.head, x, recon) * amap).sqrt()
 
 
 def anomaly_score(amap: torch.Tensor, top_fraction: float = TOP_FRACTION) -> torch.Tensor:
@@ -120,9 +143,11 @@ def score_threshold(healthy_scores: np.ndarray, false_positive_rate: float = FAL
 
 
 def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True,
-              false_positive_rate: float = FALSE_POSITIVE_RATE) -> tuple[HealthyResiduals | None, dict]:
+              false_positive_rate: float = FALSE_POSITIVE_RATE,
+              head: torch.nn.Module | None = None) -> tuple[HealthyResiduals | None, dict]:
     """The statistics and thresholds stored with a model version, from healthy (validation) scans
-    and the model's reconstructions of them.
+    and the model's reconstructions of them; ``head``, the discriminative head stored with them
+    (``vae3d.anomaly_head``; needs ``normalise``).
 
     The statistics are fitted on every scan; the thresholds on out-of-sample maps: each scan's map
     uses statistics fitted on the others (leave-one-out). A scan inside its own statistics looks
@@ -133,7 +158,7 @@ def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True
     which flags at most ``false_positive_rate`` of the healthy scans, ``voxel_threshold``, the
     99.9th percentile of their in-brain map voxels, the rate, the number of scans, the map's kind).
     """
-    stats = fit_healthy(healthy, recon) if normalise else None
+    stats = replace(fit_healthy(healthy, recon), head=head) if normalise else None
     if stats is None or len(healthy) < 3:  # nothing fitted, or too few scans to leave one out
         amap = anomaly_map(healthy, recon, stats)
     else:
@@ -141,7 +166,7 @@ def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True
         maps = []
         for i in range(len(healthy)):
             keep[i] = False
-            others = fit_healthy(healthy[keep], recon[keep])
+            others = replace(fit_healthy(healthy[keep], recon[keep]), head=head)
             keep[i] = True
             maps.append(anomaly_map(healthy[i : i + 1], recon[i : i + 1], others))
         amap = torch.cat(maps)
@@ -150,7 +175,8 @@ def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True
     return stats, {"score_threshold": score_threshold(anomaly_score(amap).numpy(), false_positive_rate),
                    "voxel_threshold": float(torch.quantile(inside.float(), 0.999)) if inside.numel() else 0.0,
                    "false_positive_rate": false_positive_rate, "calibration_volumes": len(healthy),
-                   "map": "healthy-normalised residual" if stats is not None else "residual"}
+                   "map": "residual" if stats is None else "healthy-normalised residual"
+                   + (" x discriminative head" if head is not None else "")}
 
 
 def verdict(score: float, thresholds: dict) -> dict:

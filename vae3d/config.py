@@ -81,6 +81,9 @@ class AnomalyRestorerConfig(Schema):
     budget_share: float = Field(0.4, gt=0, lt=1, description="share of the training budget the restorer takes: "
                                 "of train.max_time_s (the main model gets the rest) and ceil(share x epochs) epochs")
     restoration: RestorationConfig = COARSE_NOISE
+    head: bool = Field(True, description="score the map with the shipped discriminative head too (vae3d.anomaly_head;"
+                       " it reads the shipped restorer's output: used when the restorer started from it, train.init: "
+                       "pretrained)")
 
 
 class LatentDiffusionConfig(Schema):

@@ -69,3 +69,25 @@ def test_the_statistics_round_trip_through_tensors_only():
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     back = anomaly.HealthyResiduals.from_state(state)
     assert torch.allclose(back.std, stats.std, rtol=1e-2) and torch.equal(back.brain, stats.brain)
+
+
+def test_a_stored_head_survives_storage_and_shapes_the_map(tmp_path):
+    """With a discriminative head the map is the geometric mean of the head's probability and the
+    normalised residual; the head travels with the statistics (tensors, float16) and comes back."""
+    from dataclasses import replace
+
+    from vae3d.anomaly_head import build_head, head_map
+    from vae3d.checkpoint import load_checkpoint, save_checkpoint
+
+    scans, recon = _healthy(5, seed=4, size=32)
+    torch.manual_seed(0)
+    head = build_head((4, 4, 8, 8, 16, 4)).eval()
+    stats, thresholds = anomaly.calibrate(scans, recon, head=head)
+    assert stats.head is head and thresholds["map"] == "healthy-normalised residual x discriminative head"
+    normalised = anomaly.anomaly_map(scans, recon, replace(stats, head=None))
+    with_head = anomaly.anomaly_map(scans, recon, stats)
+    assert torch.allclose(with_head, (head_map(head, scans, recon) * normalised).sqrt())
+    back = anomaly.HealthyResiduals.from_state(load_checkpoint(save_checkpoint(tmp_path / "a.pt", stats.state())))
+    assert back.head is not None and back.head.features == head.features and not back.head.training
+    assert torch.allclose(anomaly.anomaly_map(scans, recon, back), with_head, rtol=0.02, atol=0.02)
+    assert anomaly.HealthyResiduals.from_state(replace(stats, head=None).state()).head is None

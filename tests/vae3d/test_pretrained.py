@@ -13,8 +13,8 @@ from vae3d.training import TrainConfig, build_model
 
 @pytest.mark.slow
 def test_build_is_reproducible_and_loads_into_the_default_model(tmp_path, monkeypatch):
-    a = build(n=8, epochs=1, out=tmp_path / "a.pt", n_val=2, progress=False)
-    build(n=8, epochs=1, out=tmp_path / "b.pt", n_val=2, progress=False)
+    a = build(n=4, epochs=1, out=tmp_path / "a.pt", n_val=2, progress=False)
+    build(n=4, epochs=1, out=tmp_path / "b.pt", n_val=2, progress=False)
     sa, sb = load_checkpoint(tmp_path / "a.pt")["model"], load_checkpoint(tmp_path / "b.pt")["model"]
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert all(v.dtype == torch.float16 for v in sa.values() if v.is_floating_point())
@@ -27,7 +27,7 @@ def test_build_is_reproducible_and_loads_into_the_default_model(tmp_path, monkey
                            model.state_dict()["decoder.0.conv.weight"])
 
     # --from-shipped: the shipped weights (here a.pt) trained further, and the description says so
-    c = build(n=8, epochs=1, out=tmp_path / "c.pt", n_val=2, progress=False, from_shipped=True)
+    c = build(n=4, epochs=1, out=tmp_path / "c.pt", n_val=2, progress=False, from_shipped=True)
     sc = load_checkpoint(tmp_path / "c.pt")["model"]
     assert c["continued_from"]["train"] == a["train"] and c["train"]["epochs"] == 1
     assert not torch.equal(sc["decoder.0.conv.weight"], sa["decoder.0.conv.weight"])  # it trained

@@ -98,7 +98,7 @@ def test_latent_diffusion_samples_stay_where_the_training_latents_lie():
     latents = mean + 4 * torch.randn(64, generator=g)[:, None, None, None, None] * direction
     z = torch.randn(5, *SHAPE)
     assert torch.equal(unfold(fold(z)), z)
-    prior = LatentDiffusion.fit(latents, widths=(16, 32), train_steps=150, batch_size=16, lr=3e-3, sampling_steps=10)
+    prior = LatentDiffusion.fit(latents, widths=(16, 32), train_steps=100, batch_size=16, lr=3e-3, sampling_steps=10)
     assert prior.scale == pytest.approx(4 / direction.numel() ** 0.5, rel=0.2)
     deviations = (prior.sample(range(8), seed=0) - mean) / prior.scale  # in the data's standard deviations
     assert float(deviations.std()) < 2.0, float(deviations.std())

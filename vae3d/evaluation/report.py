@@ -32,7 +32,7 @@ def markdown(results: dict) -> str:
               "validation scans; the false-positive rate is that of the healthy test scans at it.", "",
               "| method | voxel AUPRC | best Dice | volume AUROC | healthy test flagged | lesioned test flagged |",
               "|---|---|---|---|---|---|"]
-    for method in ("vae", "vae_residual", "atlas_deviation"):
+    for method in ("vae", "vae_normalised", "vae_residual", "atlas_deviation"):
         m = a.get(method)
         if m:
             lines.append(f"| {method} | {_f(m['voxel_auprc'])} | {_f(m['best_dice'])} | {_f(m['volume_auroc'])} | "

@@ -3,12 +3,15 @@
 ``vae3d train --init pretrained`` (``train.init``) starts from these weights instead of a
 random initialisation: the main model from ``vae3d_64cube_3mm.pt`` (the faithful restoration
 mix, ``train.restoration``) and the anomaly restorer from ``vae3d_64cube_3mm_anomaly.pt`` (coarse
-noise on every input, ``train.anomaly.restoration``). Each was made by one command, reproducibly
-(same seed, same weights on the same machine and torch build)::
+noise on every input, ``train.anomaly.restoration``); the anomaly map's discriminative head
+(``vae3d.anomaly_head``) from ``vae3d_64cube_3mm_anomaly_head.pt``, trained on the shipped
+restorer's restorations of scans with synthetic anomalies. Each was made by one command,
+reproducibly (same seed, same weights on the same machine and torch build)::
 
     python -m vae3d.pretrained.build --which main --epochs 60
     python -m vae3d.pretrained.build --which anomaly --epochs 160
     python -m vae3d.pretrained.build --which anomaly --epochs 150 --from-shipped
+    python -m vae3d.pretrained.build --which head --steps 3000
 
 from a sample cohort whose seed (``PRETRAIN_SEED``) no demo or benchmark cohort uses, so
 no demo test scan was ever seen in pretraining. The weights are stored as float16 (half the
@@ -26,8 +29,9 @@ from vae3d.model import VAE3D
 
 WEIGHTS = Path(__file__).parent / "vae3d_64cube_3mm.pt"
 ANOMALY_WEIGHTS = Path(__file__).parent / "vae3d_64cube_3mm_anomaly.pt"
+HEAD_WEIGHTS = Path(__file__).parent / "vae3d_64cube_3mm_anomaly_head.pt"
 PRETRAIN_SEED = 90_210
-Which = Literal["main", "anomaly"]
+Which = Literal["main", "anomaly", "head"]
 
 
 class PretrainedUnavailable(ValueError):
@@ -35,8 +39,8 @@ class PretrainedUnavailable(ValueError):
 
 
 def weights_path(which: Which = "main") -> Path:
-    """The file of the shipped main model or anomaly restorer."""
-    return ANOMALY_WEIGHTS if which == "anomaly" else WEIGHTS
+    """The file of the shipped main model, anomaly restorer or anomaly head."""
+    return {"anomaly": ANOMALY_WEIGHTS, "head": HEAD_WEIGHTS}.get(which, WEIGHTS)
 
 
 def describe(which: Which = "main") -> dict:
@@ -65,3 +69,18 @@ def load_pretrained(model: VAE3D, which: Which = "main") -> VAE3D:
     state = load_checkpoint(weights_path(which))["model"]
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model
+
+
+def load_head():
+    """The shipped anomaly head (``vae3d.anomaly_head``), in eval mode; it reads the shipped
+    restorer's restorations of 64^3 scans.
+
+    Raises:
+        PretrainedUnavailable: the file is missing.
+    """
+    from vae3d.anomaly_head import build_head
+
+    info = describe("head")
+    head = build_head(tuple(info["features"]))
+    head.load_state_dict({k: v.float() for k, v in load_checkpoint(weights_path("head"))["model"].items()})
+    return head.eval()

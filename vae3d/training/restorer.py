@@ -52,6 +52,17 @@ def build_restorer(config: TrainConfig, main: VAE3D) -> VAE3D:
     return restorer
 
 
+def pretrained_head(config: TrainConfig) -> torch.nn.Module | None:
+    """The shipped anomaly head (``vae3d.anomaly_head``) when the map should use it: ``train.anomaly.head``
+    on and a separate restorer started from the shipped one (``train.init == "pretrained"``), whose
+    restorations the head was trained to read. None otherwise."""
+    if not (config.anomaly.head and config.anomaly.separate and config.init == "pretrained"):
+        return None
+    from vae3d.pretrained import load_head  # it imports the training package
+
+    return load_head()
+
+
 @dataclass
 class Trained:
     """What ``fit_with_restorer`` returns: the main model's result and the restorer's (None

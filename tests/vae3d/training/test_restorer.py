@@ -9,7 +9,7 @@ from vae3d import pretrained
 from vae3d.checkpoint import load_checkpoint
 from vae3d.config import COARSE_NOISE
 from vae3d.training import RESTORER_DIR, TrainConfig, build_model, fit_with_restorer
-from vae3d.training.restorer import build_restorer, main_config, restorer_config
+from vae3d.training.restorer import build_restorer, main_config, pretrained_head, restorer_config
 
 from .test_trainer import _config, _volumes
 
@@ -51,3 +51,18 @@ def test_a_pretrained_start_takes_the_shipped_restorer():
     shipped = load_checkpoint(pretrained.ANOMALY_WEIGHTS)["model"]
     assert all(torch.equal(v, shipped[k].float()) for k, v in restorer.state_dict().items())
     assert not torch.equal(restorer.state_dict()["decoder.0.conv.weight"], main.state_dict()["decoder.0.conv.weight"])
+
+
+@pytest.mark.skipif(not pretrained.HEAD_WEIGHTS.exists(), reason="no shipped anomaly head")
+def test_the_shipped_head_serves_a_restorer_that_started_from_the_shipped_one_only():
+    from vae3d.anomaly_head import head_map
+
+    head = pretrained_head(TrainConfig(init="pretrained"))
+    assert head is not None and not head.training and head.features == tuple(pretrained.describe("head")["features"])
+    x = torch.rand(1, 1, 64, 64, 64)
+    p = head_map(head, x, x)
+    assert p.shape == x.shape and float(p.min()) >= 0 and float(p.max()) <= 1
+    # a restorer fine-tuned from the main model, no restorer, or the switch off: no head
+    assert pretrained_head(TrainConfig()) is None
+    assert pretrained_head(TrainConfig(init="pretrained", anomaly={"separate": False})) is None
+    assert pretrained_head(TrainConfig(init="pretrained", anomaly={"head": False})) is None
