@@ -11,6 +11,13 @@ def _pretrain_seed() -> int:
     return PRETRAIN_SEED
 
 
+def _uses_head(train_cfg: dict) -> bool:
+    from vae3d.config import TrainConfig
+    from vae3d.training.restorer import uses_pretrained_head
+
+    return uses_pretrained_head(TrainConfig.model_validate(train_cfg))
+
+
 def model_card(name: str, run_id: str, counts: dict, manifest_sha: str, train_cfg: dict,
                preprocess: dict, best: dict, code_version: str) -> str:
     metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(best.items()) if isinstance(v, float))
@@ -24,8 +31,7 @@ def model_card(name: str, run_id: str, counts: dict, manifest_sha: str, train_cf
                + ("the shipped pretrained restorer" if init == "pretrained" else "the main model's weights")
                if restorer.get("separate", True) else "off here: the main model makes the maps")
     head = (", each voxel weighed by the shipped discriminative head trained on synthetic anomalies "
-            "(`vae3d/anomaly_head.py`)" if init == "pretrained" and restorer.get("separate", True)
-            and restorer.get("head", True) else "")
+            "(`vae3d/anomaly_head.py`)" if _uses_head(train_cfg) else "")
     return f"""# Model card: {name} (run `{run_id}`)
 
 ## Intended use

@@ -43,14 +43,19 @@ def weights_path(which: Which = "main") -> Path:
     return {"anomaly": ANOMALY_WEIGHTS, "head": HEAD_WEIGHTS}.get(which, WEIGHTS)
 
 
-def describe(which: Which = "main") -> dict:
-    """What the shipped weights are (hparams, cohort, budget, metrics), from their own file."""
+def _checkpoint(which: Which) -> dict:
+    """The shipped file of ``which``, loaded (``weights_only``): its ``model`` tensors and ``info``."""
     path = weights_path(which)
     if not path.exists():
         raise PretrainedUnavailable(
             f"{path} is missing: reinstall the package, build it with 'python -m vae3d.pretrained.build "
             f"--which {which}', or train with --init scratch")
-    return json.loads(load_checkpoint(path)["info"])
+    return load_checkpoint(path)
+
+
+def describe(which: Which = "main") -> dict:
+    """What the shipped weights are (hparams, cohort, budget, metrics), from their own file."""
+    return json.loads(_checkpoint(which)["info"])
 
 
 def load_pretrained(model: VAE3D, which: Which = "main") -> VAE3D:
@@ -60,14 +65,14 @@ def load_pretrained(model: VAE3D, which: Which = "main") -> VAE3D:
     Raises:
         PretrainedUnavailable: the file is missing, or ``model`` is another architecture.
     """
-    info = describe(which)
+    checkpoint = _checkpoint(which)
+    info = json.loads(checkpoint["info"])
     arch = lambda h: {k: v for k, v in h.items() if k != "logvar_init"}
     if arch(info["hparams"]) != arch(model.hparams()):
         raise PretrainedUnavailable(
             f"the shipped pretrained weights are for {info['hparams']}, not this model's {model.hparams()}; "
             "use the default train.model settings and a 64^3 preprocess.target_shape, or --init scratch")
-    state = load_checkpoint(weights_path(which))["model"]
-    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.load_state_dict({k: v.float() for k, v in checkpoint["model"].items()})
     return model
 
 
@@ -80,7 +85,7 @@ def load_head():
     """
     from vae3d.anomaly_head import build_head
 
-    info = describe("head")
-    head = build_head(tuple(info["features"]))
-    head.load_state_dict({k: v.float() for k, v in load_checkpoint(weights_path("head"))["model"].items()})
+    checkpoint = _checkpoint("head")
+    head = build_head(tuple(json.loads(checkpoint["info"])["features"]))
+    head.load_state_dict({k: v.float() for k, v in checkpoint["model"].items()})
     return head.eval()

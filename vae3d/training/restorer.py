@@ -52,11 +52,16 @@ def build_restorer(config: TrainConfig, main: VAE3D) -> VAE3D:
     return restorer
 
 
-def pretrained_head(config: TrainConfig) -> torch.nn.Module | None:
-    """The shipped anomaly head (``vae3d.anomaly_head``) when the map should use it: ``train.anomaly.head``
+def uses_pretrained_head(config: TrainConfig) -> bool:
+    """Whether the anomaly map uses the shipped head (``vae3d.anomaly_head``): ``train.anomaly.head``
     on and a separate restorer started from the shipped one (``train.init == "pretrained"``), whose
-    restorations the head was trained to read. None otherwise."""
-    if not (config.anomaly.head and config.anomaly.separate and config.init == "pretrained"):
+    restorations the head was trained to read."""
+    return config.anomaly.head and config.anomaly.separate and config.init == "pretrained"
+
+
+def pretrained_head(config: TrainConfig) -> torch.nn.Module | None:
+    """The shipped anomaly head when ``uses_pretrained_head(config)``, else None."""
+    if not uses_pretrained_head(config):
         return None
     from vae3d.pretrained import load_head  # it imports the training package
 
