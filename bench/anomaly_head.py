@@ -27,20 +27,17 @@ import time
 
 import torch
 
-from bench.common import RESULTS, anomaly_dev_data, write_result
+from bench.anomaly_envelope import _less_envelope
+from bench.common import RESULTS, anomaly_dev_data, map_scores, write_result
 
 COPIES = 6  # anomalous copies of each training scan
+TOPS = (0.0005, 0.0002, 0.0001)  # the score's top fractions: the product's before and since 2026-12-04, a smaller one
 
 
-def _score(healthy: torch.Tensor, lesioned: torch.Tensor, masks: torch.Tensor) -> dict:
-    from vae3d import anomaly
-    from vae3d.evaluation import anomaly as metrics
-
-    out = metrics.voxel_metrics(lesioned, masks)
-    for top in (anomaly.TOP_FRACTION, 0.0001):
-        out[f"volume_auroc_top{top}"] = metrics.volume_auroc(anomaly.anomaly_score(healthy, top).numpy(),
-                                                             anomaly.anomaly_score(lesioned, top).numpy())
-    return out
+def _score(reference: torch.Tensor, healthy: torch.Tensor, lesioned: torch.Tensor, masks: torch.Tensor) -> dict:
+    scores = map_scores(healthy, lesioned, masks, TOPS, calibration=reference)
+    auroc = scores.pop("volume_auroc")
+    return {**scores, **{f"volume_auroc_top{t}": v for t, v in auroc.items()}}
 
 
 def run(steps: int, only: list[str], figure: bool = False, n: int = 96, seed: int = 0) -> dict:
@@ -56,41 +53,51 @@ def run(steps: int, only: list[str], figure: bool = False, n: int = 96, seed: in
     restorer = load_pretrained(VAE3D(input_size=train.shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
     rv, rh, rl = (reconstruct_all(restorer, v) for v in (val, held, lesioned))
     stats = anomaly.fit_healthy(val, rv)
-    product = (anomaly.anomaly_map(held, rh, stats), anomaly.anomaly_map(lesioned, rl, stats))
+    loo = [anomaly.fit_healthy(torch.cat([val[:i], val[i + 1 :]]), torch.cat([rv[:i], rv[i + 1 :]]))
+           for i in range(len(val))]  # each reference scan is seen through the others' statistics
+    product = (torch.cat([anomaly.anomaly_map(val[i : i + 1], rv[i : i + 1], s) for i, s in enumerate(loo)]),
+               anomaly.anomaly_map(held, rh, stats), anomaly.anomaly_map(lesioned, rl, stats))
     rows = [{"map": "normalised residual (the product's)", **_score(*product, masks)}]
     print(rows[-1], flush=True)
     images, labels = training_set(train, COPIES, seed)
     restored = reconstruct_all(restorer, images)
     maps = {}
-    for name in ("head", "head, scan only"):
+    z_of = lambda x, r, s=stats: (x - r - s.mean) / s.std
+    for name in ("head", "head, scan only", "head, with normalised residual"):
         if name not in only:
             continue
-        scan_only = name.endswith("scan only")
+        scan_only, with_z = name.endswith("scan only"), name.endswith("normalised residual")
         torch.manual_seed(seed)
-        head = build_head()
+        head = build_head(in_channels=3 if with_z else 2)
         t0 = time.perf_counter()
-        losses = fit_head(head, head_inputs(images, images if scan_only else restored),
-                                       labels, steps, seed, progress=lambda s, v, name=name: print(
-                                           f"  {name} step {s} loss {v:.3f}", flush=True))
+        losses = fit_head(head, head_inputs(images, images if scan_only else restored,
+                                            z_of(images, restored) if with_z else None),
+                          labels, steps, seed, progress=lambda s, v, name=name: print(
+                              f"  {name} step {s} loss {v:.3f}", flush=True))
         train_s = time.perf_counter() - t0
-        maps[name] = tuple(head_map(head, x, x if scan_only else r) * stats.brain
-                           for x, r in ((held, rh), (lesioned, rl)))
+        on = lambda x, r, s=stats, scan_only=scan_only, with_z=with_z, head=head: head_map(
+            head, x, x if scan_only else r, z_of(x, r, s) if with_z else None) * stats.brain
+        maps[name] = (torch.cat([on(val[i : i + 1], rv[i : i + 1], s) for i, s in enumerate(loo)]),
+                      on(held, rh), on(lesioned, rl))
         tail = losses[-100:]
         rows.append({"map": name, "steps": steps, "train_s": train_s, "final_loss": sum(tail) / len(tail),
                      **_score(*maps[name], masks)})
         print(rows[-1], flush=True)
-    if "head" in maps:
-        geo = tuple((h * p).sqrt() for h, p in zip(maps["head"], product, strict=True))
-        rows.append({"map": "head x normalised residual", **_score(*geo, masks)})
-        print(rows[-1], flush=True)
-        if figure:
-            from vae3d.figures import anomaly_overlay
+        if scan_only:
+            continue
+        geo = tuple((h * p).sqrt() for h, p in zip(maps[name], product, strict=True))
+        rows.append({"map": f"{name} x normalised residual", **_score(*geo, masks)})
+        rows.append({"map": f"{name} x normalised residual - envelope",
+                     **_score(*_less_envelope(geo[0], geo[1:], "mean", 1.0), masks)})
+        print(rows[-2:], flush=True)
+    if figure and "head" in maps:
+        from vae3d.figures import anomaly_overlay
 
-            for name, (mh, ml) in (("normalised_residual", product), ("head", maps["head"])):
-                cases = [{"label": f"held-out {i}", "image": lesioned[i, 0].numpy(), "map": ml[i, 0].numpy(),
-                          "mask": masks[i, 0].numpy()} for i in range(4)]
-                thr = float(torch.quantile(mh[mh > 0][::20].float(), 0.999))  # healthy scans' 99.9th percentile
-                anomaly_overlay(cases, thr).savefig(RESULTS / f"anomaly_head_{name}.png", dpi=80)
+        for name, (_, mh, ml) in (("normalised_residual", product), ("head", maps["head"])):
+            cases = [{"label": f"held-out {i}", "image": lesioned[i, 0].numpy(), "map": ml[i, 0].numpy(),
+                      "mask": masks[i, 0].numpy()} for i in range(4)]
+            thr = float(torch.quantile(mh[mh > 0][::20].float(), 0.999))  # healthy scans' 99.9th percentile
+            anomaly_overlay(cases, thr).savefig(RESULTS / f"anomaly_head_{name}.png", dpi=80)
     return {"steps": steps, "copies": COPIES, "n": n, "split": [len(train), len(val), len(held)],
             "lesions": d["lesions"], "rows": rows}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 
-from bench.common import anomaly_dev_data, lesion_kept, write_result
+from bench.common import anomaly_dev_data, lesion_kept, map_scores, write_result
 
 FLOORS = (None, 0.02, 0.035, 0.05, 0.07, 0.1)  # None: the plain residual
 SIGMAS = (0.5, 1.0, 1.5, 2.0)
@@ -25,7 +25,6 @@ TOP_FRACTIONS = (0.0002, 0.0005, 0.001, 0.003)
 def run(n: int = 96) -> dict:
     from vae3d import anomaly
     from vae3d.config import ModelConfig
-    from vae3d.evaluation import anomaly as metrics
     from vae3d.inference import reconstruct_all
     from vae3d.model import VAE3D
     from vae3d.pretrained import load_pretrained
@@ -40,10 +39,7 @@ def run(n: int = 96) -> dict:
         m_les = anomaly.anomaly_map(lesioned, rl, stats, sigma=sigma)
         m_h = anomaly.anomaly_map(held, rh, stats, sigma=sigma)
         row = {"map": "residual" if floor is None else "healthy-normalised", "std_floor": floor, "sigma": sigma,
-               **metrics.voxel_metrics(m_les, masks)}
-        row["volume_auroc"] = {str(t): metrics.volume_auroc(anomaly.anomaly_score(m_h, t).numpy(),
-                                                            anomaly.anomaly_score(m_les, t).numpy())
-                               for t in TOP_FRACTIONS}
+               **map_scores(m_h, m_les, masks, TOP_FRACTIONS)}
         rows.append(row)
         print(row, flush=True)
     return {"n": n, "split": [len(d["train"]), len(val), len(held)],

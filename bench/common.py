@@ -113,6 +113,27 @@ def lesion_kept(held: torch.Tensor, lesioned: torch.Tensor, restored: torch.Tens
     return 1 - float(((lesioned - restored)[inside] * change[inside]).sum() / (change[inside] ** 2).sum())
 
 
+def map_scores(healthy: torch.Tensor, lesioned: torch.Tensor, masks: torch.Tensor, tops: tuple[float, ...],
+               calibration: torch.Tensor | None = None) -> dict:
+    """How anomaly maps of healthy scans and of their lesioned copies score: voxel AUPRC and best Dice
+    on the lesioned maps, and per top fraction ``t`` of voxels (each scan's score) the volume AUROC
+    (``volume_auroc[str(t)]``); with the ``calibration`` scans' (out-of-sample) maps, the share of
+    lesioned copies flagged at the threshold calibrated on them (``flagged[str(t)]``) and of
+    healthy scans (``healthy_flagged[str(t)]``)."""
+    from vae3d import anomaly
+    from vae3d.evaluation import anomaly as metrics
+
+    out = {**metrics.voxel_metrics(lesioned, masks), "volume_auroc": {}}
+    for t in tops:
+        sh, sl = anomaly.anomaly_score(healthy, t).numpy(), anomaly.anomaly_score(lesioned, t).numpy()
+        out["volume_auroc"][str(t)] = metrics.volume_auroc(sh, sl)
+        if calibration is not None:
+            threshold = anomaly.score_threshold(anomaly.anomaly_score(calibration, t).numpy())
+            out.setdefault("flagged", {})[str(t)] = float(np.mean(sl > threshold))
+            out.setdefault("healthy_flagged", {})[str(t)] = float(np.mean(sh > threshold))
+    return out
+
+
 def write_result(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

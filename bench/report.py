@@ -437,12 +437,13 @@ def anomaly_map_settings_section(r: dict) -> list[str]:
     return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
 
 
-def anomaly_head_section(r: dict) -> list[str]:
+def anomaly_head_section(r: dict, heading: str = "## Anomaly detection: a discriminative head (development data)",
+                         options: str = "") -> list[str]:
     split = "{} train / {} healthy reference / {} held out".format(*r["split"])
     tops = [k for k in r["rows"][0] if k.startswith("volume_auroc_top")]
     lines = [
-        "## Anomaly detection: a discriminative head (development data)",
-        f"`python -m bench.anomaly_head --steps {r['steps']}` on {_machine(r)}. The shipped anomaly restorer, "
+        heading,
+        f"`python -m bench.anomaly_head --steps {r['steps']}{options}` on {_machine(r)}. The shipped anomaly restorer, "
         f"no fine-tuning; the data of 'Anomaly detection: maps side by side' ({split}). Each head (a MONAI "
         f"`BasicUNet`, 1.4 M parameters) trains {r['steps']} steps (batch 8 of 32^3 crops) on the {r['split'][0]} "
         f"training scans, {r['copies']} copies each with synthetic anomalies from a generator unlike the "
@@ -455,6 +456,37 @@ def anomaly_head_section(r: dict) -> list[str]:
         train_s = f"{x['train_s']:.0f}" if "train_s" in x else "-"
         lines.append(f"| {x['map']} | {train_s} | {x['voxel_auprc']:.3f} | {x['best_dice']:.3f} | "
                      + " | ".join(f"{x[t]:.3f}" for t in tops) + " |")
+    return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
+
+
+def _anomaly_head_z(r: dict) -> list[str]:
+    return anomaly_head_section(r, "## Anomaly detection: a head that reads the normalised residual (development data)",
+                                " --only 'head;head, with normalised residual' --name anomaly_head_z")
+
+
+def anomaly_envelope_section(r: dict) -> list[str]:
+    split = "{} train / {} healthy reference / {} held out".format(*r["split"])
+    tops = [str(t) for t in r["tops"]]
+    lines = [
+        "## Anomaly detection: the healthy envelope and the score (development data)",
+        f"`python -m bench.anomaly_envelope` on {_machine(r)}. The shipped anomaly restorer and the shipped head, "
+        f"no fine-tuning; the data of 'Anomaly detection: maps side by side' ({split}). One set of restorations "
+        "and head probabilities; each row combines them differently: `head x normalised` is the geometric mean of "
+        "the head's probability and the healthy-normalised residual, `product` their product (the same voxel "
+        "ranking); `- envelope (KIND, sigma S)` subtracts that statistic of the healthy reference scans' maps "
+        "(smoothed by S voxels), floored at zero. Each reference scan's map uses statistics and an envelope "
+        "fitted on the other scans. Each AUROC cell: volume AUROC / share of lesioned copies flagged at the "
+        f"threshold calibrated on the reference scans, a scan's score being the mean of its top fraction of "
+        f"voxels. Chosen (`vae3d.anomaly`): {r['chosen']}, top {tops[1]}.",
+        "", "| map | voxel AUPRC | best Dice | " + " | ".join(f"top {t}: AUROC / flagged" for t in tops) + " |",
+        "|---|---|---|" + "---|" * len(tops),
+    ]
+    for x in r["rows"]:
+        cells = []
+        for t in tops:
+            fp = x["healthy_flagged"][t]
+            cells.append(f"{x['volume_auroc'][t]:.3f} / {x['flagged'][t]:.2f}" + (f" (healthy {fp:.2f})" if fp else ""))
+        lines.append(f"| {x['map']} | {x['voxel_auprc']:.3f} | {x['best_dice']:.3f} | " + " | ".join(cells) + " |")
     return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
 
 
@@ -498,6 +530,8 @@ _HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training again
              "anomaly_map_settings": "## Anomaly detection: map settings",
              "anomaly_restorer_variants": "## Anomaly detection: restorers trained",
              "anomaly_head": "## Anomaly detection: a discriminative head",
+             "anomaly_envelope": "## Anomaly detection: the healthy envelope",
+             "anomaly_head_z": "## Anomaly detection: a head that reads",
              "prior_ablation": "## Latent priors side by side"}
 SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), ("model_ablation", ablation_section),
             ("model_ablation_long", _ablation_long), ("model_ablation_steps", _ablation_steps),
@@ -509,7 +543,8 @@ SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), 
             ("anomaly_ablation", anomaly_ablation_section), ("anomaly_test_time", anomaly_test_time_section),
             ("anomaly_map_settings", anomaly_map_settings_section),
             ("anomaly_restorer_variants", anomaly_restorer_variants_section),
-            ("anomaly_head", anomaly_head_section),
+            ("anomaly_head", anomaly_head_section), ("anomaly_envelope", anomaly_envelope_section),
+            ("anomaly_head_z", _anomaly_head_z),
             ("prior_ablation", prior_ablation_section))
 
 

@@ -15,7 +15,10 @@ was made on validation volumes (BENCHMARKS.md, "Anomaly detection").
 With a discriminative head (``vae3d.anomaly_head``: a small U-Net trained on synthetic anomalies to
 tell which residuals come from an anomaly) stored beside the statistics, the map is the geometric
 mean of the head's probability and the normalised map: each voxel must look abnormal to both
-(BENCHMARKS.md, "Anomaly detection: a discriminative head").
+(BENCHMARKS.md, "Anomaly detection: a discriminative head"). The head is not normalised by healthy
+scans, so it fires at the same places of every brain (the frontal poles, the brain's edge): the
+healthy scans' mean map there (their ``envelope``) is subtracted (BENCHMARKS.md, "Anomaly
+detection: the healthy envelope and the score").
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from monai.transforms import GaussianSmooth
 from monai.utils import convert_to_tensor
 
 # the map's settings, chosen on the development cohort (BENCHMARKS.md, "Anomaly detection: map settings"):
-TOP_FRACTION = 0.0005  # a scan's score: the mean of its top 0.05% map voxels (131 of 64^3: a small lesion's size)
+TOP_FRACTION = 0.0002  # a scan's score: the mean of its top 0.02% map voxels (52 of 64^3: a small lesion's size)
+LEGACY_TOP_FRACTION = 0.0005  # the score of versions calibrated before their thresholds recorded it
+ENVELOPE_SIGMA = 1.0  # Gaussian smoothing of the healthy envelope, in voxels
 STD_FLOOR = 0.05  # the healthy spread's floor: a residual must reach 5% of the range to count as unusual
 SIGMA = 1.5  # Gaussian smoothing of the map, in voxels
 FALSE_POSITIVE_RATE = 0.05  # of healthy scans flagged at the calibrated threshold
@@ -38,19 +43,24 @@ FALSE_POSITIVE_RATE = 0.05  # of healthy scans flagged at the calibrated thresho
 class HealthyResiduals:
     """Voxel-wise statistics of healthy scans' signed residuals on the model's grid, (S, S, S)
     each: ``mean`` and ``std`` of ``x - f(x)``, and ``brain``, where maps are scored; ``head``,
-    the discriminative head (``vae3d.anomaly_head``) or None."""
+    the discriminative head (``vae3d.anomaly_head``) or None; ``envelope``, the healthy scans' mean
+    map with the head, subtracted from a new scan's (None: nothing subtracted)."""
 
     mean: torch.Tensor
     std: torch.Tensor
     brain: torch.Tensor
     head: torch.nn.Module | None = None
+    envelope: torch.Tensor | None = None
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors only: saved with the model version, loaded with ``weights_only=True``."""
         out = {"mean": self.mean.half(), "std": self.std.half(), "brain": self.brain.to(torch.uint8)}
         if self.head is not None:
             out["head_features"] = torch.tensor(self.head.features)
+            out["head_in_channels"] = torch.tensor(getattr(self.head, "in_channels", 2))
             out |= {f"head.{k}": v.half() for k, v in self.head.state_dict().items()}
+        if self.envelope is not None:
+            out["envelope"] = self.envelope.half()
         return out
 
     @classmethod
@@ -59,10 +69,11 @@ class HealthyResiduals:
         if "head_features" in state:
             from vae3d.anomaly_head import build_head
 
-            head = build_head(tuple(state["head_features"].tolist()))
+            head = build_head(tuple(state["head_features"].tolist()), int(state.get("head_in_channels", 2)))
             head.load_state_dict({k[5:]: v.float() for k, v in state.items() if k.startswith("head.")})
             head.eval()
-        return cls(state["mean"].float(), state["std"].float(), state["brain"].bool(), head)
+        envelope = state["envelope"].float() if "envelope" in state else None
+        return cls(state["mean"].float(), state["std"].float(), state["brain"].bool(), head, envelope)
 
 
 def _smooth(volumes: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -97,8 +108,9 @@ def anomaly_map(x: torch.Tensor, recon: torch.Tensor, healthy: HealthyResiduals 
 
     With ``healthy``: ``|(x - recon - mean) / std|`` Gaussian-smoothed (``sigma`` voxels), zero
     outside the healthy brain mask; with its ``head`` too, the geometric mean of that and the head's
-    probability. Without (a model registered before the statistics existed): ``|x - recon|``
-    smoothed, zero outside the head (where input or reconstruction exceeds ``mask_threshold``).
+    probability, less the healthy ``envelope`` (floored at zero). Without (a model registered
+    before the statistics existed): ``|x - recon|`` smoothed, zero outside the head (where input
+    or reconstruction exceeds ``mask_threshold``).
     """
     residual = x.float() - recon.float()
     if healthy is None:
@@ -110,7 +122,8 @@ def anomaly_map(x: torch.Tensor, recon: torch.Tensor, healthy: HealthyResiduals 
         return amap
     from vae3d.anomaly_head import head_map
 
-    return (head_map(healthy.head, x, recon) * amap).sqrt()
+    amap = (head_map(healthy.head, x, recon, z) * amap).sqrt()
+    return amap if healthy.envelope is None else (amap - healthy.envelope).clamp_min(0)
 
 
 def anomaly_score(amap: torch.Tensor, top_fraction: float = TOP_FRACTION) -> torch.Tensor:
@@ -152,11 +165,14 @@ def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True
     The statistics are fitted on every scan; the thresholds on out-of-sample maps: each scan's map
     uses statistics fitted on the others (leave-one-out). A scan inside its own statistics looks
     more typical than a new scan does, so in-sample scores would set the threshold too low and
-    flag far more than ``false_positive_rate`` of new healthy scans.
+    flag far more than ``false_positive_rate`` of new healthy scans. With a head (and at least 3
+    scans) the envelope is the mean of these maps, smoothed; each scan's own map, for the
+    thresholds, has the mean of the others' subtracted.
 
     Returns (the statistics, or None with ``normalise=False``; the thresholds: ``score_threshold``,
     which flags at most ``false_positive_rate`` of the healthy scans, ``voxel_threshold``, the
-    99.9th percentile of their in-brain map voxels, the rate, the number of scans, the map's kind).
+    99.9th percentile of their in-brain map voxels, ``top_fraction``, the score's, the rate, the
+    number of scans, the map's kind).
     """
     stats = replace(fit_healthy(healthy, recon), head=head) if normalise else None
     if stats is None or len(healthy) < 3:  # nothing fitted, or too few scans to leave one out
@@ -170,13 +186,26 @@ def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True
             keep[i] = True
             maps.append(anomaly_map(healthy[i : i + 1], recon[i : i + 1], others))
         amap = torch.cat(maps)
-    inside = amap[amap > 0]
-    inside = inside[:: max(1, inside.numel() // 1_000_000)]  # torch.quantile's input limit
+        if head is not None:
+            total = amap.sum(0, keepdim=True)
+            others_mean = (total - amap) / (len(amap) - 1)
+            amap = (amap - _smooth(others_mean, ENVELOPE_SIGMA)).clamp_min(0)
+            stats = replace(stats, envelope=_smooth(total / len(amap), ENVELOPE_SIGMA)[0, 0])
+    inside = amap[:, 0][:, stats.brain] if stats is not None else amap[amap > 0]
+    inside = inside.flatten()[:: max(1, inside.numel() // 1_000_000)]  # torch.quantile's input limit
     return stats, {"score_threshold": score_threshold(anomaly_score(amap).numpy(), false_positive_rate),
                    "voxel_threshold": float(torch.quantile(inside.float(), 0.999)) if inside.numel() else 0.0,
-                   "false_positive_rate": false_positive_rate, "calibration_volumes": len(healthy),
+                   "top_fraction": TOP_FRACTION, "false_positive_rate": false_positive_rate,
+                   "calibration_volumes": len(healthy),
                    "map": "residual" if stats is None else "healthy-normalised residual"
-                   + (" x discriminative head" if head is not None else "")}
+                   + (" x discriminative head" if head is not None else "")
+                   + (" - healthy envelope" if stats is not None and stats.envelope is not None else "")}
+
+
+def calibrated_score(amap: torch.Tensor, thresholds: dict) -> torch.Tensor:
+    """Per-volume scores as a version's ``thresholds`` were calibrated: over their ``top_fraction``
+    (``LEGACY_TOP_FRACTION`` for a version calibrated before they recorded it). (B,)."""
+    return anomaly_score(amap, thresholds.get("top_fraction", LEGACY_TOP_FRACTION))
 
 
 def verdict(score: float, thresholds: dict) -> dict:

@@ -25,17 +25,21 @@ FEATURES = (16, 16, 32, 64, 128, 16)  # BasicUNet's widths: 1.4 M parameters
 BRAIN = 0.3  # where anomalies are centred: intensity above this (white and grey matter)
 
 
-def build_head(features: tuple[int, ...] = FEATURES) -> BasicUNet:
-    """The head: (B, 2, S, S, S) scan and residual in, (B, 1, S, S, S) logits out (S >= 32: four
-    halvings). ``head.features`` keeps the widths, to rebuild it from stored weights."""
-    head = BasicUNet(spatial_dims=3, in_channels=2, out_channels=1, features=tuple(features))
+def build_head(features: tuple[int, ...] = FEATURES, in_channels: int = 2) -> BasicUNet:
+    """The head: (B, C, S, S, S) ``head_inputs`` in (C = 2: the scan and its residual; 3: and the
+    normalised residual), (B, 1, S, S, S) logits out (S >= 32: four halvings). ``head.features``
+    and ``head.in_channels`` keep what rebuilds it from stored weights."""
+    head = BasicUNet(spatial_dims=3, in_channels=in_channels, out_channels=1, features=tuple(features))
     head.features = tuple(int(f) for f in features)
+    head.in_channels = int(in_channels)
     return head
 
 
-def head_inputs(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-    """The head's input channels: the scan and its restoration residual ``x - recon``."""
-    return torch.cat([x.float(), x.float() - recon.float()], 1)
+def head_inputs(x: torch.Tensor, recon: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+    """The head's input channels: the scan, its restoration residual ``x - recon`` and, when given,
+    the residual normalised by healthy residuals ``z`` (clipped to +-10)."""
+    parts = [x.float(), x.float() - recon.float()]
+    return torch.cat(parts if z is None else [*parts, z.float().clamp(-10, 10)], 1)
 
 
 def _blob(shape: tuple[int, ...], centre: np.ndarray, radius: float, rng: np.random.Generator) -> np.ndarray:
@@ -146,9 +150,16 @@ def fit_head(head: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor, 
 
 
 @torch.no_grad()
-def head_map(head: torch.nn.Module, x: torch.Tensor, recon: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
-    """The head's anomaly probability per voxel, (B, 1, S, S, S) in [0, 1]."""
+def head_map(head: torch.nn.Module, x: torch.Tensor, recon: torch.Tensor, z: torch.Tensor | None = None,
+             batch_size: int = 4) -> torch.Tensor:
+    """The head's anomaly probability per voxel, (B, 1, S, S, S) in [0, 1]; ``z``, the normalised
+    residual, for a head that reads it (``in_channels`` 3)."""
     p = next(head.parameters())
-    outs = [torch.sigmoid(head(head_inputs(a, b).to(p.device, p.dtype))).float().cpu()
-            for a, b in zip(x.split(batch_size), recon.split(batch_size), strict=True)]
+    if getattr(head, "in_channels", 2) == 2:
+        z = None
+    elif z is None:
+        raise ValueError("this anomaly head reads the normalised residual: pass z")
+    zs = z.split(batch_size) if z is not None else [None] * len(x.split(batch_size))
+    outs = [torch.sigmoid(head(head_inputs(a, b, c).to(p.device, p.dtype))).float().cpu()
+            for a, b, c in zip(x.split(batch_size), recon.split(batch_size), zs, strict=True)]
     return torch.cat(outs)

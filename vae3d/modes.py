@@ -21,7 +21,7 @@ import torch
 
 from data_contracts.generation import GenerationRequest
 from vae3d import inference
-from vae3d.anomaly import anomaly_map, anomaly_score
+from vae3d.anomaly import anomaly_map, calibrated_score
 from vae3d.anomaly import verdict as anomaly_verdict
 from vae3d.generation import latent_variants
 from vae3d.model import VAE3D
@@ -109,7 +109,8 @@ def anomaly(model: VAE3D, meta: dict, prep: PreparedInput, index: int, req: Gene
     the anomaly restorer ``meta["anomaly_model"]`` (``model`` for a version without one)."""
     restorer = meta.get("anomaly_model") or model
     amap = anomaly_map(prep.x, call(inference.reconstruct, restorer, prep.x), meta.get("healthy"))
-    verdict = anomaly_verdict(float(anomaly_score(amap)[0]), meta.get("anomaly", {}))
+    thresholds = meta.get("anomaly", {})
+    verdict = anomaly_verdict(float(calibrated_score(amap, thresholds)[0]), thresholds)
     back = to_original_space(amap[0].numpy(), prep.affine, prep.original_affine, prep.original_shape)
     return [Product(back, prep.original_affine, index, verdict, image=False, codes=prep.codes)]
 

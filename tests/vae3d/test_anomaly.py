@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -83,11 +85,71 @@ def test_a_stored_head_survives_storage_and_shapes_the_map(tmp_path):
     torch.manual_seed(0)
     head = build_head((4, 4, 8, 8, 16, 4)).eval()
     stats, thresholds = anomaly.calibrate(scans, recon, head=head)
-    assert stats.head is head and thresholds["map"] == "healthy-normalised residual x discriminative head"
+    assert stats.head is head and stats.envelope is not None
+    assert thresholds["map"] == "healthy-normalised residual x discriminative head - healthy envelope"
     normalised = anomaly.anomaly_map(scans, recon, replace(stats, head=None))
     with_head = anomaly.anomaly_map(scans, recon, stats)
-    assert torch.allclose(with_head, (head_map(head, scans, recon) * normalised).sqrt())
+    expected = ((head_map(head, scans, recon) * normalised).sqrt() - stats.envelope).clamp_min(0)
+    assert torch.allclose(with_head, expected)
     back = anomaly.HealthyResiduals.from_state(load_checkpoint(save_checkpoint(tmp_path / "a.pt", stats.state())))
     assert back.head is not None and back.head.features == head.features and not back.head.training
     assert torch.allclose(anomaly.anomaly_map(scans, recon, back), with_head, rtol=0.02, atol=0.02)
-    assert anomaly.HealthyResiduals.from_state(replace(stats, head=None).state()).head is None
+    assert torch.allclose(back.envelope, stats.envelope, rtol=1e-2, atol=1e-3)
+    assert anomaly.HealthyResiduals.from_state(replace(stats, head=None, envelope=None).state()).head is None
+
+
+def test_a_head_that_reads_the_normalised_residual_is_given_it_and_survives_storage():
+    from vae3d.anomaly_head import build_head, head_map
+
+    scans, recon = _healthy(5, seed=4, size=32)
+    torch.manual_seed(0)
+    head = build_head((4, 4, 8, 8, 16, 4), in_channels=3).eval()
+    stats, _ = anomaly.calibrate(scans, recon, head=head)
+    z = (scans - recon - stats.mean) / stats.std
+    normalised = anomaly.anomaly_map(scans, recon, replace(stats, head=None))
+    expected = ((head_map(head, scans, recon, z) * normalised).sqrt() - stats.envelope).clamp_min(0)
+    assert torch.allclose(anomaly.anomaly_map(scans, recon, stats), expected)
+    with pytest.raises(ValueError, match="normalised residual"):
+        head_map(head, scans, recon)
+    back = anomaly.HealthyResiduals.from_state(stats.state())
+    assert back.head.in_channels == 3 and back.head.features == head.features
+
+
+class _HeadWithAFixedFalsePositive(torch.nn.Module):
+    """A head that is sure of an anomaly in one region of every scan (as the shipped head is at the
+    frontal poles) and undecided (0.5) elsewhere."""
+
+    def __init__(self, region: torch.Tensor):
+        super().__init__()
+        self.register_buffer("logit", region.float()[None, None] * 6.0)
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return (self.logit * self.scale).expand(len(inputs), -1, -1, -1, -1)
+
+
+def test_the_healthy_envelope_takes_out_a_head_s_fixed_false_positive_and_the_threshold_still_holds():
+    region = torch.zeros(16, 16, 16, dtype=torch.bool)
+    region[4:8, 4:12, 4:12] = True  # in the noisier half of ``_healthy``'s brain
+    head = _HeadWithAFixedFalsePositive(region)
+    fit_scans, fit_recon = _healthy(40, seed=1)
+    stats, thresholds = anomaly.calibrate(fit_scans, fit_recon, head=head)
+    assert float(stats.envelope[region].mean()) > 1.5 * float(stats.envelope[~region & stats.brain].mean())
+    new_scans, new_recon = _healthy(400, seed=2)
+    maps = anomaly.anomaly_map(new_scans, new_recon, stats)
+    without = anomaly.anomaly_map(new_scans, new_recon, replace(stats, envelope=None))
+    assert float(maps[:, 0][:, region].mean()) < 0.35 * float(without[:, 0][:, region].mean())
+    fpr = float(np.mean(anomaly.calibrated_score(maps, thresholds).numpy() > thresholds["score_threshold"]))
+    assert fpr <= 0.06, fpr
+    lesioned = new_scans[:1].clone()
+    lesioned[..., 10:13, 6:9, 6:9] += 0.3  # outside the region, in the quieter half
+    score = float(anomaly.calibrated_score(anomaly.anomaly_map(lesioned, new_recon[:1], stats), thresholds)[0])
+    assert anomaly.verdict(score, thresholds)["flagged"]
+
+
+def test_a_version_calibrated_before_thresholds_recorded_the_score_s_fraction_is_scored_as_then():
+    amap = torch.arange(64.0**3).reshape(1, 1, 64, 64, 64)
+    old = anomaly.calibrated_score(amap, {"score_threshold": 1.0})
+    assert torch.equal(old, anomaly.anomaly_score(amap, anomaly.LEGACY_TOP_FRACTION))
+    new = anomaly.calibrated_score(amap, {"score_threshold": 1.0, "top_fraction": 0.0002})
+    assert torch.equal(new, anomaly.anomaly_score(amap, 0.0002)) and float(new[0]) > float(old[0])

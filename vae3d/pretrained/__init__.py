@@ -86,6 +86,7 @@ def load_head():
     from vae3d.anomaly_head import build_head
 
     checkpoint = _checkpoint("head")
-    head = build_head(tuple(json.loads(checkpoint["info"])["features"]))
+    info = json.loads(checkpoint["info"])
+    head = build_head(tuple(info["features"]), info.get("in_channels", 2))
     head.load_state_dict({k: v.float() for k, v in checkpoint["model"].items()})
     return head.eval()
