@@ -31,7 +31,7 @@ def model_card(name: str, run_id: str, counts: dict, manifest_sha: str, train_cf
                + ("the shipped pretrained restorer" if init == "pretrained" else "the main model's weights")
                if restorer.get("separate", True) else "off here: the main model makes the maps")
     head = (", each voxel weighed by the shipped discriminative head trained on synthetic anomalies "
-            "(`vae3d/anomaly_head.py`)" if _uses_head(train_cfg) else "")
+            "(`vae3d/anomaly_head.py`), less the healthy validation scans' mean map" if _uses_head(train_cfg) else "")
     return f"""# Model card: {name} (run `{run_id}`)
 
 ## Intended use

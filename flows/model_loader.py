@@ -64,6 +64,9 @@ def _load(pinned: str, tracking: str, device: str):
     if not hasattr(wrapper, "restorer"):  # a version registered before anomaly restorers: its stored code has none
         wrapper.restorer = wrapper.model
     wrapper.restorer.to(device)  # the anomaly restorer (the main model itself for a version without one)
+    healthy = getattr(wrapper, "healthy", None)
+    if healthy is not None and healthy.head is not None:  # the anomaly map's discriminative head
+        healthy.head.to(device)
     return wrapper
 
 

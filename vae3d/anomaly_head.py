@@ -9,7 +9,9 @@ which residuals come from an anomaly. Its anomalies are made here, by a generato
 benchmark's lesions (``vae3d.sample_data.lesions``): blobs built from a few overlapping Gaussian
 bumps, filled with a shifted patch of another subject's scan, a textured multiplicative intensity
 change, or a flat level. The evaluation's lesions (irregular ellipsoids with an additive contrast)
-are never seen in training. Tensors, arrays and primitives in and out.
+are never seen in training. A head may also read the residual normalised by healthy scans (three
+input channels); the shipped head does not, since that was no better (BENCHMARKS.md, "Anomaly
+detection: a head that reads the normalised residual"). Tensors, arrays and primitives in and out.
 """
 
 from __future__ import annotations

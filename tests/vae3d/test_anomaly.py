@@ -75,9 +75,8 @@ def test_the_statistics_round_trip_through_tensors_only():
 
 def test_a_stored_head_survives_storage_and_shapes_the_map(tmp_path):
     """With a discriminative head the map is the geometric mean of the head's probability and the
-    normalised residual; the head travels with the statistics (tensors, float16) and comes back."""
-    from dataclasses import replace
-
+    normalised residual, less the healthy envelope; the head and the envelope travel with the
+    statistics (tensors, float16) and come back."""
     from vae3d.anomaly_head import build_head, head_map
     from vae3d.checkpoint import load_checkpoint, save_checkpoint
 
