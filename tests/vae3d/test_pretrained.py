@@ -46,3 +46,28 @@ def test_pretrained_init_refuses_another_architecture_with_the_fix(tmp_path, mon
     monkeypatch.setattr(pretrained, "WEIGHTS", tmp_path / "missing.pt")
     with pytest.raises(pretrained.PretrainedUnavailable, match=r"missing.*reinstall"):
         build_model(TrainConfig(init="pretrained"), 64)
+
+
+@pytest.mark.slow
+def test_the_head_build_stores_a_head_that_loads_and_says_how_it_was_made(tmp_path, monkeypatch):
+    """``build --which head`` end to end on a 2-scan cohort, 3 steps: the stored head (float16,
+    ``weights_only``) is what ``load_head`` rebuilds, and its description names the cohort and
+    the training."""
+    from vae3d.anomaly_head import FEATURES
+    from vae3d.pretrained.build import HEAD_SEED, build_anomaly_head
+
+    info = build_anomaly_head(n=2, steps=3, out=tmp_path / "head.pt", progress=False)
+    stored = load_checkpoint(tmp_path / "head.pt")["model"]
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    assert info["cohort"]["seed"] == HEAD_SEED and info["train"]["steps"] == 3
+    assert tuple(info["features"]) == FEATURES and info["restorer"] == pretrained.describe("anomaly")["val_metrics"]
+    monkeypatch.setattr(pretrained, "HEAD_WEIGHTS", tmp_path / "head.pt")
+    head = pretrained.load_head()
+    assert not head.training and pretrained.describe("head")["train"] == info["train"]
+    for name, value in head.state_dict().items():
+        assert torch.equal(value, stored[name].float()), name
+    x = torch.rand(1, 1, 32, 32, 32)
+    from vae3d.anomaly_head import head_map
+
+    p = head_map(head, x, x * 0.9)
+    assert p.shape == x.shape and float(p.min()) >= 0.0 and float(p.max()) <= 1.0
