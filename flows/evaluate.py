@@ -128,11 +128,15 @@ def eval_anomaly(model, train: torch.Tensor, val: torch.Tensor, test: torch.Tens
             "vae_residual": lambda x, r: anomaly_maps.anomaly_map(x, r),
             "atlas_deviation": lambda x, r: anomaly.atlas_deviation(x, atlas)}
     out = {"lesions": {k: list(v) if isinstance(v, tuple) else v for k, v in anomaly.LESIONS.items()}}
+    # the model's maps: thresholds calibrated as registration does (leave-one-out); the others fit nothing on
+    # validation, so their validation scores calibrate them
+    stored = {"vae": thresholds["score_threshold"]}
+    if head is not None:
+        stored["vae_normalised"] = anomaly_maps.calibrate(val, val_recon)[1]["score_threshold"]
     for method, amap in maps.items():
         m_test, m_les = amap(test, test_recon), amap(lesioned, les_recon)
-        # the model's map: its stored threshold; the others fit nothing on validation, so its scores calibrate them
-        threshold = (thresholds["score_threshold"] if method == "vae" else
-                     anomaly_maps.score_threshold(anomaly_maps.anomaly_score(amap(val, val_recon)).numpy()))
+        threshold = stored[method] if method in stored else anomaly_maps.score_threshold(
+            anomaly_maps.anomaly_score(amap(val, val_recon)).numpy())
         healthy_scores = anomaly_maps.anomaly_score(m_test).numpy()
         out[method] = {**anomaly.voxel_metrics(m_les, masks),
                        "volume_auroc": anomaly.volume_auroc(healthy_scores, anomaly_maps.anomaly_score(m_les).numpy()),
