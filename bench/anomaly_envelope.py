@@ -46,7 +46,7 @@ def _envelope(maps: torch.Tensor, kind: str, sigma: float) -> torch.Tensor:
     return _smooth(e, sigma)
 
 
-def _less_envelope(ref: torch.Tensor, maps: tuple[torch.Tensor, ...], kind: str, sigma: float):
+def less_envelope(ref: torch.Tensor, maps: tuple[torch.Tensor, ...], kind: str, sigma: float):
     """The reference maps, each less the others' envelope; ``maps`` less all of theirs."""
     out = [(ref[i : i + 1] - _envelope(torch.cat([ref[:i], ref[i + 1 :]]), kind, sigma)).clamp_min(0)
            for i in range(len(ref))]
@@ -83,7 +83,7 @@ def run(n: int = 96, figure: bool = False) -> dict:
     for base, maps in bases.items():
         for kind, sigma in ENVELOPES if base != "normalised residual" else ((None, 0.0), ("mean", 1.0)):
             name = base if kind is None else f"{base} - envelope ({kind}, sigma {sigma:g})"
-            ref, h, les = maps if kind is None else _less_envelope(maps[0], maps[1:], kind, sigma)
+            ref, h, les = maps if kind is None else less_envelope(maps[0], maps[1:], kind, sigma)
             rows.append({"map": name, **map_scores(h, les, masks, TOPS, calibration=ref)})
             print(rows[-1], flush=True)
             if name == CHOSEN:

@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from bench.anomaly_envelope import _less_envelope
+from bench.anomaly_envelope import less_envelope
 from bench.common import RESULTS, anomaly_dev_data, map_scores, write_result
 
 COPIES = 6  # anomalous copies of each training scan
@@ -88,7 +88,7 @@ def run(steps: int, only: list[str], figure: bool = False, n: int = 96, seed: in
         geo = tuple((h * p).sqrt() for h, p in zip(maps[name], product, strict=True))
         rows.append({"map": f"{name} x normalised residual", **_score(*geo, masks)})
         rows.append({"map": f"{name} x normalised residual - envelope",
-                     **_score(*_less_envelope(geo[0], geo[1:], "mean", 1.0), masks)})
+                     **_score(*less_envelope(geo[0], geo[1:], "mean", 1.0), masks)})
         print(rows[-2:], flush=True)
     if figure and "head" in maps:
         from vae3d.figures import anomaly_overlay

@@ -33,7 +33,7 @@ from vae3d.evaluation import anatomy
 from vae3d.files import atomic_write_text, sha256_file
 from vae3d.generation import calibrate_intensity
 from vae3d.model import load_model
-from vae3d.pretrained import HEAD_WEIGHTS, describe
+from vae3d.pretrained import HEAD_WEIGHTS
 from vae3d.prior import fit_prior
 from vae3d.training import Trained, build_model, fit_with_restorer
 from vae3d.training.restorer import pretrained_head
@@ -202,7 +202,7 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
     healthy, thresholds = anomaly.calibrate(val, inference.reconstruct_all(restorer, val), head=head)
     thresholds["restorer"] = "separate" if restorer is not model else "main model"
     if head is not None:  # which shipped head weighs the map (its weights travel in the anomaly artifact)
-        thresholds["head"] = {"weights": HEAD_WEIGHTS.name, **{k: describe("head")[k] for k in ("cohort", "train")}}
+        thresholds["head"] = {"weights": HEAD_WEIGHTS.name, **{k: head.description[k] for k in ("cohort", "train")}}
     train = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("train")])
     cfg_prior = settings.train.prior
     prior = fit_prior(cfg_prior.kind, inference.encode_all(model, train), cfg_prior.rank, cfg_prior.refine,

@@ -64,6 +64,7 @@ def test_the_head_build_stores_a_head_that_loads_and_says_how_it_was_made(tmp_pa
     monkeypatch.setattr(pretrained, "HEAD_WEIGHTS", tmp_path / "head.pt")
     head = pretrained.load_head()
     assert not head.training and pretrained.describe("head")["train"] == info["train"]
+    assert head.description == pretrained.describe("head")  # registration records it without reading the file again
     for name, value in head.state_dict().items():
         assert torch.equal(value, stored[name].float()), name
     x = torch.rand(1, 1, 32, 32, 32)

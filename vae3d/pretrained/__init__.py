@@ -78,7 +78,8 @@ def load_pretrained(model: VAE3D, which: Which = "main") -> VAE3D:
 
 def load_head():
     """The shipped anomaly head (``vae3d.anomaly_head``), in eval mode; it reads the shipped
-    restorer's restorations of 64^3 scans.
+    restorer's restorations of 64^3 scans. ``head.description`` is its file's description (what
+    ``describe("head")`` reads), so a caller need not read the file again.
 
     Raises:
         PretrainedUnavailable: the file is missing.
@@ -89,4 +90,5 @@ def load_head():
     info = json.loads(checkpoint["info"])
     head = build_head(tuple(info["features"]), info.get("in_channels", 2))
     head.load_state_dict({k: v.float() for k, v in checkpoint["model"].items()})
+    head.description = info
     return head.eval()
