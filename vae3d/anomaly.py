@@ -14,11 +14,11 @@ was made on validation volumes (BENCHMARKS.md, "Anomaly detection").
 
 With a discriminative head (``vae3d.anomaly_head``: a small U-Net trained on synthetic anomalies to
 tell which residuals come from an anomaly) stored beside the statistics, the map is the geometric
-mean of the head's probability and the normalised map: each voxel must look abnormal to both
-(BENCHMARKS.md, "Anomaly detection: a discriminative head"). The head is not normalised by healthy
-scans, so it fires at the same places of every brain (the frontal poles, the brain's edge): the
-healthy scans' mean map there (their ``envelope``) is subtracted (BENCHMARKS.md, "Anomaly
-detection: the healthy envelope and the score").
+mean of the head's probability (tempered) and the normalised map: each voxel must look abnormal to
+both (BENCHMARKS.md, "Anomaly detection: a discriminative head" and "levers for the map"). The
+head is not normalised by healthy scans, so it fires at the same places of every brain (the
+frontal poles, the brain's edge): the healthy scans' mean map there (their ``envelope``) is
+subtracted (BENCHMARKS.md, "Anomaly detection: the healthy envelope and the score").
 """
 
 from __future__ import annotations
@@ -35,7 +35,13 @@ TOP_FRACTION = 0.0002  # a scan's score: the mean of its top 0.02% map voxels (5
 LEGACY_TOP_FRACTION = 0.0005  # the score of versions calibrated before their thresholds recorded it
 ENVELOPE_SIGMA = 1.0  # Gaussian smoothing of the healthy envelope, in voxels
 STD_FLOOR = 0.05  # the healthy spread's floor: a residual must reach 5% of the range to count as unusual
-SIGMA = 1.5  # Gaussian smoothing of the map, in voxels
+SIGMA = 1.5  # Gaussian smoothing of the map without a head, in voxels
+# with the head (BENCHMARKS.md, "Anomaly detection: levers for the map"): its logits / 4 before the
+# sigmoid (it saturates at 1.0 on healthy scans' hard places too) and the normalised residual smoothed
+# less, as the head already weighs it voxel by voxel
+HEAD_TEMPERATURE = 4.0
+HEAD_SIGMA = 1.0
+LEGACY_HEAD = {"head_temperature": 1.0, "head_sigma": 1.5}  # versions stored before these were recorded
 FALSE_POSITIVE_RATE = 0.05  # of healthy scans flagged at the calibrated threshold
 
 
@@ -44,13 +50,17 @@ class HealthyResiduals:
     """Voxel-wise statistics of healthy scans' signed residuals on the model's grid, (S, S, S)
     each: ``mean`` and ``std`` of ``x - f(x)``, and ``brain``, where maps are scored; ``head``,
     the discriminative head (``vae3d.anomaly_head``) or None; ``envelope``, the healthy scans' mean
-    map with the head, subtracted from a new scan's (None: nothing subtracted)."""
+    map with the head, subtracted from a new scan's (None: nothing subtracted); ``head_temperature``
+    and ``head_sigma``, how the map with the head is made (its logits' divisor, the normalised
+    residual's smoothing): stored with the head, as the envelope and thresholds depend on them."""
 
     mean: torch.Tensor
     std: torch.Tensor
     brain: torch.Tensor
     head: torch.nn.Module | None = None
     envelope: torch.Tensor | None = None
+    head_temperature: float = HEAD_TEMPERATURE
+    head_sigma: float = HEAD_SIGMA
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors only: saved with the model version, loaded with ``weights_only=True``."""
@@ -59,6 +69,8 @@ class HealthyResiduals:
             out["head_features"] = torch.tensor(self.head.features)
             out["head_in_channels"] = torch.tensor(getattr(self.head, "in_channels", 2))
             out |= {f"head.{k}": v.half() for k, v in self.head.state_dict().items()}
+            out |= {"head_temperature": torch.tensor(float(self.head_temperature)),
+                    "head_sigma": torch.tensor(float(self.head_sigma))}
         if self.envelope is not None:
             out["envelope"] = self.envelope.half()
         return out
@@ -73,7 +85,8 @@ class HealthyResiduals:
             head.load_state_dict({k[5:]: v.float() for k, v in state.items() if k.startswith("head.")})
             head.eval()
         envelope = state["envelope"].float() if "envelope" in state else None
-        return cls(state["mean"].float(), state["std"].float(), state["brain"].bool(), head, envelope)
+        how = {k: float(state[k]) if k in state else v for k, v in LEGACY_HEAD.items()}
+        return cls(state["mean"].float(), state["std"].float(), state["brain"].bool(), head, envelope, **how)
 
 
 def _smooth(volumes: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -107,8 +120,9 @@ def anomaly_map(x: torch.Tensor, recon: torch.Tensor, healthy: HealthyResiduals 
     """Voxel-wise anomaly, (B, 1, S, S, S).
 
     With ``healthy``: ``|(x - recon - mean) / std|`` Gaussian-smoothed (``sigma`` voxels), zero
-    outside the healthy brain mask; with its ``head`` too, the geometric mean of that and the head's
-    probability, less the healthy ``envelope`` (floored at zero). Without (a model registered
+    outside the healthy brain mask; with its ``head`` too, smoothed by ``healthy.head_sigma``
+    instead, the geometric mean of that and the head's probability (its logits divided by
+    ``healthy.head_temperature``), less the healthy ``envelope`` (floored at zero). Without (a model registered
     before the statistics existed): ``|x - recon|`` smoothed, zero outside the head (where input
     or reconstruction exceeds ``mask_threshold``).
     """
@@ -117,12 +131,12 @@ def anomaly_map(x: torch.Tensor, recon: torch.Tensor, healthy: HealthyResiduals 
         mask = (x > mask_threshold) | (recon > mask_threshold)
         return _smooth(residual.abs(), sigma) * mask
     z = (residual - healthy.mean) / healthy.std
-    amap = _smooth(z.abs(), sigma) * healthy.brain
     if healthy.head is None:
-        return amap
+        return _smooth(z.abs(), sigma) * healthy.brain
     from vae3d.anomaly_head import head_map
 
-    amap = (head_map(healthy.head, x, recon, z) * amap).sqrt()
+    amap = _smooth(z.abs(), healthy.head_sigma) * healthy.brain
+    amap = (head_map(healthy.head, x, recon, z, temperature=healthy.head_temperature) * amap).sqrt()
     return amap if healthy.envelope is None else (amap - healthy.envelope).clamp_min(0)
 
 
@@ -157,10 +171,11 @@ def score_threshold(healthy_scores: np.ndarray, false_positive_rate: float = FAL
 
 def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True,
               false_positive_rate: float = FALSE_POSITIVE_RATE,
-              head: torch.nn.Module | None = None) -> tuple[HealthyResiduals | None, dict]:
+              head: torch.nn.Module | None = None, head_temperature: float = HEAD_TEMPERATURE,
+              head_sigma: float = HEAD_SIGMA) -> tuple[HealthyResiduals | None, dict]:
     """The statistics and thresholds stored with a model version, from healthy (validation) scans
     and the model's reconstructions of them; ``head``, the discriminative head stored with them
-    (``vae3d.anomaly_head``; needs ``normalise``).
+    (``vae3d.anomaly_head``; needs ``normalise``), with how the map uses it (``HealthyResiduals``).
 
     The statistics are fitted on every scan; the thresholds on out-of-sample maps: each scan's map
     uses statistics fitted on the others (leave-one-out). A scan inside its own statistics looks
@@ -174,7 +189,8 @@ def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True
     99.9th percentile of their in-brain map voxels, ``top_fraction``, the score's, the rate, the
     number of scans, the map's kind).
     """
-    stats = replace(fit_healthy(healthy, recon), head=head) if normalise else None
+    how = {"head": head, "head_temperature": head_temperature, "head_sigma": head_sigma}
+    stats = replace(fit_healthy(healthy, recon), **how) if normalise else None
     if stats is None or len(healthy) < 3:  # nothing fitted, or too few scans to leave one out
         amap = anomaly_map(healthy, recon, stats)
     else:
@@ -182,7 +198,7 @@ def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True
         maps = []
         for i in range(len(healthy)):
             keep[i] = False
-            others = replace(fit_healthy(healthy[keep], recon[keep]), head=head)
+            others = replace(fit_healthy(healthy[keep], recon[keep]), **how)
             keep[i] = True
             maps.append(anomaly_map(healthy[i : i + 1], recon[i : i + 1], others))
         amap = torch.cat(maps)

@@ -153,15 +153,16 @@ def fit_head(head: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor, 
 
 @torch.no_grad()
 def head_map(head: torch.nn.Module, x: torch.Tensor, recon: torch.Tensor, z: torch.Tensor | None = None,
-             batch_size: int = 4) -> torch.Tensor:
-    """The head's anomaly probability per voxel, (B, 1, S, S, S) in [0, 1]; ``z``, the normalised
-    residual, for a head that reads it (``in_channels`` 3)."""
+             batch_size: int = 4, temperature: float = 1.0) -> torch.Tensor:
+    """The head's anomaly probability per voxel, (B, 1, S, S, S) in [0, 1], from its logits divided by
+    ``temperature`` (above 1: less saturated); ``z``, the normalised residual, for a head that reads it
+    (``in_channels`` 3)."""
     p = next(head.parameters())
     if getattr(head, "in_channels", 2) == 2:
         z = None
     elif z is None:
         raise ValueError("this anomaly head reads the normalised residual: pass z")
     zs = z.split(batch_size) if z is not None else [None] * len(x.split(batch_size))
-    outs = [torch.sigmoid(head(head_inputs(a, b, c).to(p.device, p.dtype))).float().cpu()
+    outs = [torch.sigmoid(head(head_inputs(a, b, c).to(p.device, p.dtype)) / temperature).float().cpu()
             for a, b, c in zip(x.split(batch_size), recon.split(batch_size), zs, strict=True)]
     return torch.cat(outs)

@@ -86,12 +86,14 @@ def test_a_stored_head_survives_storage_and_shapes_the_map(tmp_path):
     stats, thresholds = anomaly.calibrate(scans, recon, head=head)
     assert stats.head is head and stats.envelope is not None
     assert thresholds["map"] == "healthy-normalised residual x discriminative head - healthy envelope"
-    normalised = anomaly.anomaly_map(scans, recon, replace(stats, head=None))
+    normalised = anomaly.anomaly_map(scans, recon, replace(stats, head=None), sigma=anomaly.HEAD_SIGMA)
     with_head = anomaly.anomaly_map(scans, recon, stats)
-    expected = ((head_map(head, scans, recon) * normalised).sqrt() - stats.envelope).clamp_min(0)
+    tempered = head_map(head, scans, recon, temperature=anomaly.HEAD_TEMPERATURE)
+    expected = ((tempered * normalised).sqrt() - stats.envelope).clamp_min(0)
     assert torch.allclose(with_head, expected)
     back = anomaly.HealthyResiduals.from_state(load_checkpoint(save_checkpoint(tmp_path / "a.pt", stats.state())))
     assert back.head is not None and back.head.features == head.features and not back.head.training
+    assert (back.head_temperature, back.head_sigma) == (anomaly.HEAD_TEMPERATURE, anomaly.HEAD_SIGMA)
     assert torch.allclose(anomaly.anomaly_map(scans, recon, back), with_head, rtol=0.02, atol=0.02)
     assert torch.allclose(back.envelope, stats.envelope, rtol=1e-2, atol=1e-3)
     assert anomaly.HealthyResiduals.from_state(replace(stats, head=None, envelope=None).state()).head is None
@@ -105,8 +107,9 @@ def test_a_head_that_reads_the_normalised_residual_is_given_it_and_survives_stor
     head = build_head((4, 4, 8, 8, 16, 4), in_channels=3).eval()
     stats, _ = anomaly.calibrate(scans, recon, head=head)
     z = (scans - recon - stats.mean) / stats.std
-    normalised = anomaly.anomaly_map(scans, recon, replace(stats, head=None))
-    expected = ((head_map(head, scans, recon, z) * normalised).sqrt() - stats.envelope).clamp_min(0)
+    normalised = anomaly.anomaly_map(scans, recon, replace(stats, head=None), sigma=anomaly.HEAD_SIGMA)
+    tempered = head_map(head, scans, recon, z, temperature=anomaly.HEAD_TEMPERATURE)
+    expected = ((tempered * normalised).sqrt() - stats.envelope).clamp_min(0)
     assert torch.allclose(anomaly.anomaly_map(scans, recon, stats), expected)
     with pytest.raises(ValueError, match="normalised residual"):
         head_map(head, scans, recon)
@@ -152,3 +155,21 @@ def test_a_version_calibrated_before_thresholds_recorded_the_score_s_fraction_is
     assert torch.equal(old, anomaly.anomaly_score(amap, anomaly.LEGACY_TOP_FRACTION))
     new = anomaly.calibrated_score(amap, {"score_threshold": 1.0, "top_fraction": 0.0002})
     assert torch.equal(new, anomaly.anomaly_score(amap, 0.0002)) and float(new[0]) > float(old[0])
+
+
+def test_a_version_stored_before_the_head_settings_were_recorded_makes_its_map_as_then():
+    """Its envelope and thresholds were calibrated on untempered head probabilities and a 1.5-voxel
+    smoothing: loaded, it keeps making that map, so its stored threshold still means what it meant."""
+    from vae3d.anomaly_head import build_head, head_map
+
+    scans, recon = _healthy(4, seed=4, size=32)
+    torch.manual_seed(0)
+    head = build_head((4, 4, 8, 8, 16, 4)).eval()
+    stats = replace(anomaly.fit_healthy(scans, recon), head=head)
+    legacy = {k: v for k, v in stats.state().items() if k not in ("head_temperature", "head_sigma")}
+    back = anomaly.HealthyResiduals.from_state(legacy)
+    assert (back.head_temperature, back.head_sigma) == (1.0, 1.5)
+    normalised = anomaly.anomaly_map(scans, recon, replace(back, head=None), sigma=1.5)
+    expected = (head_map(back.head, scans, recon) * normalised).sqrt()
+    assert torch.allclose(anomaly.anomaly_map(scans, recon, back), expected)
+    assert not torch.allclose(anomaly.anomaly_map(scans, recon, stats), expected, rtol=1e-3, atol=1e-3)
