@@ -12,9 +12,9 @@ scans, the envelope subtracted) from one change:
   them, so their residuals are out of sample as the validation scans' are);
 - the restoration: averaged with the restoration of the left-right mirrored scan; averaged over
   the 8 offsets of the stem's patch (``vae3d.inference.reconstruct_shift_averaged``); restored a
-  second time after the voxels the first map finds unusual (normalised residual 1-2, a linear
-  ramp) were replaced by the first restoration (a lesion the restorer gave back in part is given
-  back less the second time);
+  second time after the voxels the first map finds unusual (normalised residual against all 16
+  reference scans 1-2, a linear ramp) were replaced by the first restoration (a lesion the
+  restorer gave back in part is given back less the second time);
 - affine registration: every scan and its restoration resampled onto a template (the reference
   scans' mean, registered to it twice) by a 12-parameter affine fitted by gradient descent on the
   squared difference, so the voxel-wise statistics and the envelope compare like with like.
