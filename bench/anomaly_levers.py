@@ -64,19 +64,29 @@ def affine_fit(x: torch.Tensor, template: torch.Tensor, steps: int = 150, lr: fl
     delta = torch.zeros(len(x), 3, 4, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
     coarse = (F.avg_pool3d(x, 2), F.avg_pool3d(template, 2).expand(len(x), -1, -1, -1, -1))
-    with torch.enable_grad():
-        for step in range(steps):
-            src, tgt = coarse if step < steps // 2 else (x, template.expand_as(x))
-            loss = (warp(src, eye + delta) - tgt).pow(2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    for step in range(steps):
+        src, tgt = coarse if step < steps // 2 else (x, template.expand_as(x))
+        loss = (warp(src, eye + delta) - tgt).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     return (eye + delta).detach()
 
 
 def warp(v: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     grid = F.affine_grid(theta, list(v.shape), align_corners=False)
     return F.grid_sample(v.float(), grid, align_corners=False)
+
+
+def _registered(sets: dict[str, torch.Tensor], first: dict[str, torch.Tensor], masks: torch.Tensor) -> tuple:
+    """The scans, their restorations and the lesion masks resampled onto a template: the reference
+    scans' mean, each time registered to it, twice."""
+    template = sets["val"].mean(0, keepdim=True)
+    for _ in range(2):
+        template = warp(sets["val"], affine_fit(sets["val"], template)).mean(0, keepdim=True)
+    theta = {k: affine_fit(x, template) for k, x in sets.items()}
+    return ({k: warp(x, theta[k]) for k, x in sets.items()}, {k: warp(first[k], theta[k]) for k in sets},
+            (warp(masks.float(), theta["lesioned"]) > 0.5).to(torch.uint8))
 
 
 def _restorations(restorer, sets: dict[str, torch.Tensor], kind: str, first: dict, stats) -> dict:
@@ -124,7 +134,6 @@ def run(n: int = 96, figure: bool = False) -> dict:
     from vae3d.model import VAE3D
     from vae3d.pretrained import load_head, load_pretrained
 
-    torch.set_grad_enabled(False)
     d = anomaly_dev_data(n)
     masks = d["masks"]
     sets = {k: d[k] for k in ("val", "held", "lesioned")}
@@ -132,20 +141,13 @@ def run(n: int = 96, figure: bool = False) -> dict:
     head = load_head()
     first = {k: reconstruct_all(restorer, x) for k, x in sets.items()}
     extra, extra_rec = d["train"][:16], reconstruct_all(restorer, d["train"][:16])
-    rows, chosen, cache = [], None, {"posterior mean": first}
+    rows, chosen, cache = [], None, {"posterior mean": (sets, first, masks)}  # kind -> (scans, restorations, masks)
     for name, kind, more, temperature, sigma in ROWS:
         t = time.perf_counter()
-        if kind not in cache and kind == "registered":
-            template = sets["val"].mean(0, keepdim=True)
-            for _ in range(2):
-                template = warp(sets["val"], affine_fit(sets["val"], template)).mean(0, keepdim=True)
-            theta = {k: affine_fit(x, template) for k, x in sets.items()}
-            cache[kind] = ({k: warp(x, theta[k]) for k, x in sets.items()},
-                           {k: warp(first[k], theta[k]) for k in sets},
-                           (warp(masks.float(), theta["lesioned"]) > 0.5).to(torch.uint8))
-        elif kind not in cache:
-            cache[kind] = _restorations(restorer, sets, kind, first, anomaly.fit_healthy(sets["val"], first["val"]))
-        s, rec, m = cache[kind] if kind == "registered" else (sets, cache[kind], masks)
+        if kind not in cache:
+            cache[kind] = _registered(sets, first, masks) if kind == "registered" else (
+                sets, _restorations(restorer, sets, kind, first, anomaly.fit_healthy(sets["val"], first["val"])), masks)
+        s, rec, m = cache[kind]
         if more:
             s, rec = {**s, "val": torch.cat([s["val"], extra])}, {**rec, "val": torch.cat([rec["val"], extra_rec])}
         row = _row(name, s, rec, m, head, temperature, sigma)
