@@ -21,10 +21,14 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
 from monai.networks.nets import BasicUNet
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import binary_dilation, gaussian_filter
 
 FEATURES = (16, 16, 32, 64, 128, 16)  # BasicUNet's widths: 1.4 M parameters
 BRAIN = 0.3  # where anomalies are centred: intensity above this (white and grey matter)
+# what the head learns to mark and not to mark (BENCHMARKS.md, "Anomaly detection: training the head"):
+LABEL_CHANGE = 0.04  # a target: where an anomaly changed the scan by more than this (1-voxel smoothing)
+HARD_SHARE = 0.3  # of training crops centred on a scan's largest restoration errors away from any anomaly
+HARD_QUANTILE = 0.998  # "largest": above this quantile of the smoothed |residual| in the brain
 
 
 def build_head(features: tuple[int, ...] = FEATURES, in_channels: int = 2) -> BasicUNet:
@@ -56,10 +60,12 @@ def _blob(shape: tuple[int, ...], centre: np.ndarray, radius: float, rng: np.ran
 
 
 def synthetic_anomalies(x: np.ndarray, other: np.ndarray, rng: np.random.Generator,
-                        radius_range: tuple[float, float] = (1.5, 8.0)) -> tuple[np.ndarray, np.ndarray]:
+                        radius_range: tuple[float, float] = (1.5, 8.0),
+                        label_change: float = LABEL_CHANGE) -> tuple[np.ndarray, np.ndarray]:
     """1-3 synthetic anomalies in ``x`` (S, S, S) in [0, 1]; ``other`` is another subject's scan
     (the source of foreign patches). Returns (image, bool label: where the blob's core changed the
-    scan by more than 0.04 after 1-voxel smoothing, so an invisible change is not a target)."""
+    scan by more than ``label_change`` after 1-voxel smoothing, so an invisible change is not a
+    target)."""
     out = x.astype(np.float32, copy=True)
     label = np.zeros(x.shape, dtype=bool)
     brain = np.argwhere(x > BRAIN)
@@ -78,12 +84,13 @@ def synthetic_anomalies(x: np.ndarray, other: np.ndarray, rng: np.random.Generat
             new = out * (1 + w * rng.choice([-1.0, 1.0]) * rng.uniform(0.15, 0.7) * (1 + 0.3 * tex))
         else:  # a flat level: the tissue's texture gone
             new = (1 - w) * out + w * rng.uniform(0.0, 1.0)
-        label |= (w > 0.5) & (gaussian_filter(np.abs(new - out), 1.0) > 0.04)
+        label |= (w > 0.5) & (gaussian_filter(np.abs(new - out), 1.0) > label_change)
         out = np.clip(new, 0, 1).astype(np.float32)
     return out, label
 
 
-def training_set(volumes: torch.Tensor, copies: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def training_set(volumes: torch.Tensor, copies: int, seed: int,
+                 label_change: float = LABEL_CHANGE) -> tuple[torch.Tensor, torch.Tensor]:
     """``copies`` anomalous copies of each of ``volumes`` (N, 1, S, S, S), plus the clean volumes
     (label all zero): (images, labels), (N * (copies + 1), 1, S, S, S)."""
     rng = np.random.default_rng(seed)
@@ -91,7 +98,8 @@ def training_set(volumes: torch.Tensor, copies: int, seed: int) -> tuple[torch.T
     for _ in range(copies):
         for i in range(n):
             j = (i + 1 + int(rng.integers(max(1, n - 1)))) % n if n > 1 else i
-            image, label = synthetic_anomalies(volumes[i, 0].numpy(), volumes[j, 0].numpy(), rng)
+            image, label = synthetic_anomalies(volumes[i, 0].numpy(), volumes[j, 0].numpy(), rng,
+                                               label_change=label_change)
             images.append(image)
             labels.append(label)
     if not images:
@@ -100,15 +108,35 @@ def training_set(volumes: torch.Tensor, copies: int, seed: int) -> tuple[torch.T
             torch.cat([torch.from_numpy(np.stack(labels))[:, None].float(), torch.zeros_like(volumes).float()]))
 
 
-def _crops(inputs: torch.Tensor, labels: torch.Tensor, crop: int, batch: int, g: torch.Generator):
-    """A batch of ``crop``^3 crops: 70% around an anomaly voxel (when the volume has one), the
-    rest around a brain voxel; a random left-right flip."""
+def hard_negatives(inputs: torch.Tensor, labels: torch.Tensor, quantile: float = HARD_QUANTILE) -> list:
+    """Per volume of ``inputs`` (``head_inputs``: the scan, its residual), the voxels (K, 3) where
+    the restoration's error (|residual|, 1-voxel smoothing) is above its ``quantile`` in the brain,
+    3 voxels or more from any anomaly: the healthy places the restorer gets most wrong, which an
+    anomaly map must not mark. None where the brain holds no such voxel."""
+    out = []
+    for x, label in zip(inputs.numpy(), labels.numpy(), strict=True):
+        error = gaussian_filter(np.abs(x[1]), 1.0)
+        allowed = (x[0] > BRAIN) & ~binary_dilation(label[0] > 0, iterations=3)
+        if not allowed.any():
+            out.append(None)
+            continue
+        out.append(torch.from_numpy(np.argwhere(allowed & (error >= np.quantile(error[allowed], quantile)))))
+    return out
+
+
+def _crops(inputs: torch.Tensor, labels: torch.Tensor, crop: int, batch: int, g: torch.Generator,
+           hard: list | None = None, hard_share: float = 0.0):
+    """A batch of ``crop``^3 crops: ``hard_share`` around one of a volume's ``hard`` negatives,
+    otherwise 70% around an anomaly voxel (when the volume has one) and the rest around a brain
+    voxel; a random left-right flip."""
     size = inputs.shape[-1]
     crop = min(crop, size)
     xs, ys = [], []
     for i in torch.randint(len(inputs), (batch,), generator=g).tolist():
         pos = torch.nonzero(labels[i, 0])
-        if len(pos) == 0 or float(torch.rand(1, generator=g)) >= 0.7:
+        if hard is not None and float(torch.rand(1, generator=g)) < hard_share and hard[i] is not None:
+            pos = hard[i]
+        elif len(pos) == 0 or float(torch.rand(1, generator=g)) >= 0.7:
             pos = torch.nonzero(inputs[i, 0] > BRAIN)
         if len(pos) == 0:
             pos = torch.nonzero(torch.ones_like(inputs[i, 0]))
@@ -125,10 +153,13 @@ def _crops(inputs: torch.Tensor, labels: torch.Tensor, crop: int, batch: int, g:
 
 
 def fit_head(head: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor, steps: int, seed: int,
-             crop: int = 32, batch: int = 8, lr: float = 2e-3, progress=None) -> list[float]:
+             crop: int = 32, batch: int = 8, lr: float = 2e-3, progress=None,
+             hard_share: float = HARD_SHARE) -> list[float]:
     """Train ``head`` on crops of ``inputs`` (``head_inputs`` of the anomalous scans and their
     restorations) against ``labels``: binary cross-entropy + Dice, AdamW, ``steps`` steps drawn
-    from ``seed``. ``progress(step, loss)`` is called every 50 steps. Returns the losses."""
+    from ``seed``; ``hard_share`` of the crops around the restorer's largest errors away from any
+    anomaly (``hard_negatives``). ``progress(step, loss)`` is called every 50 steps. Returns the losses."""
+    hard = hard_negatives(inputs, labels) if hard_share > 0 else None
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(head.parameters(), lr, weight_decay=1e-4)
@@ -137,7 +168,7 @@ def fit_head(head: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor, 
     head.train()
     losses = []
     for step in range(steps):
-        x, y = _crops(inputs, labels, crop, batch, g)
+        x, y = _crops(inputs, labels, crop, batch, g, hard, hard_share)
         logit = head(x)
         loss = F.binary_cross_entropy_with_logits(logit, y) + dice(logit, y)
         opt.zero_grad()

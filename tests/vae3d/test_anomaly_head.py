@@ -51,3 +51,20 @@ def test_a_head_trained_on_synthetic_anomalies_marks_them_in_new_scans():
     assert p.shape == test.shape and float(p.min()) >= 0 and float(p.max()) <= 1
     auroc = roc_auc_score(truth.flatten().numpy(), p.flatten().numpy())  # anomaly voxels above the rest
     assert auroc > 0.8, auroc  # 0.88 with this training
+
+
+def test_hard_negatives_are_the_largest_restoration_errors_away_from_any_anomaly():
+    """Where the restorer errs most on healthy tissue (not near a labelled anomaly) the head is shown
+    crops labelled healthy: those voxels are found, and no voxel near an anomaly is among them."""
+    x = _phantoms(1, seed=4)
+    residual = torch.zeros_like(x)
+    residual[0, 0, 10:13, 10:13, 10:13] = 0.3  # a restoration error in healthy tissue
+    residual[0, 0, 20:23, 20:23, 20:23] = 0.5  # a larger one, inside a labelled anomaly
+    label = torch.zeros_like(x)
+    label[0, 0, 20:23, 20:23, 20:23] = 1
+    (hard,) = anomaly_head.hard_negatives(anomaly_head.head_inputs(x, x - residual), label)
+    assert len(hard) > 0
+    assert ((hard - 11).abs() <= 3).all(), "every hard negative lies at the healthy error"
+    assert ((hard - 21).abs() > 4).any(1).all(), "none lies near the anomaly"
+    empty = anomaly_head.hard_negatives(anomaly_head.head_inputs(torch.zeros_like(x), torch.zeros_like(x)), label)
+    assert empty == [None], "a volume without brain has none"

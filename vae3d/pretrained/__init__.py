@@ -12,6 +12,7 @@ reproducibly (same seed, same weights on the same machine and torch build)::
     python -m vae3d.pretrained.build --which anomaly --epochs 160
     python -m vae3d.pretrained.build --which anomaly --epochs 150 --from-shipped
     python -m vae3d.pretrained.build --which head --steps 3000
+    python -m vae3d.pretrained.build --which head --steps 1000 --from-shipped
 
 from a sample cohort whose seed (``PRETRAIN_SEED``) no demo or benchmark cohort uses, so
 no demo test scan was ever seen in pretraining. The weights are stored as float16 (half the
@@ -43,9 +44,10 @@ def weights_path(which: Which = "main") -> Path:
     return {"anomaly": ANOMALY_WEIGHTS, "head": HEAD_WEIGHTS}.get(which, WEIGHTS)
 
 
-def _checkpoint(which: Which) -> dict:
-    """The shipped file of ``which``, loaded (``weights_only``): its ``model`` tensors and ``info``."""
-    path = weights_path(which)
+def _checkpoint(which: Which, path: Path | None = None) -> dict:
+    """The shipped file of ``which`` (or ``path``, a file the build wrote), loaded (``weights_only``):
+    its ``model`` tensors and ``info``."""
+    path = path or weights_path(which)
     if not path.exists():
         raise PretrainedUnavailable(
             f"{path} is missing: reinstall the package, build it with 'python -m vae3d.pretrained.build "
@@ -76,8 +78,9 @@ def load_pretrained(model: VAE3D, which: Which = "main") -> VAE3D:
     return model
 
 
-def load_head():
-    """The shipped anomaly head (``vae3d.anomaly_head``), in eval mode; it reads the shipped
+def load_head(path: Path | None = None):
+    """The shipped anomaly head (``vae3d.anomaly_head``), or the one in ``path`` (a file
+    ``python -m vae3d.pretrained.build --which head --out`` wrote), in eval mode; it reads the shipped
     restorer's restorations of 64^3 scans. ``head.description`` is its file's description (what
     ``describe("head")`` reads), so a caller need not read the file again.
 
@@ -86,7 +89,7 @@ def load_head():
     """
     from vae3d.anomaly_head import build_head
 
-    checkpoint = _checkpoint("head")
+    checkpoint = _checkpoint("head", path)
     info = json.loads(checkpoint["info"])
     head = build_head(tuple(info["features"]), info.get("in_channels", 2))
     head.load_state_dict({k: v.float() for k, v in checkpoint["model"].items()})

@@ -4,6 +4,7 @@
     python -m vae3d.pretrained.build --which anomaly --epochs 160
     python -m vae3d.pretrained.build --which anomaly --epochs 150 --from-shipped
     python -m vae3d.pretrained.build --which head --steps 3000
+    python -m vae3d.pretrained.build --which head --steps 1000 --from-shipped
 
 Writes a sample cohort of ``--n`` subjects with the seed ``PRETRAIN_SEED`` (one that no
 demo or benchmark cohort uses), preprocesses it with the default settings, trains the
@@ -16,7 +17,8 @@ trains ``--epochs`` more on the same cohort (the description records both stages
 trains the anomaly map's discriminative head (``vae3d.anomaly_head``) for ``--steps`` steps on the
 shipped restorer's restorations of scans with synthetic anomalies (``HEAD_COPIES`` anomalous copies
 of each, and the clean scans), from a cohort of its own (``HEAD_SEED``) that the restorer never saw,
-so its residuals are those of new scans.
+so its residuals are those of new scans. ``--from-shipped`` continues the shipped head at a quarter of
+the learning rate (``HEAD_FINETUNE_LR``).
 
 On 2 CPU cores (32^3 x 4 latent, batch 2, + 0.3 (1 - SSIM)): the main model, 60 epochs, 9 minutes,
 val SSIM 0.938; the anomaly restorer, 160 epochs from scratch (22 minutes, val SSIM 0.926), then
@@ -24,7 +26,9 @@ val SSIM 0.938; the anomaly restorer, 160 epochs from scratch (22 minutes, val S
 it gives back (0.44 -> 0.38 on the development data; BENCHMARKS.md, "Anomaly detection: restorers").
 The anomaly head, 3000 steps on 60 scans x 7 (6 anomalous copies and the clean scan): 22 minutes
 (part of them shared with another job), final loss 0.59 (BENCHMARKS.md, "Anomaly detection: a
-discriminative head").
+discriminative head"); then 1000 steps ``--from-shipped`` with 30% of the crops on the restorer's
+largest errors away from any anomaly (``vae3d.anomaly_head.HARD_SHARE``): 7 minutes (BENCHMARKS.md,
+"Anomaly detection: training the head").
 """
 
 from __future__ import annotations
@@ -39,18 +43,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vae3d.anomaly_head import FEATURES, build_head, fit_head, head_inputs, training_set
+from vae3d.anomaly_head import FEATURES, HARD_SHARE, LABEL_CHANGE, build_head, fit_head, head_inputs, training_set
 from vae3d.checkpoint import save_checkpoint
 from vae3d.config import ModelConfig, TrainConfig
 from vae3d.inference import reconstruct_all
 from vae3d.model import VAE3D, load_model
 from vae3d.preprocessing import build_preprocess, preprocess_volume
-from vae3d.pretrained import PRETRAIN_SEED, Which, describe, load_pretrained, weights_path
+from vae3d.pretrained import PRETRAIN_SEED, Which, describe, load_head, load_pretrained, weights_path
 from vae3d.sample_data import CohortSpec, write_cohort
 from vae3d.training import build_model, fit
 
 HEAD_COPIES = 6  # anomalous copies of each scan the head trains on
 HEAD_SEED = PRETRAIN_SEED + 1  # the head's cohort: scans the restorer never trained on, as at inference
+HEAD_LR = 2e-3  # the head's peak learning rate (one cycle) from scratch
+HEAD_FINETUNE_LR = 5e-4  # and continuing the shipped head
+CONTINUED = ("train", "copies", "built_in_s", "continued_from")  # what a continued build records of the stage before
 
 
 def _cohort(n: int, tmp: Path, seed: int = PRETRAIN_SEED) -> torch.Tensor:
@@ -60,22 +67,28 @@ def _cohort(n: int, tmp: Path, seed: int = PRETRAIN_SEED) -> torch.Tensor:
     return torch.from_numpy(np.stack([preprocess_volume(chain, p)[0] for p in paths]))
 
 
-def build_anomaly_head(n: int, steps: int, out: Path | None = None, progress: bool = True, seed: int = 0) -> dict:
-    """Train and store the anomaly head on the shipped restorer's restorations (see the module's text)."""
+def build_anomaly_head(n: int, steps: int, out: Path | None = None, progress: bool = True, seed: int = 0,
+                       from_shipped: bool = False) -> dict:
+    """Train and store the anomaly head on the shipped restorer's restorations (see the module's text);
+    ``from_shipped``: continue the shipped head instead of starting from scratch."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vae3d-pretrain-") as tmp:
         vols = _cohort(n, Path(tmp), HEAD_SEED)
     restorer = load_pretrained(VAE3D(input_size=vols.shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
     images, labels = training_set(vols, HEAD_COPIES, seed)
     torch.manual_seed(seed)
-    head = build_head(FEATURES)
+    head = load_head().train() if from_shipped else build_head(FEATURES)
+    lr = HEAD_FINETUNE_LR if from_shipped else HEAD_LR
     report = (lambda s, v: sys.stderr.write(f"head step {s}/{steps}: loss {v:.3f}\n")) if progress else None
-    losses = fit_head(head, head_inputs(images, reconstruct_all(restorer, images)), labels, steps, seed,
+    losses = fit_head(head, head_inputs(images, reconstruct_all(restorer, images)), labels, steps, seed, lr=lr,
                       progress=report)
-    info = {"which": "head", "features": list(FEATURES), "restorer": describe("anomaly").get("val_metrics"),
+    info = {"which": "head", "features": list(head.features), "restorer": describe("anomaly").get("val_metrics"),
             "cohort": {"n": n, "seed": HEAD_SEED, "spacing_mm": 2.0}, "copies": HEAD_COPIES,
-            "train": {"steps": steps, "seed": seed, "final_loss": float(np.mean(losses[-100:]))},
+            "train": {"steps": steps, "seed": seed, "lr": lr, "label_change": LABEL_CHANGE, "hard_share": HARD_SHARE,
+                      "final_loss": float(np.mean(losses[-100:]))},
             "torch": torch.__version__, "built_in_s": round(time.perf_counter() - t0)}
+    if from_shipped:  # the stage it continued
+        info["continued_from"] = {k: v for k, v in head.description.items() if k in CONTINUED}
     save_checkpoint(out or weights_path("head"),
                     {"model": {k: v.half() for k, v in head.state_dict().items()}, "info": json.dumps(info)})
     return info
@@ -102,8 +115,7 @@ def build(n: int, epochs: int, out: Path | None = None, n_val: int = 6, progress
             "val_metrics": {k: v for k, v in result.best_metrics.items() if k.startswith("val_")},
             "torch": torch.__version__, "built_in_s": round(time.perf_counter() - t0)}
     if before is not None:  # the stage it continued
-        info["continued_from"] = {k: before[k] for k in ("train", "val_metrics", "built_in_s", "continued_from")
-                                  if k in before}
+        info["continued_from"] = {k: before[k] for k in (*CONTINUED, "val_metrics") if k in before}
     save_checkpoint(out or weights_path(which),
                     {"model": {k: v.half() for k, v in best.state_dict().items()}, "info": json.dumps(info)})
     return info
@@ -123,7 +135,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000, help="--which head: training steps (batch 8 of 32^3 crops)")
     a = ap.parse_args()
     epochs = a.epochs or (160 if a.which == "anomaly" else 60)
-    info = (build_anomaly_head(a.n, a.steps, a.out) if a.which == "head" else
+    info = (build_anomaly_head(a.n, a.steps, a.out, from_shipped=a.from_shipped) if a.which == "head" else
             build(a.n, epochs, a.out, which=a.which, from_shipped=a.from_shipped))
     sys.stdout.write(json.dumps(info, indent=1) + "\n")
 
