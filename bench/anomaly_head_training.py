@@ -62,13 +62,15 @@ def run(start: Path | None, steps: int, n: int = 96) -> dict:
     rec = {k: reconstruct_all(restorer, x) for k, x in sets.items()}
     with tempfile.TemporaryDirectory(prefix="vae3d-bench-") as tmp:
         vols = _cohort(60, Path(tmp), HEAD_SEED)
-    rows = []
+    rows, data = [], {}  # label change -> (head inputs, labels)
     for name, hard_share, label_change in ROWS:
         t = time.perf_counter()
         head = load_head(start)
         if hard_share is not None:
-            images, labels = training_set(vols, HEAD_COPIES, 0, label_change=label_change)
-            inputs = head_inputs(images, reconstruct_all(restorer, images))
+            if label_change not in data:
+                images, labels = training_set(vols, HEAD_COPIES, 0, label_change=label_change)
+                data[label_change] = (head_inputs(images, reconstruct_all(restorer, images)), labels)
+            inputs, labels = data[label_change]
             torch.manual_seed(1)
             fit_head(head.train(), inputs, labels, steps, seed=1, lr=HEAD_FINETUNE_LR, hard_share=hard_share)
         row = _row(name, sets, rec, d["masks"], head.eval(), anomaly.HEAD_TEMPERATURE, anomaly.HEAD_SIGMA)
