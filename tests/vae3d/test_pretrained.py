@@ -72,3 +72,19 @@ def test_the_head_build_stores_a_head_that_loads_and_says_how_it_was_made(tmp_pa
 
     p = head_map(head, x, x * 0.9)
     assert p.shape == x.shape and float(p.min()) >= 0.0 and float(p.max()) <= 1.0
+    assert pretrained.load_head(tmp_path / "head.pt").description == info, "a head file by its path"
+
+
+@pytest.mark.slow
+def test_a_continued_head_build_starts_from_the_shipped_head_and_records_its_stage(tmp_path):
+    """``build --which head --from-shipped``: the head continues the shipped one at the lower rate, and
+    its description keeps the shipped head's training as ``continued_from``."""
+    from vae3d.pretrained.build import HEAD_FINETUNE_LR, build_anomaly_head
+
+    shipped = pretrained.load_head()
+    info = build_anomaly_head(n=2, steps=3, out=tmp_path / "head.pt", progress=False, from_shipped=True)
+    assert info["train"]["lr"] == HEAD_FINETUNE_LR and info["continued_from"]["train"] == shipped.description["train"]
+    head = pretrained.load_head(tmp_path / "head.pt")
+    moved = [float((a - b).abs().max()) for a, b in zip(head.state_dict().values(), shipped.state_dict().values(),
+                                                        strict=True) if a.is_floating_point()]
+    assert 0 < max(moved) < 0.05, "a few small steps away from the shipped weights, not a fresh start"
