@@ -19,6 +19,13 @@ both (BENCHMARKS.md, "Anomaly detection: a discriminative head" and "levers for 
 head is not normalised by healthy scans, so it fires at the same places of every brain (the
 frontal poles, the brain's edge): the healthy scans' mean map there (their ``envelope``) is
 subtracted (BENCHMARKS.md, "Anomaly detection: the healthy envelope and the score").
+
+Every scan carries its own slow intensity drift (the scanner's bias field), and the restorer does
+not give all of it back: where it does not, the residual holds a broad, faint patch that looks like
+a hypo- or hyper-intense lesion to the head. Before anything else, the residual's low-pass part
+(brain-masked, ``DRIFT_SIGMA`` voxels) is added back to the restoration (``with_drift``), so the
+maps read only what changes within a few voxels (BENCHMARKS.md, "Anomaly detection: the scan's own
+drift").
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ HEAD_TEMPERATURE = 4.0
 HEAD_SIGMA = 1.0
 LEGACY_HEAD = {"head_temperature": 1.0, "head_sigma": 1.5}  # versions stored before these were recorded
 FALSE_POSITIVE_RATE = 0.05  # of healthy scans flagged at the calibrated threshold
+DRIFT_SIGMA = 8.0  # the residual's low-pass (voxels) put back into the restoration: the scan's own slow drift
+DRIFT_MASK = 0.05  # where the drift is measured: the head (intensity above this)
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,9 @@ class HealthyResiduals:
     the discriminative head (``vae3d.anomaly_head``) or None; ``envelope``, the healthy scans' mean
     map with the head, subtracted from a new scan's (None: nothing subtracted); ``head_temperature``
     and ``head_sigma``, how the map with the head is made (its logits' divisor, the normalised
-    residual's smoothing): stored with the head, as the envelope and thresholds depend on them."""
+    residual's smoothing): stored with the head, as the envelope and thresholds depend on them;
+    ``drift_sigma``, the low-pass put back into restorations (``with_drift``) before the statistics
+    were fitted, so every map must too (None: none, as for versions stored before it existed)."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -61,6 +72,7 @@ class HealthyResiduals:
     envelope: torch.Tensor | None = None
     head_temperature: float = HEAD_TEMPERATURE
     head_sigma: float = HEAD_SIGMA
+    drift_sigma: float | None = None
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors only: saved with the model version, loaded with ``weights_only=True``."""
@@ -73,6 +85,8 @@ class HealthyResiduals:
                     "head_sigma": torch.tensor(float(self.head_sigma))}
         if self.envelope is not None:
             out["envelope"] = self.envelope.half()
+        if self.drift_sigma is not None:
+            out["drift_sigma"] = torch.tensor(float(self.drift_sigma))
         return out
 
     @classmethod
@@ -86,7 +100,9 @@ class HealthyResiduals:
             head.eval()
         envelope = state["envelope"].float() if "envelope" in state else None
         how = {k: float(state[k]) if k in state else v for k, v in LEGACY_HEAD.items()}
-        return cls(state["mean"].float(), state["std"].float(), state["brain"].bool(), head, envelope, **how)
+        drift = float(state["drift_sigma"]) if "drift_sigma" in state else None
+        return cls(state["mean"].float(), state["std"].float(), state["brain"].bool(), head, envelope, **how,
+                   drift_sigma=drift)
 
 
 def _smooth(volumes: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -97,40 +113,55 @@ def _smooth(volumes: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.stack([convert_to_tensor(smooth(v), track_meta=False) for v in volumes])
 
 
+def with_drift(x: torch.Tensor, recon: torch.Tensor, sigma: float | None = DRIFT_SIGMA) -> torch.Tensor:
+    """``recon`` with the scan's slow drift put back: the residual ``x - recon`` Gaussian-smoothed
+    over the head only (``sigma`` voxels; intensity above ``DRIFT_MASK``, normalised by the
+    smoothed mask so the background does not pull it down) added to it inside the head. The
+    residual ``x - with_drift(x, recon)`` keeps what changes within a few voxels (a lesion of
+    radius 5 voxels loses about 6% of its contrast at sigma 8). ``sigma`` None: ``recon``."""
+    if sigma is None:
+        return recon
+    head = (x > DRIFT_MASK).float()
+    drift = _smooth((x.float() - recon.float()) * head, sigma) / _smooth(head, sigma).clamp_min(1e-3)
+    return recon.float() + drift * head
+
+
 def fit_healthy(healthy: torch.Tensor, recon: torch.Tensor, std_sigma: float = 1.0, std_floor: float = STD_FLOOR,
-                brain_threshold: float = 0.1) -> HealthyResiduals:
+                brain_threshold: float = 0.1, drift_sigma: float | None = None) -> HealthyResiduals:
     """Voxel-wise residual statistics of ``healthy`` (B, 1, S, S, S) volumes (the validation split)
     and the model's reconstructions ``recon`` of them.
 
     ``std`` is smoothed (``std_sigma`` voxels) and floored at ``std_floor``: with a dozen scans a
     voxel's own spread is noisy, and a near-zero spread (background) would turn noise into alarms.
     ``brain`` is where the healthy mean image exceeds ``brain_threshold``. A single volume gives
-    no spread: its ``std`` is the floor everywhere.
+    no spread: its ``std`` is the floor everywhere. ``drift_sigma``: the residuals are of
+    ``with_drift`` restorations, and the statistics record it.
     """
     if len(healthy) == 0:
         raise ValueError("need healthy volumes to fit residual statistics, got none")
-    residuals = (healthy.float() - recon.float())[:, 0]
+    residuals = (healthy.float() - with_drift(healthy, recon, drift_sigma))[:, 0]
     spread = residuals.std(0) if len(residuals) > 1 else torch.zeros_like(residuals[0])
     std = _smooth(spread[None, None], std_sigma)[0, 0].clamp_min(std_floor)
-    return HealthyResiduals(residuals.mean(0), std, healthy[:, 0].mean(0) > brain_threshold)
+    return HealthyResiduals(residuals.mean(0), std, healthy[:, 0].mean(0) > brain_threshold, drift_sigma=drift_sigma)
 
 
 def anomaly_map(x: torch.Tensor, recon: torch.Tensor, healthy: HealthyResiduals | None = None,
                 sigma: float = SIGMA, mask_threshold: float = 0.05) -> torch.Tensor:
     """Voxel-wise anomaly, (B, 1, S, S, S).
 
-    With ``healthy``: ``|(x - recon - mean) / std|`` Gaussian-smoothed (``sigma`` voxels), zero
+    With ``healthy``: ``recon`` first takes back the scan's drift (``with_drift``, by the statistics'
+    ``drift_sigma``); then ``|(x - recon - mean) / std|`` Gaussian-smoothed (``sigma`` voxels), zero
     outside the healthy brain mask; with its ``head`` too, smoothed by ``healthy.head_sigma``
     instead, the geometric mean of that and the head's probability (its logits divided by
     ``healthy.head_temperature``), less the healthy ``envelope`` (floored at zero). Without (a model registered
     before the statistics existed): ``|x - recon|`` smoothed, zero outside the head (where input
     or reconstruction exceeds ``mask_threshold``).
     """
-    residual = x.float() - recon.float()
     if healthy is None:
         mask = (x > mask_threshold) | (recon > mask_threshold)
-        return _smooth(residual.abs(), sigma) * mask
-    z = (residual - healthy.mean) / healthy.std
+        return _smooth((x.float() - recon.float()).abs(), sigma) * mask
+    recon = with_drift(x, recon, healthy.drift_sigma)
+    z = (x.float() - recon - healthy.mean) / healthy.std
     if healthy.head is None:
         return _smooth(z.abs(), sigma) * healthy.brain
     from vae3d.anomaly_head import head_map
@@ -172,10 +203,12 @@ def score_threshold(healthy_scores: np.ndarray, false_positive_rate: float = FAL
 def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True,
               false_positive_rate: float = FALSE_POSITIVE_RATE,
               head: torch.nn.Module | None = None, head_temperature: float = HEAD_TEMPERATURE,
-              head_sigma: float = HEAD_SIGMA) -> tuple[HealthyResiduals | None, dict]:
+              head_sigma: float = HEAD_SIGMA, drift_sigma: float | None = DRIFT_SIGMA,
+              ) -> tuple[HealthyResiduals | None, dict]:
     """The statistics and thresholds stored with a model version, from healthy (validation) scans
     and the model's reconstructions of them; ``head``, the discriminative head stored with them
-    (``vae3d.anomaly_head``; needs ``normalise``), with how the map uses it (``HealthyResiduals``).
+    (``vae3d.anomaly_head``; needs ``normalise``), with how the map uses it (``HealthyResiduals``);
+    ``drift_sigma``, the scan's drift put back into every restoration first (``with_drift``).
 
     The statistics are fitted on every scan; the thresholds on out-of-sample maps: each scan's map
     uses statistics fitted on the others (leave-one-out). A scan inside its own statistics looks
@@ -189,8 +222,9 @@ def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True
     99.9th percentile of their in-brain map voxels, ``top_fraction``, the score's, the rate, the
     number of scans, the map's kind).
     """
-    how = {"head": head, "head_temperature": head_temperature, "head_sigma": head_sigma}
-    stats = replace(fit_healthy(healthy, recon), **how) if normalise else None
+    how = {"head": head, "head_temperature": head_temperature, "head_sigma": head_sigma, "drift_sigma": drift_sigma}
+    restored = with_drift(healthy, recon, drift_sigma) if normalise else recon  # once: the maps take ``recon``
+    stats = replace(fit_healthy(healthy, restored), **how) if normalise else None
     if stats is None or len(healthy) < 3:  # nothing fitted, or too few scans to leave one out
         amap = anomaly_map(healthy, recon, stats)
     else:
@@ -198,7 +232,7 @@ def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True
         maps = []
         for i in range(len(healthy)):
             keep[i] = False
-            others = replace(fit_healthy(healthy[keep], recon[keep]), **how)
+            others = replace(fit_healthy(healthy[keep], restored[keep]), **how)
             keep[i] = True
             maps.append(anomaly_map(healthy[i : i + 1], recon[i : i + 1], others))
         amap = torch.cat(maps)

@@ -88,12 +88,14 @@ def test_a_stored_head_survives_storage_and_shapes_the_map(tmp_path):
     assert thresholds["map"] == "healthy-normalised residual x discriminative head - healthy envelope"
     normalised = anomaly.anomaly_map(scans, recon, replace(stats, head=None), sigma=anomaly.HEAD_SIGMA)
     with_head = anomaly.anomaly_map(scans, recon, stats)
-    tempered = head_map(head, scans, recon, temperature=anomaly.HEAD_TEMPERATURE)
+    restored = anomaly.with_drift(scans, recon)  # the head reads the restoration with the scan's drift put back
+    tempered = head_map(head, scans, restored, temperature=anomaly.HEAD_TEMPERATURE)
     expected = ((tempered * normalised).sqrt() - stats.envelope).clamp_min(0)
     assert torch.allclose(with_head, expected)
     back = anomaly.HealthyResiduals.from_state(load_checkpoint(save_checkpoint(tmp_path / "a.pt", stats.state())))
     assert back.head is not None and back.head.features == head.features and not back.head.training
     assert (back.head_temperature, back.head_sigma) == (anomaly.HEAD_TEMPERATURE, anomaly.HEAD_SIGMA)
+    assert back.drift_sigma == stats.drift_sigma == anomaly.DRIFT_SIGMA
     assert torch.allclose(anomaly.anomaly_map(scans, recon, back), with_head, rtol=0.02, atol=0.02)
     assert torch.allclose(back.envelope, stats.envelope, rtol=1e-2, atol=1e-3)
     assert anomaly.HealthyResiduals.from_state(replace(stats, head=None, envelope=None).state()).head is None
@@ -106,9 +108,10 @@ def test_a_head_that_reads_the_normalised_residual_is_given_it_and_survives_stor
     torch.manual_seed(0)
     head = build_head((4, 4, 8, 8, 16, 4), in_channels=3).eval()
     stats, _ = anomaly.calibrate(scans, recon, head=head)
-    z = (scans - recon - stats.mean) / stats.std
+    restored = anomaly.with_drift(scans, recon)
+    z = (scans - restored - stats.mean) / stats.std
     normalised = anomaly.anomaly_map(scans, recon, replace(stats, head=None), sigma=anomaly.HEAD_SIGMA)
-    tempered = head_map(head, scans, recon, z, temperature=anomaly.HEAD_TEMPERATURE)
+    tempered = head_map(head, scans, restored, z, temperature=anomaly.HEAD_TEMPERATURE)
     expected = ((tempered * normalised).sqrt() - stats.envelope).clamp_min(0)
     assert torch.allclose(anomaly.anomaly_map(scans, recon, stats), expected)
     with pytest.raises(ValueError, match="normalised residual"):
@@ -168,8 +171,51 @@ def test_a_version_stored_before_the_head_settings_were_recorded_makes_its_map_a
     stats = replace(anomaly.fit_healthy(scans, recon), head=head)
     legacy = {k: v for k, v in stats.state().items() if k not in ("head_temperature", "head_sigma")}
     back = anomaly.HealthyResiduals.from_state(legacy)
-    assert (back.head_temperature, back.head_sigma) == (1.0, 1.5)
+    assert (back.head_temperature, back.head_sigma, back.drift_sigma) == (1.0, 1.5, None)
     normalised = anomaly.anomaly_map(scans, recon, replace(back, head=None), sigma=1.5)
     expected = (head_map(back.head, scans, recon) * normalised).sqrt()
     assert torch.allclose(anomaly.anomaly_map(scans, recon, back), expected)
     assert not torch.allclose(anomaly.anomaly_map(scans, recon, stats), expected, rtol=1e-3, atol=1e-3)
+
+
+def _drifted(scans: torch.Tensor, depth: float, seed: int) -> torch.Tensor:
+    """``scans`` under a slow intensity drift the restorer does not give back: a broad dip (a
+    Gaussian of 10 voxels' spread, ``depth`` deep) at a seeded place in the brain, as a bias field makes."""
+    g = torch.Generator().manual_seed(seed)
+    size = scans.shape[-1]
+    centre = torch.randint(size // 3, 2 * size // 3, (3,), generator=g).float()
+    grid = torch.stack(torch.meshgrid(*[torch.arange(size, dtype=torch.float32)] * 3, indexing="ij"))
+    dip = torch.exp(-((grid - centre[:, None, None, None]) ** 2).sum(0) / (2 * 10.0**2))
+    return scans * (1 - depth * dip)
+
+
+def test_the_scan_s_own_drift_is_put_back_into_the_restoration_and_a_lesion_is_not():
+    _, recon = _healthy(1, seed=5, size=32)
+    drifted = _drifted(recon, 0.25, seed=0)  # the anatomy under a drift, without noise
+    brain = recon > 0.3
+    raw = (drifted - recon)[brain].abs().mean()
+    kept = (drifted - anomaly.with_drift(drifted, recon))[brain].abs().mean()
+    assert float(kept) < 0.5 * float(raw), (kept, raw)
+    lesioned = drifted.clone()
+    lesioned[..., 14:18, 14:18, 14:18] += 0.3
+    inside = (slice(None), slice(None), slice(14, 18), slice(14, 18), slice(14, 18))
+    change = (lesioned - anomaly.with_drift(lesioned, recon)) - (drifted - anomaly.with_drift(drifted, recon))
+    assert float(change[inside].mean()) > 0.9 * 0.3  # the lesion stays in the residual
+    assert torch.equal(anomaly.with_drift(drifted, recon, None), recon)
+
+
+def test_a_healthy_scan_under_a_drift_is_not_flagged_and_a_version_without_the_setting_maps_as_then():
+    fit_scans, fit_recon = _healthy(40, seed=1, size=32)
+    new_scans, new_recon = _healthy(8, seed=2, size=32)
+    drifted = torch.cat([_drifted(new_scans[i : i + 1], 0.12, seed=i) for i in range(len(new_scans))])
+    verdicts = {}
+    for sigma in (anomaly.DRIFT_SIGMA, None):
+        stats, thresholds = anomaly.calibrate(fit_scans, fit_recon, drift_sigma=sigma)
+        scores = anomaly.calibrated_score(anomaly.anomaly_map(drifted, new_recon, stats), thresholds).numpy()
+        verdicts[sigma] = float(np.mean(scores > thresholds["score_threshold"]))
+        legacy = {k: v for k, v in stats.state().items() if k != "drift_sigma"}
+        back = anomaly.HealthyResiduals.from_state(legacy)
+        as_then = anomaly.anomaly_map(drifted, new_recon, replace(stats, drift_sigma=None))
+        assert back.drift_sigma is None
+        assert torch.allclose(anomaly.anomaly_map(drifted, new_recon, back), as_then, rtol=1e-2, atol=1e-2)
+    assert verdicts[anomaly.DRIFT_SIGMA] <= 0.125 and verdicts[None] >= 0.75, verdicts
