@@ -23,7 +23,7 @@ subtracted (BENCHMARKS.md, "Anomaly detection: the healthy envelope and the scor
 Every scan carries its own slow intensity drift (the scanner's bias field), and the restorer does
 not give all of it back: where it does not, the residual holds a broad, faint patch that looks like
 a hypo- or hyper-intense lesion to the head. Before anything else, the residual's low-pass part
-(brain-masked, ``DRIFT_SIGMA`` voxels) is added back to the restoration (``with_drift``), so the
+(over the head only, ``DRIFT_SIGMA`` voxels) is added back to the restoration (``with_drift``), so the
 maps read only what changes within a few voxels (BENCHMARKS.md, "Anomaly detection: the scan's own
 drift").
 """
