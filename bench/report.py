@@ -379,7 +379,7 @@ def anomaly_ablation_section(r: dict) -> list[str]:
 
 
 def anomaly_test_time_section(r: dict) -> list[str]:
-    split = "{} train / {} healthy reference / {} held out".format(*r["split"])
+    split = _dev_split(r)
     lines = [
         "## Anomaly detection: test-time restorations (development data)",
         f"`python -m bench.anomaly_test_time` on {_machine(r)}. {r['model']}, no fine-tuning; the data of the "
@@ -396,7 +396,7 @@ def anomaly_test_time_section(r: dict) -> list[str]:
 
 
 def anomaly_restorer_variants_section(r: dict) -> list[str]:
-    split = "{} train / {} healthy reference / {} held out".format(*r["split"])
+    split = _dev_split(r)
     keys = list(r["rows"][0]["maps"])
     lines = [
         "## Anomaly detection: restorers trained on other corruptions (development data)",
@@ -417,7 +417,7 @@ def anomaly_restorer_variants_section(r: dict) -> list[str]:
 
 
 def anomaly_map_settings_section(r: dict) -> list[str]:
-    split = "{} train / {} healthy reference / {} held out".format(*r["split"])
+    split = _dev_split(r)
     tops = list(r["rows"][0]["volume_auroc"])
     c = r["chosen"]
     lines = [
@@ -439,7 +439,7 @@ def anomaly_map_settings_section(r: dict) -> list[str]:
 
 def anomaly_head_section(r: dict, heading: str = "## Anomaly detection: a discriminative head (development data)",
                          options: str = "") -> list[str]:
-    split = "{} train / {} healthy reference / {} held out".format(*r["split"])
+    split = _dev_split(r)
     tops = [k for k in r["rows"][0] if k.startswith("volume_auroc_top")]
     lines = [
         heading,
@@ -465,7 +465,7 @@ def _anomaly_head_z(r: dict) -> list[str]:
 
 
 def anomaly_envelope_section(r: dict) -> list[str]:
-    split = "{} train / {} healthy reference / {} held out".format(*r["split"])
+    split = _dev_split(r)
     tops = [str(t) for t in r["tops"]]
     lines = [
         "## Anomaly detection: the healthy envelope and the score (development data)",
@@ -491,7 +491,7 @@ def anomaly_envelope_section(r: dict) -> list[str]:
 
 
 def anomaly_levers_section(r: dict) -> list[str]:
-    split = "{} train / {} healthy reference / {} held out".format(*r["split"])
+    split = _dev_split(r)
     lines = [
         "## Anomaly detection: levers for the map (development data)",
         f"`python -m bench.anomaly_levers` on {_machine(r)}. The shipped anomaly restorer and the shipped head, no "
@@ -508,12 +508,22 @@ def anomaly_levers_section(r: dict) -> list[str]:
     for x in r["rows"]:
         h = x["with_head"]
         lines.append(f"| {x['row']} | {x['kept']:.2f} | {x['healthy_mae']:.4f} | {_anomaly_cell(x['normalised'])} | "
-                     f"{_anomaly_cell(h)} | {h['flagged']:.2f} / {h['healthy_flagged']:.2f} |")
+                     f"{_anomaly_cell(h)} | {_flagged(h)} |")
     return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
 
 
+def _dev_split(r: dict) -> str:
+    """The anomaly development data's split, in words."""
+    return "{} train / {} healthy reference / {} held out".format(*r["split"])
+
+
+def _flagged(m: dict) -> str:
+    """The shares of lesioned / healthy held-out scans a map flags."""
+    return f"{m['flagged']:.2f} / {m['healthy_flagged']:.2f}"
+
+
 def anomaly_head_training_section(r: dict) -> list[str]:
-    split = "{} train / {} healthy reference / {} held out".format(*r["split"])
+    split = _dev_split(r)
     lines = [
         "## Anomaly detection: training the head (development data)",
         f"`python -m bench.anomaly_head_training` on {_machine(r)}. The shipped anomaly restorer, no fine-tuning; "
@@ -528,12 +538,12 @@ def anomaly_head_training_section(r: dict) -> list[str]:
     for x in r["rows"]:
         h = x["with_head"]
         sec = f"{x['seconds']:.0f}" if "seconds" in x else "-"
-        lines.append(f"| {x['row']} | {_anomaly_cell(h)} | {h['flagged']:.2f} / {h['healthy_flagged']:.2f} | {sec} |")
+        lines.append(f"| {x['row']} | {_anomaly_cell(h)} | {_flagged(h)} | {sec} |")
     return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
 
 
 def anomaly_drift_section(r: dict) -> list[str]:
-    split = "{} train / {} healthy reference / {} held out".format(*r["split"])
+    split = _dev_split(r)
     lines = [
         "## Anomaly detection: the scan's own drift (development data)",
         f"`python -m bench.anomaly_drift` on {_machine(r)}. The shipped anomaly restorer and head, no fine-tuning; "
@@ -551,7 +561,7 @@ def anomaly_drift_section(r: dict) -> list[str]:
     for x in r["rows"]:
         h = x["with_head"]
         lines.append(f"| {x['row']} | {_anomaly_cell(x['normalised'])} | {_anomaly_cell(h)} | "
-                     f"{h['flagged']:.2f} / {h['healthy_flagged']:.2f} | {x['seconds']:.0f} |")
+                     f"{_flagged(h)} | {x['seconds']:.0f} |")
     return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
 
 
