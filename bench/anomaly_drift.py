@@ -7,7 +7,7 @@ The healthy held-out scans' hottest head voxels are broad, faint patches where t
 matter): the scan's bias field, which the restorer evens out. To the head they look like the faint
 hypo-intense lesions it misses. Every row makes the product's map (``vae3d.anomaly``: the shipped
 restorer and head, calibrated leave-one-out on the reference scans, the envelope subtracted) with
-the residual's brain-masked low-pass at ``sigma`` voxels put back into the restoration first
+the residual's low-pass over the head at ``sigma`` voxels put back into the restoration first
 (``vae3d.anomaly.with_drift``; none: the map before). The last row fine-tunes the shipped head for
 ``--steps`` steps on the head's own cohort with the drift put back into its training restorations
 too (``--steps 0`` leaves it out), and scores it at the adopted sigma.
@@ -52,7 +52,7 @@ def run(steps: int, n: int = 96) -> dict:
         t = time.perf_counter()
         name = "none (before)" if sigma is None else f"sigma {sigma:g}" + (
             " (adopted)" if sigma == anomaly.DRIFT_SIGMA else "")
-        row = _row(name, sets, rec, d["masks"], head, anomaly.HEAD_TEMPERATURE, anomaly.HEAD_SIGMA, sigma)
+        row = _row(name, sets, rec, d["masks"], head, anomaly.HEAD_TEMPERATURE, anomaly.HEAD_SIGMA, drift_sigma=sigma)
         row.pop("maps")
         rows.append({**row, "drift_sigma": sigma, "seconds": time.perf_counter() - t})
         print(rows[-1], flush=True)

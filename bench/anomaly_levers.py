@@ -108,16 +108,17 @@ def _restorations(restorer, sets: dict[str, torch.Tensor], kind: str, first: dic
     return out
 
 
-def _row(name, sets, rec, masks, head, temperature, sigma, drift_sigma="default") -> dict:
+def _row(name, sets, rec, masks, head, temperature, sigma, **how) -> dict:
+    """One row: the normalised residual alone and the map with ``head``, each calibrated on the reference
+    scans (``how``: more of ``vae3d.anomaly.calibrate``'s settings, e.g. ``drift_sigma``)."""
     from vae3d import anomaly
     from vae3d.evaluation import anomaly as metrics
 
-    drift_sigma = anomaly.DRIFT_SIGMA if drift_sigma == "default" else drift_sigma
     out = {"row": name, "kept": lesion_kept(sets["held"], sets["lesioned"], rec["lesioned"], masks),
            "healthy_mae": float((rec["held"] - sets["held"]).abs().mean())}
     for key, h in (("normalised", None), ("with_head", head)):
         stats, thr = anomaly.calibrate(sets["val"], rec["val"], head=h, head_temperature=temperature,
-                                       head_sigma=sigma, drift_sigma=drift_sigma)
+                                       head_sigma=sigma, **how)
         mh, ml = (anomaly.anomaly_map(sets[k], rec[k], stats) for k in ("held", "lesioned"))
         sh, sl = (anomaly.calibrated_score(m, thr).numpy() for m in (mh, ml))
         out[key] = {**metrics.voxel_metrics(ml, masks), "volume_auroc": metrics.volume_auroc(sh, sl),

@@ -127,22 +127,21 @@ def with_drift(x: torch.Tensor, recon: torch.Tensor, sigma: float | None = DRIFT
 
 
 def fit_healthy(healthy: torch.Tensor, recon: torch.Tensor, std_sigma: float = 1.0, std_floor: float = STD_FLOOR,
-                brain_threshold: float = 0.1, drift_sigma: float | None = None) -> HealthyResiduals:
+                brain_threshold: float = 0.1) -> HealthyResiduals:
     """Voxel-wise residual statistics of ``healthy`` (B, 1, S, S, S) volumes (the validation split)
     and the model's reconstructions ``recon`` of them.
 
     ``std`` is smoothed (``std_sigma`` voxels) and floored at ``std_floor``: with a dozen scans a
     voxel's own spread is noisy, and a near-zero spread (background) would turn noise into alarms.
     ``brain`` is where the healthy mean image exceeds ``brain_threshold``. A single volume gives
-    no spread: its ``std`` is the floor everywhere. ``drift_sigma``: the residuals are of
-    ``with_drift`` restorations, and the statistics record it.
+    no spread: its ``std`` is the floor everywhere.
     """
     if len(healthy) == 0:
         raise ValueError("need healthy volumes to fit residual statistics, got none")
-    residuals = (healthy.float() - with_drift(healthy, recon, drift_sigma))[:, 0]
+    residuals = (healthy.float() - recon.float())[:, 0]
     spread = residuals.std(0) if len(residuals) > 1 else torch.zeros_like(residuals[0])
     std = _smooth(spread[None, None], std_sigma)[0, 0].clamp_min(std_floor)
-    return HealthyResiduals(residuals.mean(0), std, healthy[:, 0].mean(0) > brain_threshold, drift_sigma=drift_sigma)
+    return HealthyResiduals(residuals.mean(0), std, healthy[:, 0].mean(0) > brain_threshold)
 
 
 def anomaly_map(x: torch.Tensor, recon: torch.Tensor, healthy: HealthyResiduals | None = None,
