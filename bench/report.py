@@ -502,14 +502,36 @@ def anomaly_levers_section(r: dict) -> list[str]:
         "found the scan unusual); every scan affine-registered to a template. Cells: voxel AUPRC / best Dice / "
         f"volume AUROC (top {r['top_fraction']}), and the shares of lesioned / healthy held-out scans flagged at "
         f"the calibrated threshold. Chosen (`vae3d.anomaly`): {r['chosen']}.",
-        "", "| row | kept | healthy MAE | normalised residual | with the head | flagged: lesioned / healthy |",
-        "|---|---|---|---|---|---|",
     ]
-    for x in r["rows"]:
+    return [*lines, *_restoration_table(r["rows"]), *[f"- {n}" for n in r.get("notes", [])], ""]
+
+
+def _restoration_table(rows: list[dict], per_scan: bool = False) -> list[str]:
+    """Rows of restorations side by side: kept, healthy error, both maps, flagged (and seconds per scan)."""
+    extra = " s per scan |" if per_scan else ""
+    lines = ["", "| row | kept | healthy MAE | normalised residual | with the head | flagged: lesioned / healthy |"
+             + extra, "|---|---|---|---|---|---|" + ("---|" if per_scan else "")]
+    for x in rows:
         h = x["with_head"]
         lines.append(f"| {x['row']} | {x['kept']:.2f} | {x['healthy_mae']:.4f} | {_anomaly_cell(x['normalised'])} | "
-                     f"{_anomaly_cell(h)} | {_flagged(h)} |")
-    return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
+                     f"{_anomaly_cell(h)} | {_flagged(h)} |" + (f" {x['seconds_per_scan']:.3f} |" if per_scan else ""))
+    return lines
+
+
+def anomaly_tta_section(r: dict) -> list[str]:
+    lines = [
+        "## Anomaly detection: averaging the restoration (development data)",
+        f"`python -m bench.anomaly_tta` on {_machine(r)}. The shipped anomaly restorer and head, no fine-tuning; the "
+        f"data of 'Anomaly detection: maps side by side' ({_dev_split(r)}). With the scan's drift put back, what is "
+        "left of a healthy scan's map is the restorer's own errors, which differ from one input to another. Each "
+        "row makes the product's map (calibrated leave-one-out on the reference scans, the drift put back, the "
+        "envelope subtracted) from one restoration: one pass; averaged with the pass over the left-right mirrored "
+        "scan, flipped back (`vae3d.inference.reconstruct(..., mirror=True)`); averaged over the 8 offsets of the "
+        "stem's patch (`reconstruct_shift_averaged`); both. Cells: voxel AUPRC / best Dice / volume AUROC (top "
+        f"{r['top_fraction']}), the shares of lesioned / healthy held-out scans flagged at the calibrated threshold, "
+        f"the restorer's seconds per scan. Chosen (`vae3d.anomaly.MIRROR_AVERAGED`): {r['chosen']}.",
+    ]
+    return [*lines, *_restoration_table(r["rows"], per_scan=True), *[f"- {n}" for n in r.get("notes", [])], ""]
 
 
 def _dev_split(r: dict) -> str:
@@ -609,6 +631,8 @@ _HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training again
              "anomaly_head_z": "## Anomaly detection: a head that reads",
              "anomaly_levers": "## Anomaly detection: levers for the map",
              "anomaly_head_training": "## Anomaly detection: training the head",
+             "anomaly_drift": "## Anomaly detection: the scan's own drift",
+             "anomaly_tta": "## Anomaly detection: averaging the restoration",
              "prior_ablation": "## Latent priors side by side"}
 SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), ("model_ablation", ablation_section),
             ("model_ablation_long", _ablation_long), ("model_ablation_steps", _ablation_steps),
@@ -623,7 +647,7 @@ SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), 
             ("anomaly_head", anomaly_head_section), ("anomaly_envelope", anomaly_envelope_section),
             ("anomaly_head_z", _anomaly_head_z), ("anomaly_levers", anomaly_levers_section),
             ("anomaly_head_training", anomaly_head_training_section),
-            ("anomaly_drift", anomaly_drift_section),
+            ("anomaly_drift", anomaly_drift_section), ("anomaly_tta", anomaly_tta_section),
             ("prior_ablation", prior_ablation_section))
 
 

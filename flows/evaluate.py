@@ -119,7 +119,9 @@ def eval_anomaly(model, train: torch.Tensor, val: torch.Tensor, test: torch.Tens
     version's anomaly restorer) fitted and calibrated on the healthy validation scans, then scored
     on lesioned copies of the test scans against the same scans without lesions."""
     lesioned, masks = anomaly.lesioned_copies(test, seed)
-    val_recon, test_recon, les_recon = (inference.reconstruct_all(model, x) for x in (val, test, lesioned))
+    mirror = anomaly_maps.MIRROR_AVERAGED  # restored as registration restores (``register_model``)
+    val_recon, test_recon, les_recon = (inference.reconstruct_all(model, x, mirror=mirror)
+                                        for x in (val, test, lesioned))
     healthy, thresholds = anomaly_maps.calibrate(val, val_recon, head=head)  # what registration stores
     atlas = train.mean(0, keepdim=True)
     maps = {"vae": lambda x, r: anomaly_maps.anomaly_map(x, r, healthy),

@@ -91,7 +91,9 @@ class VAE3DPyfunc(PythonModel):
                     outs.append(inference.embed(self.model, chunk))
                     continue
                 if mode == "anomaly":
-                    outs.append(anomaly.anomaly_map(chunk, inference.reconstruct(self.restorer, chunk), self.healthy))
+                    mirror = self.healthy is not None and self.healthy.mirror_averaged
+                    outs.append(anomaly.anomaly_map(chunk, inference.reconstruct(self.restorer, chunk, mirror),
+                                                    self.healthy))
                     continue
                 recon = inference.reconstruct(self.model, chunk)
                 rmse = self.meta.get("restoration", {}).get("model_rmse")

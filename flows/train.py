@@ -199,7 +199,9 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
     restorer = load_model(outcome["restorer_checkpoint"]) if outcome.get("restorer_checkpoint") else model
     val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")])
     head = pretrained_head(settings.train) if restorer is not model else None
-    healthy, thresholds = anomaly.calibrate(val, inference.reconstruct_all(restorer, val), head=head)
+    mirror = anomaly.MIRROR_AVERAGED  # how the statistics' restorations are made, and every map's after them
+    healthy, thresholds = anomaly.calibrate(val, inference.reconstruct_all(restorer, val, mirror=mirror), head=head,
+                                            mirror_averaged=mirror)
     thresholds["restorer"] = "separate" if restorer is not model else "main model"
     if head is not None:  # which shipped head weighs the map (its weights travel in the anomaly artifact)
         thresholds["head"] = {"weights": HEAD_WEIGHTS.name, **{k: head.description[k] for k in ("cohort", "train")}}

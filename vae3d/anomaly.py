@@ -26,6 +26,13 @@ a hypo- or hyper-intense lesion to the head. Before anything else, the residual'
 (over the head only, ``DRIFT_SIGMA`` voxels) is added back to the restoration (``with_drift``), so the
 maps read only what changes within a few voxels (BENCHMARKS.md, "Anomaly detection: the scan's own
 drift").
+
+What is left of a healthy scan's map is then mostly the restorer's own errors, which differ from one
+input to another; the restorations the maps read are averaged with the restoration of the left-right
+mirrored scan (``vae3d.inference.reconstruct(..., mirror=True)``; ``MIRROR_AVERAGED``), which
+cancels part of them while a lesion stays where it is (BENCHMARKS.md, "Anomaly detection: averaging
+the restoration"). The restoring is the caller's (this module takes tensors); the statistics record
+how the restorations they were fitted on were made (``mirror_averaged``), so every map is made alike.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ LEGACY_HEAD = {"head_temperature": 1.0, "head_sigma": 1.5}  # versions stored be
 FALSE_POSITIVE_RATE = 0.05  # of healthy scans flagged at the calibrated threshold
 DRIFT_SIGMA = 8.0  # the residual's low-pass (voxels) put back into the restoration: the scan's own slow drift
 DRIFT_MASK = 0.05  # where the drift is measured: the head (intensity above this)
+MIRROR_AVERAGED = True  # restorations averaged with the left-right mirrored scan's (two restorer passes)
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,9 @@ class HealthyResiduals:
     and ``head_sigma``, how the map with the head is made (its logits' divisor, the normalised
     residual's smoothing): stored with the head, as the envelope and thresholds depend on them;
     ``drift_sigma``, the low-pass put back into restorations (``with_drift``) before the statistics
-    were fitted, so every map must too (None: none, as for versions stored before it existed)."""
+    were fitted, so every map must too (None: none, as for versions stored before it existed);
+    ``mirror_averaged``, whether the restorations they were fitted on were averaged with the left-right
+    mirrored scan's, so a new scan's must be (False for versions stored before it existed)."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -73,6 +83,7 @@ class HealthyResiduals:
     head_temperature: float = HEAD_TEMPERATURE
     head_sigma: float = HEAD_SIGMA
     drift_sigma: float | None = None
+    mirror_averaged: bool = False
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors only: saved with the model version, loaded with ``weights_only=True``."""
@@ -87,6 +98,8 @@ class HealthyResiduals:
             out["envelope"] = self.envelope.half()
         if self.drift_sigma is not None:
             out["drift_sigma"] = torch.tensor(float(self.drift_sigma))
+        if self.mirror_averaged:
+            out["mirror_averaged"] = torch.tensor(True)
         return out
 
     @classmethod
@@ -102,7 +115,7 @@ class HealthyResiduals:
         how = {k: float(state[k]) if k in state else v for k, v in LEGACY_HEAD.items()}
         drift = float(state["drift_sigma"]) if "drift_sigma" in state else None
         return cls(state["mean"].float(), state["std"].float(), state["brain"].bool(), head, envelope, **how,
-                   drift_sigma=drift)
+                   drift_sigma=drift, mirror_averaged=bool(state.get("mirror_averaged", False)))
 
 
 def _smooth(volumes: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -203,11 +216,13 @@ def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True
               false_positive_rate: float = FALSE_POSITIVE_RATE,
               head: torch.nn.Module | None = None, head_temperature: float = HEAD_TEMPERATURE,
               head_sigma: float = HEAD_SIGMA, drift_sigma: float | None = DRIFT_SIGMA,
-              ) -> tuple[HealthyResiduals | None, dict]:
+              mirror_averaged: bool = MIRROR_AVERAGED) -> tuple[HealthyResiduals | None, dict]:
     """The statistics and thresholds stored with a model version, from healthy (validation) scans
     and the model's reconstructions of them; ``head``, the discriminative head stored with them
     (``vae3d.anomaly_head``; needs ``normalise``), with how the map uses it (``HealthyResiduals``);
-    ``drift_sigma``, the scan's drift put back into every restoration first (``with_drift``).
+    ``drift_sigma``, the scan's drift put back into every restoration first (``with_drift``);
+    ``mirror_averaged``, whether ``recon`` was restored so (``vae3d.inference.reconstruct(...,
+    mirror=True)``): recorded with the statistics, so every map's restoration is made alike.
 
     The statistics are fitted on every scan; the thresholds on out-of-sample maps: each scan's map
     uses statistics fitted on the others (leave-one-out). A scan inside its own statistics looks
@@ -221,7 +236,8 @@ def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True
     99.9th percentile of their in-brain map voxels, ``top_fraction``, the score's, the rate, the
     number of scans, the map's kind).
     """
-    how = {"head": head, "head_temperature": head_temperature, "head_sigma": head_sigma, "drift_sigma": drift_sigma}
+    how = {"head": head, "head_temperature": head_temperature, "head_sigma": head_sigma, "drift_sigma": drift_sigma,
+           "mirror_averaged": mirror_averaged}
     restored = with_drift(healthy, recon, drift_sigma) if normalise else recon  # once: the maps take ``recon``
     stats = replace(fit_healthy(healthy, restored), **how) if normalise else None
     if stats is None or len(healthy) < 3:  # nothing fitted, or too few scans to leave one out

@@ -15,16 +15,25 @@ from vae3d.anomaly import anomaly_map  # noqa: F401 - registered models' stored 
 from vae3d.intensity import apply_map
 from vae3d.model import VAE3D
 
+LEFT_RIGHT = 2  # the tensor dimension of the left-right axis: preprocessing orients every volume RAS
+
 
 @torch.no_grad()
-def reconstruct(model: VAE3D, x: torch.Tensor) -> torch.Tensor:
-    """Posterior-mean reconstruction, clipped to the training range [0, 1]. (B,1,S,S,S)."""
-    return model.reconstruct(x.to(model.device)).float().clamp_(0.0, 1.0).cpu()
+def reconstruct(model: VAE3D, x: torch.Tensor, mirror: bool = False) -> torch.Tensor:
+    """Posterior-mean reconstruction, clipped to the training range [0, 1]. (B,1,S,S,S).
+
+    ``mirror``: averaged with the reconstruction of the left-right mirrored scan, flipped back (two
+    passes; test-time augmentation: the two passes' errors partly cancel, a lesion stays where it is).
+    """
+    out = model.reconstruct(x.to(model.device)).float().clamp_(0.0, 1.0).cpu()
+    if mirror:
+        out = out.add_(reconstruct(model, x.flip(LEFT_RIGHT)).flip(LEFT_RIGHT)).div_(2)
+    return out
 
 
-def reconstruct_all(model: VAE3D, volumes: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
+def reconstruct_all(model: VAE3D, volumes: torch.Tensor, batch_size: int = 4, mirror: bool = False) -> torch.Tensor:
     """``reconstruct`` over ``volumes`` (N, 1, S, S, S) in batches of ``batch_size``."""
-    return torch.cat([reconstruct(model, chunk) for chunk in volumes.split(batch_size)])
+    return torch.cat([reconstruct(model, chunk, mirror) for chunk in volumes.split(batch_size)])
 
 
 @torch.no_grad()
