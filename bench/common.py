@@ -67,7 +67,7 @@ def peak_rss_mb() -> float:
 
 
 def sample_cohort(folder: Path, n: int, spacing: float, seed: int = 0) -> list[Path]:
-    """The sample cohort, written once and reused across benchmark runs."""
+    """The sample cohort, written once and reused across benchmark runs (``folder`` holds one seed's)."""
     from vae3d.sample_data import CohortSpec, write_cohort
 
     folder = Path(folder)
@@ -86,7 +86,7 @@ def preprocessed_tensors(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
 
     spacing = 192.0 / size
     chain = build_preprocess(target_shape=(size,) * 3, target_spacing=(spacing,) * 3)
-    paths = sample_cohort(RESULTS / "cohort_2mm", n, 2.0, seed)
+    paths = sample_cohort(RESULTS / ("cohort_2mm" if seed == 0 else f"cohort_2mm_seed{seed}"), n, 2.0, seed)
     arr = np.stack([preprocess_volume(chain, p)[0] for p in paths])
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, arr)
