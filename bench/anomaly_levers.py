@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.common import RESULTS, anomaly_dev_data, lesion_kept, write_result
+from bench.common import anomaly_dev_data, dev_meta, held_out_overlay, lesion_kept, write_result
 
 #: (row, restoration, extra reference scans, head temperature, head sigma)
 ROWS = (
@@ -159,14 +159,8 @@ def run(n: int = 96, figure: bool = False) -> dict:
         rows.append({**row, "seconds": time.perf_counter() - t})
         print(rows[-1], flush=True)
     if figure and chosen is not None:
-        from vae3d.figures import anomaly_overlay
-
-        ml, thr = chosen
-        cases = [{"label": f"held-out {i}", "image": sets["lesioned"][i, 0].numpy(), "map": ml[i, 0].numpy(),
-                  "mask": masks[i, 0].numpy()} for i in range(4)]
-        anomaly_overlay(cases, thr).savefig(RESULTS / "anomaly_levers.png", dpi=80)
-    return {"n": n, "split": [len(d["train"]), len(d["val"]), len(d["held"])], "lesions": d["lesions"],
-            "top_fraction": anomaly.TOP_FRACTION, "chosen": CHOSEN, "rows": rows}
+        held_out_overlay(d, *chosen, "anomaly_levers")
+    return {**dev_meta(d), "top_fraction": anomaly.TOP_FRACTION, "chosen": CHOSEN, "rows": rows}
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ import time
 import torch
 
 from bench.anomaly_levers import _row
-from bench.common import RESULTS, anomaly_dev_data, write_result
+from bench.common import anomaly_dev_data, dev_meta, held_out_overlay, write_result
 
 #: (row, passes over the scan and its mirror image, shift-averaged)
 ROWS = (("one pass (before)", False, False), ("mirror-averaged (adopted)", True, False),
@@ -67,15 +67,10 @@ def run(n: int = 96, figure: bool = True) -> dict:
         row = _row(name, sets, rec, d["masks"], head, anomaly.HEAD_TEMPERATURE, anomaly.HEAD_SIGMA)
         ml, thr = row.pop("maps")
         if figure and name == CHOSEN:
-            from vae3d.figures import anomaly_overlay
-
-            cases = [{"label": f"held-out {i}", "image": sets["lesioned"][i, 0].numpy(), "map": ml[i, 0].numpy(),
-                      "mask": d["masks"][i, 0].numpy()} for i in range(4)]
-            anomaly_overlay(cases, thr).savefig(RESULTS / "anomaly_tta.png", dpi=80)
+            held_out_overlay(d, ml, thr, "anomaly_tta")
         rows.append({**row, "seconds_per_scan": per_scan, "seconds": time.perf_counter() - t})
         print(rows[-1], flush=True)
-    return {"n": n, "split": [len(d["train"]), len(d["val"]), len(d["held"])], "lesions": d["lesions"],
-            "top_fraction": anomaly.TOP_FRACTION, "chosen": CHOSEN, "rows": rows}
+    return {**dev_meta(d), "top_fraction": anomaly.TOP_FRACTION, "chosen": CHOSEN, "rows": rows}
 
 
 def main() -> None:

@@ -107,6 +107,24 @@ def anomaly_dev_data(n: int = 96) -> dict:
             "lesions": {k: list(v) if isinstance(v, tuple) else v for k, v in LESIONS.items()}}
 
 
+def dev_meta(d: dict) -> dict:
+    """What a development-data result records of ``anomaly_dev_data`` ``d``: its size, split and lesions."""
+    return {"n": sum(len(d[k]) for k in ("train", "val", "held")),
+            "split": [len(d["train"]), len(d["val"]), len(d["held"])], "lesions": d["lesions"]}
+
+
+def held_out_overlay(d: dict, amap: torch.Tensor, threshold: float, name: str, k: int = 4) -> Path:
+    """The first ``k`` held-out lesioned scans of ``anomaly_dev_data`` ``d`` with their maps ``amap``
+    over ``threshold`` and the lesions' contours (``vae3d.figures.anomaly_overlay``): bench/results/NAME.png."""
+    from vae3d.figures import anomaly_overlay
+
+    cases = [{"label": f"held-out {i}", "image": d["lesioned"][i, 0].numpy(), "map": amap[i, 0].numpy(),
+              "mask": d["masks"][i, 0].numpy()} for i in range(k)]
+    path = RESULTS / f"{name}.png"
+    anomaly_overlay(cases, threshold).savefig(path, dpi=80)
+    return path
+
+
 def lesion_kept(held: torch.Tensor, lesioned: torch.Tensor, restored: torch.Tensor, masks: torch.Tensor) -> float:
     """The share of the inserted lesion a restoration of ``lesioned`` gives back (1: all of it)."""
     change, inside = lesioned - held, masks.bool()

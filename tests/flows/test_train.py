@@ -110,10 +110,11 @@ e = m.predict(x, params={{"mode": "embed"}})
 import torch
 from vae3d import anomaly, inference  # bundled with the model (its code paths)
 w, xt = m.unwrap_python_model(), torch.from_numpy(x)
-by = {{name: anomaly.anomaly_map(xt, inference.reconstruct(net, xt), w.healthy).numpy()
+mirror = w.healthy.mirror_averaged  # registration restores the validation scans mirror-averaged, and records it
+by = {{name: anomaly.anomaly_map(xt, inference.reconstruct(net, xt, mirror), w.healthy).numpy()
       for name, net in (("restorer", w.restorer), ("main", w.model))}}
 print(json.dumps({{"recon": list(r.shape), "anomaly": list(a.shape), "embed": list(e.shape),
-                  "range": [float(r.min()), float(r.max())],
+                  "range": [float(r.min()), float(r.max())], "mirror": mirror,
                   "map_of": [name for name, v in by.items() if np.allclose(a, v, atol=1e-6)]}}))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
@@ -123,6 +124,7 @@ print(json.dumps({{"recon": list(r.shape), "anomaly": list(a.shape), "embed": li
     assert shapes["embed"] == [2, 4 * 2 * 2 * 2]  # 4 latent channels on a 16 / (4 * 2) = 2 grid
     assert 0.0 <= shapes["range"][0] <= shapes["range"][1] <= 1.0
     assert shapes["map_of"] == ["restorer"]  # the anomaly map is the registered restorer's, not the main model's
+    assert shapes["mirror"] is True  # ... from its mirror-averaged restoration, as the statistics were fitted
 
 
 def test_interrupted_training_resumes_in_the_same_mlflow_run(preprocessed):
