@@ -91,9 +91,8 @@ class VAE3DPyfunc(PythonModel):
                     outs.append(inference.embed(self.model, chunk))
                     continue
                 if mode == "anomaly":
-                    mirror = self.healthy is not None and self.healthy.mirror_averaged
-                    outs.append(anomaly.anomaly_map(chunk, inference.reconstruct(self.restorer, chunk, mirror),
-                                                    self.healthy))
+                    restored = inference.reconstruct_as_fitted(self.restorer, chunk, self.healthy)
+                    outs.append(anomaly.anomaly_map(chunk, restored, self.healthy))
                     continue
                 recon = inference.reconstruct(self.model, chunk)
                 rmse = self.meta.get("restoration", {}).get("model_rmse")

@@ -11,7 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from data_contracts.generation import DETAIL_GAIN
-from vae3d.anomaly import anomaly_map  # noqa: F401 - registered models' stored pyfunc code calls it here
+from vae3d.anomaly import (
+    HealthyResiduals,
+    anomaly_map,  # noqa: F401 - registered models' stored pyfunc code calls it here
+)
 from vae3d.intensity import apply_map
 from vae3d.model import VAE3D
 
@@ -29,6 +32,12 @@ def reconstruct(model: VAE3D, x: torch.Tensor, mirror: bool = False) -> torch.Te
     if mirror:
         out = out.add_(reconstruct(model, x.flip(LEFT_RIGHT)).flip(LEFT_RIGHT)).div_(2)
     return out
+
+
+def reconstruct_as_fitted(model: VAE3D, x: torch.Tensor, healthy: HealthyResiduals | None) -> torch.Tensor:
+    """``reconstruct`` as a version's anomaly statistics ``healthy`` were fitted on: mirror-averaged when
+    they record it; one pass for a version without statistics or without the record."""
+    return reconstruct(model, x, healthy is not None and healthy.mirror_averaged)
 
 
 def reconstruct_all(model: VAE3D, volumes: torch.Tensor, batch_size: int = 4, mirror: bool = False) -> torch.Tensor:

@@ -108,8 +108,7 @@ def anomaly(model: VAE3D, meta: dict, prep: PreparedInput, index: int, req: Gene
     and the verdict (``vae3d.anomaly``; ``meta["healthy"]``: the healthy-residual statistics), from
     the anomaly restorer ``meta["anomaly_model"]`` (``model`` for a version without one)."""
     restorer, healthy = meta.get("anomaly_model") or model, meta.get("healthy")
-    mirror = healthy is not None and healthy.mirror_averaged  # restored as the statistics were fitted
-    amap = anomaly_map(prep.x, call(inference.reconstruct, restorer, prep.x, mirror), healthy)
+    amap = anomaly_map(prep.x, call(inference.reconstruct_as_fitted, restorer, prep.x, healthy), healthy)
     thresholds = meta.get("anomaly", {})
     verdict = anomaly_verdict(float(calibrated_score(amap, thresholds)[0]), thresholds)
     back = to_original_space(amap[0].numpy(), prep.affine, prep.original_affine, prep.original_shape)
