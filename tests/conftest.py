@@ -16,6 +16,25 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("VAE3D_REGISTRY__MIN_VAL_SSIM", "0")
 
 
+def _share_the_cores() -> None:
+    """Each xdist worker is a process whose torch would run an OpenMP team of every core: two workers
+    on 2 cores then run 4 threads that spin against each other, and a tiny U-Net's training steps take
+    10x longer than with one thread each. A worker takes its share of the cores, and the processes it
+    starts (CLI runs, servers, torchrun) inherit it."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        from flows.resources import cpu_cores
+
+        share = max(1, cpu_cores() // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
+
+
+_share_the_cores()
+
+
 def pytest_collection_modifyitems(items):
     """Tests of the ``trained`` model share one xdist worker (``--dist loadgroup``): the session
     fixture trains it once instead of once per worker."""

@@ -12,7 +12,21 @@ import torch
 from flows import resources
 
 
-def test_model_calls_from_many_threads_run_on_the_lanes_with_their_own_thread_limit():
+def test_model_calls_from_many_threads_run_on_the_lanes_with_their_own_thread_limit(monkeypatch):
+    # whatever team the suite's worker runs with (conftest: its share of the cores), lanes made under 4
+    monkeypatch.delitem(resources._POOLS, "model2", raising=False)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        _lanes_halve_the_team()
+    finally:
+        made = resources._POOLS.pop("model2", None)
+        if made is not None:
+            made.shutdown()
+        torch.set_num_threads(saved)
+
+
+def _lanes_halve_the_team():
     before = torch.get_num_threads()
     with ThreadPoolExecutor(4) as pool:
         seen = set(pool.map(lambda _: resources.model_call(
