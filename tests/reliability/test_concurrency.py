@@ -80,13 +80,13 @@ def test_an_ingest_during_preprocess_leaves_the_index_naming_the_manifest_it_rea
     from data_contracts import DatasetIndex
 
     src, more, ws = tmp_path / "src", tmp_path / "more", tmp_path / "ws"
-    for i in range(30):
-        good(src / f"v{i:02d}.nii.gz", seed=i, shape=(56, 56, 56))
+    for i in range(40):  # preprocessing 40 of these outlasts an ingest even when one worker has the cores to itself
+        good(src / f"v{i:02d}.nii.gz", seed=i, shape=(72, 72, 72))
     good(more / "extra.nii.gz", seed=99, shape=(56, 56, 56))
     settings = load_settings(workspace=ws, preprocess={"target_shape": (16, 16, 16), "target_spacing": (8.0, 8.0, 8.0)})
     run_ingest([str(src)], settings)
     read = hashlib.sha256((ws / "manifest.json").read_bytes()).hexdigest()
-    # the default 64^3 grid: a 16^3 one preprocessed all 30 scans before a loaded machine's ingest began
+    # the default 64^3 grid: a 16^3 one preprocessed every scan before a loaded machine's ingest began
     proc = subprocess.Popen([str(Path(sys.executable).parent / "vae3d"), "--workspace", str(ws), "preprocess"],
                             env=_cli_env(), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
@@ -101,4 +101,4 @@ def test_an_ingest_during_preprocess_leaves_the_index_naming_the_manifest_it_rea
     assert hashlib.sha256((ws / "manifest.json").read_bytes()).hexdigest() != read
     index = DatasetIndex.read(ws / "dataset_index.json")
     assert index.manifest_sha256 == read, "the index names the manifest it was built from"
-    assert len(index.items) == 30
+    assert len(index.items) == 40
