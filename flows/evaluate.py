@@ -139,12 +139,13 @@ def eval_anomaly(model, train: torch.Tensor, val: torch.Tensor, test: torch.Tens
         m_test, m_les = amap(test, test_recon), amap(lesioned, les_recon)
         threshold = stored[method] if method in stored else anomaly_maps.score_threshold(
             anomaly_maps.anomaly_score(amap(val, val_recon)).numpy())
-        healthy_scores = anomaly_maps.anomaly_score(m_test).numpy()
+        healthy_scores, lesion_scores = (anomaly_maps.anomaly_score(m).numpy() for m in (m_test, m_les))
+        low, high = anomaly.volume_auroc_interval(healthy_scores, lesion_scores, seed=seed)
         out[method] = {**anomaly.voxel_metrics(m_les, masks),
-                       "volume_auroc": anomaly.volume_auroc(healthy_scores, anomaly_maps.anomaly_score(m_les).numpy()),
+                       "volume_auroc": anomaly.volume_auroc(healthy_scores, lesion_scores),
+                       "volume_auroc_low": low, "volume_auroc_high": high,  # its 95% bootstrap interval
                        "healthy_fpr": anomaly.false_positive_rate(healthy_scores, threshold),
-                       "lesioned_flagged": anomaly.false_positive_rate(anomaly_maps.anomaly_score(m_les).numpy(),
-                                                                       threshold),
+                       "lesioned_flagged": anomaly.false_positive_rate(lesion_scores, threshold),
                        "score_threshold": threshold}
         if method == "vae":
             out["_overlay"] = ([{"label": f"test {i}", "image": lesioned[i, 0].numpy(), "map": m_les[i, 0].numpy(),

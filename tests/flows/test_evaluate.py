@@ -36,6 +36,9 @@ def test_evaluation_writes_every_table_and_logs_to_mlflow(trained):
     for method in ("vae", "vae_residual", "atlas_deviation"):
         m = results["anomaly"][method]
         assert 0.0 <= m["voxel_auprc"] <= 1.0 and 0.0 <= m["volume_auroc"] <= 1.0 and 0.0 <= m["best_dice"] <= 1.0
+        assert m["volume_auroc_low"] <= m["volume_auroc"] <= m["volume_auroc_high"]  # its bootstrap interval
+    vae = results["anomaly"]["vae"]
+    assert f"{vae['volume_auroc']:.3f} [{vae['volume_auroc_low']:.2f}, {vae['volume_auroc_high']:.2f}]" in md
     syn = results["synthesis"]
     assert syn["n"] == 4 and syn["histogram_wasserstein"] >= 0 and 0 < syn["diversity_ssim"] <= 1
     assert isinstance(syn["memorisation"]["n_flagged"], int)
@@ -49,7 +52,8 @@ def test_evaluation_writes_every_table_and_logs_to_mlflow(trained):
     assert "eval_anomaly_vae_volume_auroc" in version.tags
     run = client.get_run(version.run_id)
     assert {"eval_denoise_10pct_vae_psnr", "eval_denoise_10pct_vae_ssim", "eval_superres_x2_vae_psnr",
-            "eval_superres_x2_cubic_bspline_psnr"} <= set(run.data.metrics)
+            "eval_superres_x2_cubic_bspline_psnr", "eval_anomaly_vae_volume_auroc_low",
+            "eval_anomaly_vae_volume_auroc_high"} <= set(run.data.metrics)
     assert {a.path for a in client.list_artifacts(version.run_id, "evaluation")} >= {"evaluation/report.md"}
     # the metrics are linked to the logged model (MLflow 3) and to the test split they were measured on
     logged = client.get_logged_model(version.model_id or version.source.split("/")[-1])

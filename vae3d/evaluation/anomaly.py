@@ -59,3 +59,30 @@ def false_positive_rate(healthy_scores: np.ndarray, threshold: float) -> float:
 def volume_auroc(healthy_scores: np.ndarray, lesion_scores: np.ndarray) -> float:
     y = np.r_[np.zeros(len(healthy_scores)), np.ones(len(lesion_scores))]
     return float(roc_auc_score(y, np.r_[healthy_scores, lesion_scores]))
+
+
+def _auroc(healthy: np.ndarray, lesion: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``volume_auroc`` over the last axis, for a batch of resamples (Mann-Whitney: the share of
+    (lesioned, healthy) pairs in order, ties counting half)."""
+    h, les = np.moveaxis(healthy, axis, -1)[..., None, :], np.moveaxis(lesion, axis, -1)[..., :, None]
+    return (les > h).mean((-2, -1)) + 0.5 * (les == h).mean((-2, -1))
+
+
+def volume_auroc_interval(healthy_scores: np.ndarray, lesion_scores: np.ndarray, confidence: float = 0.95,
+                          resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A ``confidence`` interval of ``volume_auroc``: percentile bootstrap (``scipy.stats.bootstrap``)
+    resampling the healthy and the lesioned scans each on its own, ``seed``-ed. With a dozen scans of
+    each, one lesioned scan that ranks among the healthy ones moves the AUROC by about 0.04; the
+    interval says how far a figure measured on so few scans can be trusted. NaN, NaN with fewer than
+    2 scans of either kind."""
+    from scipy.stats import bootstrap
+
+    h, les = np.asarray(healthy_scores, dtype=np.float64), np.asarray(lesion_scores, dtype=np.float64)
+    if len(h) < 2 or len(les) < 2:  # one scan of a kind gives no spread to resample
+        return float("nan"), float("nan")
+    if np.all(les[:, None] > h[None, :]) or np.all(les[:, None] < h[None, :]):  # every resample gives the same
+        value = float(_auroc(h, les))
+        return value, value
+    res = bootstrap((h, les), _auroc, vectorized=True, paired=False, confidence_level=confidence,
+                    n_resamples=resamples, method="percentile", rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)

@@ -7,6 +7,13 @@ def _f(x, nd=3) -> str:
     return "n/a" if x is None or x != x else f"{x:.{nd}f}"
 
 
+def auroc_cell(m: dict) -> str:
+    """A map's volume AUROC with its interval, ``0.929 [0.81, 1.00]`` (the AUROC alone for results without one)."""
+    if "volume_auroc_low" not in m:
+        return _f(m["volume_auroc"])
+    return f"{_f(m['volume_auroc'])} [{_f(m['volume_auroc_low'], 2)}, {_f(m['volume_auroc_high'], 2)}]"
+
+
 def markdown(results: dict) -> str:
     r = results
     lines = [f"# Evaluation of {r['model']['name']} v{r['model']['version']}", "",
@@ -29,13 +36,14 @@ def markdown(results: dict) -> str:
     a = r["anomaly"]
     lines += ["", "## Anomaly detection (synthetic lesions in held-out anatomy)", "",
               f"Lesions: {a.get('lesions', {})}. Each map's score threshold is calibrated on the healthy "
-              "validation scans; the false-positive rate is that of the healthy test scans at it.", "",
+              "validation scans; the false-positive rate is that of the healthy test scans at it. In brackets: "
+              "the volume AUROC's 95% interval (bootstrap over the healthy and the lesioned test scans).", "",
               "| method | voxel AUPRC | best Dice | volume AUROC | healthy test flagged | lesioned test flagged |",
               "|---|---|---|---|---|---|"]
     for method in ("vae", "vae_normalised", "vae_residual", "atlas_deviation"):
         m = a.get(method)
         if m:
-            lines.append(f"| {method} | {_f(m['voxel_auprc'])} | {_f(m['best_dice'])} | {_f(m['volume_auroc'])} | "
+            lines.append(f"| {method} | {_f(m['voxel_auprc'])} | {_f(m['best_dice'])} | {auroc_cell(m)} | "
                          f"{_f(m.get('healthy_fpr', float('nan')))} | {_f(m.get('lesioned_flagged', float('nan')))} |")
     lines += ["", "`anomaly_overlay.png`: lesioned test scans with the map above its voxel threshold and the true "
               "lesion's contour."]

@@ -1,10 +1,12 @@
-"""The anomaly benchmark's voxel metrics score every lesion voxel, whatever a map masks out."""
+"""The anomaly benchmark's metrics: voxel metrics score every lesion voxel, whatever a map masks out; the volume
+AUROC comes with an interval that says how far so few scans can be trusted."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from vae3d.evaluation.anomaly import voxel_metrics
+from vae3d.evaluation.anomaly import _auroc, volume_auroc, volume_auroc_interval, voxel_metrics
 
 
 def test_a_lesion_voxel_a_map_masks_out_counts_as_a_miss():
@@ -19,3 +21,20 @@ def test_a_lesion_voxel_a_map_masks_out_counts_as_a_miss():
     m = voxel_metrics(half, masks)
     assert m["voxel_auprc"] < 0.75  # half the lesion is missed, not dropped from the count
     assert 0.6 < m["best_dice"] < 0.7  # Dice 2*4 / (4 + 8) at best
+
+
+def test_the_auroc_interval_holds_the_auroc_narrows_with_more_scans_and_is_seeded():
+    rng = np.random.default_rng(0)
+    healthy, lesioned = rng.normal(0, 1, 14), rng.normal(1.5, 1, 14)
+    auroc = volume_auroc(healthy, lesioned)
+    low, high = volume_auroc_interval(healthy, lesioned, seed=3)
+    assert 0.0 <= low < auroc < high <= 1.0
+    assert volume_auroc_interval(healthy, lesioned, seed=3) == (low, high)
+    more_low, more_high = volume_auroc_interval(rng.normal(0, 1, 120), rng.normal(1.5, 1, 120), seed=3)
+    assert more_high - more_low < 0.6 * (high - low)  # 8.6x the scans: about a third of the width
+    # the resamples' AUROC is the same statistic, ties counting half
+    tied, against = np.array([0.0, 1.0, 1.0, 2.0]), np.array([2.0, 1.0, 1.0, 1.0])
+    assert _auroc(tied, against) == volume_auroc(tied, against) == 9.5 / 16
+    # every lesioned scan above every healthy one: no resample can say otherwise
+    assert volume_auroc_interval(healthy, healthy + 100) == (1.0, 1.0)
+    assert all(np.isnan(volume_auroc_interval(healthy[:1], lesioned)))  # one healthy scan: no interval
