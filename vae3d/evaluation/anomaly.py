@@ -74,7 +74,9 @@ def volume_auroc_interval(healthy_scores: np.ndarray, lesion_scores: np.ndarray,
     resampling the healthy and the lesioned scans each on its own, ``seed``-ed. With a dozen scans of
     each, one lesioned scan that ranks among the healthy ones moves the AUROC by about 0.04; the
     interval says how far a figure measured on so few scans can be trusted. NaN, NaN with fewer than
-    2 scans of either kind."""
+    2 scans of either kind. Its limit: when every lesioned scan ranks above every healthy one, every
+    resample does too, and the interval collapses to (1, 1) however few the scans: read such a figure
+    with its scan count."""
     from scipy.stats import bootstrap
 
     h, les = np.asarray(healthy_scores, dtype=np.float64), np.asarray(lesion_scores, dtype=np.float64)
