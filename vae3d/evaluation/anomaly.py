@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from monai.metrics import compute_dice
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score
 
 from vae3d.sample_data.lesions import insert_lesions
 
@@ -56,16 +56,18 @@ def false_positive_rate(healthy_scores: np.ndarray, threshold: float) -> float:
     return float(np.mean(np.asarray(healthy_scores) > threshold))
 
 
-def volume_auroc(healthy_scores: np.ndarray, lesion_scores: np.ndarray) -> float:
-    y = np.r_[np.zeros(len(healthy_scores)), np.ones(len(lesion_scores))]
-    return float(roc_auc_score(y, np.r_[healthy_scores, lesion_scores]))
-
-
 def _auroc(healthy: np.ndarray, lesion: np.ndarray, axis: int = -1) -> np.ndarray:
-    """``volume_auroc`` over the last axis, for a batch of resamples (Mann-Whitney: the share of
-    (lesioned, healthy) pairs in order, ties counting half)."""
+    """The AUROC of lesioned against healthy scores along ``axis``, for one set or a batch of resamples
+    (Mann-Whitney: the share of (lesioned, healthy) pairs in order, ties counting half)."""
     h, les = np.moveaxis(healthy, axis, -1)[..., None, :], np.moveaxis(lesion, axis, -1)[..., :, None]
     return (les > h).mean((-2, -1)) + 0.5 * (les == h).mean((-2, -1))
+
+
+def volume_auroc(healthy_scores: np.ndarray, lesion_scores: np.ndarray) -> float:
+    h, les = np.asarray(healthy_scores, dtype=np.float64), np.asarray(lesion_scores, dtype=np.float64)
+    if not len(h) or not len(les):
+        raise ValueError(f"a volume AUROC needs healthy and lesioned scores, got {len(h)} and {len(les)}")
+    return float(_auroc(h, les))
 
 
 def volume_auroc_interval(healthy_scores: np.ndarray, lesion_scores: np.ndarray, confidence: float = 0.95,
@@ -82,8 +84,8 @@ def volume_auroc_interval(healthy_scores: np.ndarray, lesion_scores: np.ndarray,
     h, les = np.asarray(healthy_scores, dtype=np.float64), np.asarray(lesion_scores, dtype=np.float64)
     if len(h) < 2 or len(les) < 2:  # one scan of a kind gives no spread to resample
         return float("nan"), float("nan")
-    if np.all(les[:, None] > h[None, :]) or np.all(les[:, None] < h[None, :]):  # every resample gives the same
-        value = float(_auroc(h, les))
+    value = volume_auroc(h, les)
+    if value in (0.0, 1.0):  # every pair in one order: so is every resample's
         return value, value
     res = bootstrap((h, les), _auroc, vectorized=True, paired=False, confidence_level=confidence,
                     n_resamples=resamples, method="percentile", rng=np.random.default_rng(seed))

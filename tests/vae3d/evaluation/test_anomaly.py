@@ -4,9 +4,11 @@ AUROC comes with an interval that says how far so few scans can be trusted."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
-from vae3d.evaluation.anomaly import _auroc, volume_auroc, volume_auroc_interval, voxel_metrics
+from vae3d.evaluation.anomaly import volume_auroc, volume_auroc_interval, voxel_metrics
 
 
 def test_a_lesion_voxel_a_map_masks_out_counts_as_a_miss():
@@ -32,9 +34,10 @@ def test_the_auroc_interval_holds_the_auroc_narrows_with_more_scans_and_is_seede
     assert volume_auroc_interval(healthy, lesioned, seed=3) == (low, high)
     more_low, more_high = volume_auroc_interval(rng.normal(0, 1, 120), rng.normal(1.5, 1, 120), seed=3)
     assert more_high - more_low < 0.6 * (high - low)  # 8.6x the scans: about a third of the width
-    # the resamples' AUROC is the same statistic, ties counting half
+    # the AUROC and its resamples' are scikit-learn's statistic, ties counting half
     tied, against = np.array([0.0, 1.0, 1.0, 2.0]), np.array([2.0, 1.0, 1.0, 1.0])
-    assert _auroc(tied, against) == volume_auroc(tied, against) == 9.5 / 16
+    assert volume_auroc(tied, against) == roc_auc_score([0] * 4 + [1] * 4, [*tied, *against]) == 9.5 / 16
+    assert volume_auroc(healthy, lesioned) == pytest.approx(roc_auc_score([0] * 14 + [1] * 14, [*healthy, *lesioned]))
     # every lesioned scan above every healthy one: no resample can say otherwise
     assert volume_auroc_interval(healthy, healthy + 100) == (1.0, 1.0)
     assert all(np.isnan(volume_auroc_interval(healthy[:1], lesioned)))  # one healthy scan: no interval
