@@ -537,6 +537,29 @@ def anomaly_tta_section(r: dict) -> list[str]:
     return [*lines, *_restoration_table(r["rows"], per_scan=True), *[f"- {n}" for n in r.get("notes", [])], ""]
 
 
+def anomaly_calibration_section(r: dict) -> list[str]:
+    lines = [
+        "## Anomaly detection: calibrating the threshold (development data)",
+        f"`python -m bench.anomaly_calibration --draws {r['draws']}` on {_machine(r)}. The shipped anomaly restorer "
+        f"and head, no fine-tuning; the seed-0 development cohort of 'Anomaly detection: maps side by side' "
+        f"({r['n']} scans, none seen by the restorer or the head). Each of {r['draws']} draws calibrates the "
+        f"product's map on {r['calibration_scans']} healthy scans (a quality run's validation split: statistics, "
+        "envelope, leave-one-out scores), sets each row's threshold on those scores for a false-positive rate of "
+        f"{r['rate']:.0%}, and scores the cohort's other {r['healthy_scans']} healthy scans and "
+        f"{r['lesioned_scans']} lesioned copies of the held-out ones with that draw's statistics. Columns, over the "
+        "draws: the mean threshold; the mean share of healthy scans flagged; the share of draws in which that is at "
+        f"most {r['rate']:.0%} (what a tolerance bound's confidence promises); the mean chance that "
+        f"{r['test_healthy']} of those healthy scans (a quality run's healthy test scans) carry no flag; the mean "
+        "share of lesioned copies flagged.",
+        "", "| threshold | mean | healthy flagged | draws at most the rate | none of 14 flagged | lesioned flagged |",
+        "|---|---|---|---|---|---|",
+    ]
+    for x in r["rows"]:
+        lines.append(f"| {x['row']} | {x['threshold']:.3f} | {x['healthy_flagged']:.3f} | "
+                     f"{x['draws_at_most_rate']:.2f} | {x['none_of_14_flagged']:.2f} | {x['lesioned_flagged']:.3f} |")
+    return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
+
+
 def _dev_split(r: dict) -> str:
     """The anomaly development data's split, in words."""
     return "{} train / {} healthy reference / {} held out".format(*r["split"])
@@ -636,6 +659,7 @@ _HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training again
              "anomaly_head_training": "## Anomaly detection: training the head",
              "anomaly_drift": "## Anomaly detection: the scan's own drift",
              "anomaly_tta": "## Anomaly detection: averaging the restoration",
+             "anomaly_calibration": "## Anomaly detection: calibrating the threshold",
              "prior_ablation": "## Latent priors side by side"}
 SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), ("model_ablation", ablation_section),
             ("model_ablation_long", _ablation_long), ("model_ablation_steps", _ablation_steps),
@@ -651,6 +675,7 @@ SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), 
             ("anomaly_head_z", _anomaly_head_z), ("anomaly_levers", anomaly_levers_section),
             ("anomaly_head_training", anomaly_head_training_section),
             ("anomaly_drift", anomaly_drift_section), ("anomaly_tta", anomaly_tta_section),
+            ("anomaly_calibration", anomaly_calibration_section),
             ("prior_ablation", prior_ablation_section))
 
 

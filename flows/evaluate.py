@@ -113,32 +113,36 @@ def eval_superres(model, test: torch.Tensor) -> dict:
 
 @task(cache_policy=NO_CACHE)  # tensors and a model as inputs: nothing to hash
 def eval_anomaly(model, train: torch.Tensor, val: torch.Tensor, test: torch.Tensor, seed: int,
-                 head=None) -> dict:
+                 head=None, calibration: dict | None = None) -> dict:
     """Each map (``model``'s: with the version's discriminative ``head`` when it has one, the
     healthy-normalised residual alone, the plain residual; the atlas deviation; ``model``: the
-    version's anomaly restorer) fitted and calibrated on the healthy validation scans, then scored
-    on lesioned copies of the test scans against the same scans without lesions."""
+    version's anomaly restorer) fitted and calibrated on the healthy validation scans (``calibration``:
+    the version's ``false_positive_rate`` and ``confidence``, ``vae3d.anomaly.score_threshold``), then
+    scored on lesioned copies of the test scans against the same scans without lesions."""
+    calibration = calibration or {}
     lesioned, masks = anomaly.lesioned_copies(test, seed)
     mirror = anomaly_maps.MIRROR_AVERAGED  # restored as registration restores (``register_model``)
     val_recon, test_recon, les_recon = (inference.reconstruct_all(model, x, mirror=mirror)
                                         for x in (val, test, lesioned))
-    healthy, thresholds = anomaly_maps.calibrate(val, val_recon, head=head)  # what registration stores
+    healthy, thresholds = anomaly_maps.calibrate(val, val_recon, head=head, **calibration)  # what registration stores
     atlas = train.mean(0, keepdim=True)
     maps = {"vae": lambda x, r: anomaly_maps.anomaly_map(x, r, healthy),
             **({"vae_normalised": lambda x, r: anomaly_maps.anomaly_map(x, r, replace(healthy, head=None))}
                if head is not None else {}),
             "vae_residual": lambda x, r: anomaly_maps.anomaly_map(x, r),
             "atlas_deviation": lambda x, r: anomaly.atlas_deviation(x, atlas)}
-    out = {"lesions": {k: list(v) if isinstance(v, tuple) else v for k, v in anomaly.LESIONS.items()}}
+    out = {"lesions": {k: list(v) if isinstance(v, tuple) else v for k, v in anomaly.LESIONS.items()},
+           "calibration": {"false_positive_rate": thresholds["false_positive_rate"],
+                           "confidence": thresholds["fpr_confidence"], "validation_scans": len(val)}}
     # the model's maps: thresholds calibrated as registration does (leave-one-out); the others fit nothing on
     # validation, so their validation scores calibrate them
     stored = {"vae": thresholds["score_threshold"]}
     if head is not None:
-        stored["vae_normalised"] = anomaly_maps.calibrate(val, val_recon)[1]["score_threshold"]
+        stored["vae_normalised"] = anomaly_maps.calibrate(val, val_recon, **calibration)[1]["score_threshold"]
     for method, amap in maps.items():
         m_test, m_les = amap(test, test_recon), amap(lesioned, les_recon)
         threshold = stored[method] if method in stored else anomaly_maps.score_threshold(
-            anomaly_maps.anomaly_score(amap(val, val_recon)).numpy())
+            anomaly_maps.anomaly_score(amap(val, val_recon)).numpy(), **calibration)
         healthy_scores, lesion_scores = (anomaly_maps.anomaly_score(m).numpy() for m in (m_test, m_les))
         low, high = anomaly.volume_auroc_interval(healthy_scores, lesion_scores, seed=seed)
         out[method] = {**anomaly.voxel_metrics(m_les, masks),
@@ -194,8 +198,11 @@ def evaluate_flow(settings: Settings, model_uri: str = DEFAULT_MODEL_URI, n_synt
     sr_out = eval_superres(model, data["test"])
     den, sr = den_out["rows"], sr_out["rows"]
     cases = den_out["_cases"] + sr_out["_cases"]
+    stored = loaded.meta.get("anomaly", {})  # calibrated as the version was (older versions: today's defaults)
+    calibration = {"false_positive_rate": stored.get("false_positive_rate", anomaly_maps.FALSE_POSITIVE_RATE),
+                   "confidence": stored.get("fpr_confidence", anomaly_maps.FPR_CONFIDENCE)}
     ano = eval_anomaly(loaded.restorer, data["train"], data["val"], data["test"], seed,
-                       head=getattr(getattr(loaded, "healthy", None), "head", None))
+                       head=getattr(getattr(loaded, "healthy", None), "head", None), calibration=calibration)
     syn = eval_synthesis(model, data["train"], data["test"], seed, max(n_synthetic, 2), getattr(loaded, "prior", None))
     samples, overlay = syn.pop("_samples"), ano.pop("_overlay")
     targets = {

@@ -200,8 +200,10 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
     val = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("val")])
     head = pretrained_head(settings.train) if restorer is not model else None
     mirror = anomaly.MIRROR_AVERAGED  # how the statistics' restorations are made, and every map's after them
+    how = settings.train.anomaly
     healthy, thresholds = anomaly.calibrate(val, inference.reconstruct_all(restorer, val, mirror=mirror), head=head,
-                                            mirror_averaged=mirror)
+                                            mirror_averaged=mirror, false_positive_rate=how.false_positive_rate,
+                                            confidence=how.fpr_confidence)
     thresholds["restorer"] = "separate" if restorer is not model else "main model"
     if head is not None:  # which shipped head weighs the map (its weights travel in the anomaly artifact)
         thresholds["head"] = {"weights": HEAD_WEIGHTS.name, **{k: head.description[k] for k in ("cohort", "train")}}

@@ -134,7 +134,8 @@ def trained(prefect_server, tmp_path_factory, mlflow_template):
         train={"epochs": 25, "batch_size": 2, "lr": 5e-3, "warmup_steps": 2, "beta": 0.01,
                "kl_warmup_steps": 4, "augment_prob": 0.0, "channels_last": False, "patience": 100,
                "model": {"channels": [8, 16], "latent_channels": 4, "norm_num_groups": 4, "flat_latent": 32,
-                         "patch_size": 4}},
+                         "patch_size": 4},
+               "anomaly": {"fpr_confidence": 0.8}},  # not the default: registration and evaluate must follow it
     )
     run_ingest([str(src)], settings)
     counts = run_preprocess(settings).counts()

@@ -8,9 +8,9 @@ every scan. Here each voxel's signed residual is instead compared with the resid
 healthy scans at the same place of the template (their voxel-wise mean and spread, fitted
 on the validation split and stored with the model version): the map is ``|z|``, smoothed,
 inside the brain. A scan's score is the mean of its highest-scoring voxels, and the score
-threshold is the quantile of healthy validation scores (each scored leave-one-out) that gives
-the requested false-positive rate. The choice of this map over the plain residual and the atlas baseline
-was made on validation volumes (BENCHMARKS.md, "Anomaly detection").
+threshold is set on healthy validation scores (each scored leave-one-out) so that, with 90%
+confidence, it flags at most the requested share of new healthy scans. The choice of this map
+over the plain residual and the atlas baseline was made on validation volumes (BENCHMARKS.md, "Anomaly detection").
 
 With a discriminative head (``vae3d.anomaly_head``: a small U-Net trained on synthetic anomalies to
 tell which residuals come from an anomaly) stored beside the statistics, the map is the geometric
@@ -44,6 +44,8 @@ import torch
 from monai.transforms import GaussianSmooth
 from monai.utils import convert_to_tensor
 
+from vae3d.config import FALSE_POSITIVE_RATE, FPR_CONFIDENCE  # the threshold's defaults (train.anomaly)
+
 # the map's settings, chosen on the development cohort (BENCHMARKS.md, "Anomaly detection: map settings"):
 TOP_FRACTION = 0.0002  # a scan's score: the mean of its top 0.02% map voxels (52 of 64^3: a small lesion's size)
 LEGACY_TOP_FRACTION = 0.0005  # the score of versions calibrated before their thresholds recorded it
@@ -56,7 +58,6 @@ SIGMA = 1.5  # Gaussian smoothing of the map without a head, in voxels
 HEAD_TEMPERATURE = 4.0
 HEAD_SIGMA = 1.0
 LEGACY_HEAD = {"head_temperature": 1.0, "head_sigma": 1.5}  # versions stored before these were recorded
-FALSE_POSITIVE_RATE = 0.05  # of healthy scans flagged at the calibrated threshold
 DRIFT_SIGMA = 8.0  # the residual's low-pass (voxels) put back into the restoration: the scan's own slow drift
 DRIFT_MASK = 0.05  # where the drift is measured: the head (intensity above this)
 MIRROR_AVERAGED = True  # restorations averaged with the left-right mirrored scan's (two restorer passes)
@@ -190,80 +191,99 @@ def anomaly_score(amap: torch.Tensor, top_fraction: float = TOP_FRACTION) -> tor
     return flat.topk(k, dim=1).values.mean(1)
 
 
-def score_threshold(healthy_scores: np.ndarray, false_positive_rate: float = FALSE_POSITIVE_RATE) -> float:
-    """The score threshold that flags ``false_positive_rate`` of healthy scans (a score is flagged
-    when it is above the threshold).
+def score_threshold(healthy_scores: np.ndarray, false_positive_rate: float = FALSE_POSITIVE_RATE,
+                    confidence: float = FPR_CONFIDENCE) -> float:
+    """The score threshold (a score above it is flagged) that, with probability ``confidence`` over
+    the healthy scans calibrated on, flags at most ``false_positive_rate`` of new healthy scans: a
+    one-sided tolerance bound. A threshold set to flag that rate on average flags more than it on
+    about half the cohorts it is calibrated on (as ``confidence`` 0.5 does).
 
-    With enough scans (at least one may lie above: ``rate x n >= 1``) it is the smallest threshold
-    that flags at most that share of these scores. With fewer, their maximum would be too low (the
-    largest of 4 healthy scores is their 80th percentile, so it flags about 20% of new healthy
-    scans): it is the one-sided upper prediction bound of a normal distribution fitted to them,
-    ``mean + t(1 - rate, n - 1) * sd * sqrt(1 + 1/n)`` (a new healthy score exceeds it with
-    probability ``rate``), and never below their maximum."""
+    Distribution-free where the scans allow it: the r-th smallest score, for the smallest r whose
+    coverage of healthy scores (Beta(r, n - r + 1)) reaches ``1 - rate`` with that probability,
+    ``P(Binomial(n, 1 - rate) <= r - 1) >= confidence`` (at 5% and 0.9: 45 scans or more). With fewer,
+    the normal tolerance bound ``mean + k * sd``, ``k = nct(n - 1, z(1 - rate) sqrt(n)).ppf(confidence)
+    / sqrt(n)`` (ISO 16269-6), and never below their maximum; hand-written because SciPy has the
+    non-central t but no tolerance bound. One score, or a rate of 0: their maximum."""
     s = np.sort(np.asarray(healthy_scores, dtype=np.float64))
     if len(s) == 0:
         raise ValueError("no healthy scores to calibrate on")
-    allowed = int(np.floor(false_positive_rate * len(s)))  # how many may lie above
-    if allowed >= 1 or len(s) < 2 or false_positive_rate <= 0:
-        return float(s[len(s) - 1 - allowed])
-    from scipy.stats import t
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    if len(s) < 2 or false_positive_rate <= 0:
+        return float(s[-1])
+    from scipy.stats import binom, nct, norm
 
-    bound = s.mean() + t.ppf(1 - false_positive_rate, len(s) - 1) * s.std(ddof=1) * np.sqrt(1 + 1 / len(s))
-    return float(max(bound, s[-1]))
+    n = len(s)
+    rank = int(binom.ppf(confidence, n, 1 - false_positive_rate)) + 1  # the smallest r with coverage
+    if rank <= n:
+        return float(s[rank - 1])
+    k = nct.ppf(confidence, n - 1, norm.ppf(1 - false_positive_rate) * np.sqrt(n)) / np.sqrt(n)
+    return float(max(s.mean() + k * s.std(ddof=1), s[-1]))
 
 
-def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True,
-              false_positive_rate: float = FALSE_POSITIVE_RATE,
-              head: torch.nn.Module | None = None, head_temperature: float = HEAD_TEMPERATURE,
-              head_sigma: float = HEAD_SIGMA, drift_sigma: float | None = DRIFT_SIGMA,
-              mirror_averaged: bool = MIRROR_AVERAGED) -> tuple[HealthyResiduals | None, dict]:
-    """The statistics and thresholds stored with a model version, from healthy (validation) scans
-    and the model's reconstructions of them; ``head``, the discriminative head stored with them
+def out_of_sample_maps(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True,
+                       head: torch.nn.Module | None = None, head_temperature: float = HEAD_TEMPERATURE,
+                       head_sigma: float = HEAD_SIGMA, drift_sigma: float | None = DRIFT_SIGMA,
+                       mirror_averaged: bool = MIRROR_AVERAGED) -> tuple[HealthyResiduals | None, torch.Tensor]:
+    """The statistics stored with a model version, from healthy (validation) scans and the model's
+    reconstructions of them, and each of these scans' map as a new scan's would be (``calibrate``
+    sets the thresholds on them); ``head``, the discriminative head stored with them
     (``vae3d.anomaly_head``; needs ``normalise``), with how the map uses it (``HealthyResiduals``);
     ``drift_sigma``, the scan's drift put back into every restoration first (``with_drift``);
     ``mirror_averaged``, whether ``recon`` was restored so (``vae3d.inference.reconstruct(...,
     mirror=True)``): recorded with the statistics, so every map's restoration is made alike.
 
-    The statistics are fitted on every scan; the thresholds on out-of-sample maps: each scan's map
-    uses statistics fitted on the others (leave-one-out). A scan inside its own statistics looks
-    more typical than a new scan does, so in-sample scores would set the threshold too low and
-    flag far more than ``false_positive_rate`` of new healthy scans. With a head (and at least 3
-    scans) the envelope is the mean of these maps, smoothed; each scan's own map, for the
-    thresholds, has the mean of the others' subtracted.
+    The statistics are fitted on every scan; the maps are out of sample: each scan's map uses
+    statistics fitted on the others (leave-one-out). A scan inside its own statistics looks more
+    typical than a new scan does, so in-sample scores would set the threshold too low and flag far
+    more new healthy scans than asked. With a head (and at least 3 scans) the envelope is the mean of
+    these maps, smoothed; each scan's own map has the mean of the others' subtracted.
 
-    Returns (the statistics, or None with ``normalise=False``; the thresholds: ``score_threshold``,
-    which flags at most ``false_positive_rate`` of the healthy scans, ``voxel_threshold``, the
-    99.9th percentile of their in-brain map voxels, ``top_fraction``, the score's, the rate, the
-    number of scans, the map's kind).
+    Returns (the statistics, or None with ``normalise=False``; the maps, (B, 1, S, S, S)).
     """
     how = {"head": head, "head_temperature": head_temperature, "head_sigma": head_sigma, "drift_sigma": drift_sigma,
            "mirror_averaged": mirror_averaged}
     restored = with_drift(healthy, recon, drift_sigma) if normalise else recon  # once: the maps take ``recon``
     stats = replace(fit_healthy(healthy, restored), **how) if normalise else None
     if stats is None or len(healthy) < 3:  # nothing fitted, or too few scans to leave one out
-        amap = anomaly_map(healthy, recon, stats)
-    else:
-        keep = torch.ones(len(healthy), dtype=torch.bool)
-        maps = []
-        for i in range(len(healthy)):
-            keep[i] = False
-            others = replace(fit_healthy(healthy[keep], restored[keep]), **how)
-            keep[i] = True
-            maps.append(anomaly_map(healthy[i : i + 1], recon[i : i + 1], others))
-        amap = torch.cat(maps)
-        if head is not None:
-            total = amap.sum(0, keepdim=True)
-            others_mean = (total - amap) / (len(amap) - 1)
-            amap = (amap - _smooth(others_mean, ENVELOPE_SIGMA)).clamp_min(0)
-            stats = replace(stats, envelope=_smooth(total / len(amap), ENVELOPE_SIGMA)[0, 0])
+        return stats, anomaly_map(healthy, recon, stats)
+    keep = torch.ones(len(healthy), dtype=torch.bool)
+    maps = []
+    for i in range(len(healthy)):
+        keep[i] = False
+        others = replace(fit_healthy(healthy[keep], restored[keep]), **how)
+        keep[i] = True
+        maps.append(anomaly_map(healthy[i : i + 1], recon[i : i + 1], others))
+    amap = torch.cat(maps)
+    if head is not None:
+        total = amap.sum(0, keepdim=True)
+        others_mean = (total - amap) / (len(amap) - 1)
+        amap = (amap - _smooth(others_mean, ENVELOPE_SIGMA)).clamp_min(0)
+        stats = replace(stats, envelope=_smooth(total / len(amap), ENVELOPE_SIGMA)[0, 0])
+    return stats, amap
+
+
+def calibrate(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True,
+              false_positive_rate: float = FALSE_POSITIVE_RATE, confidence: float = FPR_CONFIDENCE,
+              **how) -> tuple[HealthyResiduals | None, dict]:
+    """The statistics and thresholds stored with a model version, from healthy (validation) scans
+    and the model's reconstructions of them (``how``: the head and how maps are made,
+    ``out_of_sample_maps``), set on the scans' out-of-sample maps.
+
+    Returns (the statistics, or None with ``normalise=False``; the thresholds: ``score_threshold``,
+    which flags at most ``false_positive_rate`` of new healthy scans with probability ``confidence``
+    (the function ``score_threshold``), ``voxel_threshold``, the 99.9th percentile of their in-brain
+    map voxels, ``top_fraction``, the score's, the rate and confidence, the number of scans, the map's kind).
+    """
+    stats, amap = out_of_sample_maps(healthy, recon, normalise, **how)
     inside = amap[:, 0][:, stats.brain] if stats is not None else amap[amap > 0]
     inside = inside.flatten()[:: max(1, inside.numel() // 1_000_000)]  # torch.quantile's input limit
-    return stats, {"score_threshold": score_threshold(anomaly_score(amap).numpy(), false_positive_rate),
+    return stats, {"score_threshold": score_threshold(anomaly_score(amap).numpy(), false_positive_rate, confidence),
                    "voxel_threshold": float(torch.quantile(inside.float(), 0.999)) if inside.numel() else 0.0,
                    "top_fraction": TOP_FRACTION, "false_positive_rate": false_positive_rate,
-                   "calibration_volumes": len(healthy),
+                   "fpr_confidence": confidence, "calibration_volumes": len(healthy),
                    "map": "residual" if stats is None else "healthy-normalised residual"
-                   + (" x discriminative head" if head is not None else "")
+                   + (" x discriminative head" if how.get("head") is not None else "")
                    + (" - healthy envelope" if stats is not None and stats.envelope is not None else "")}
 
 

@@ -65,11 +65,16 @@ class RestorationConfig(Schema):
 #: map sees it (AUPRC 0.50 on the development data, counting lesion voxels outside the map as misses;
 #: BENCHMARKS.md, "Anomaly detection")
 COARSE_NOISE = RestorationConfig(prob=1.0, coarse_prob=1.0, coarse_std=0.3)
+#: the anomaly score's threshold flags at most this share of healthy scans, with this probability over the
+#: validation scans it is set on (``vae3d.anomaly.score_threshold``; BENCHMARKS.md, "calibrating the threshold")
+FALSE_POSITIVE_RATE = 0.05
+FPR_CONFIDENCE = 0.9
 
 
 class AnomalyRestorerConfig(Schema):
     """``train.anomaly``: the anomaly mode's own restorer, a second copy of the model trained with
-    coarse noise on every input (``vae3d.training.restorer``).
+    coarse noise on every input (``vae3d.training.restorer``), and how the anomaly score's threshold is
+    calibrated at registration.
 
     One network cannot be both: coarse-noise training makes the anomaly map see lesions, but the
     same network then repaints the blur of a synthetic sample as speckle and reconstructs less
@@ -84,6 +89,12 @@ class AnomalyRestorerConfig(Schema):
     head: bool = Field(True, description="score the map with the shipped discriminative head too (vae3d.anomaly_head;"
                        " it reads the shipped restorer's output: used when the restorer started from it, train.init: "
                        "pretrained)")
+    false_positive_rate: float = Field(FALSE_POSITIVE_RATE, gt=0, lt=1, description="the largest share of healthy "
+                                       "scans the anomaly score's threshold (set at registration on the validation "
+                                       "split) may flag")
+    fpr_confidence: float = Field(FPR_CONFIDENCE, gt=0, lt=1, description="how sure the threshold must be of that "
+                                  "share, over the validation scans it is set on (a tolerance bound: at 0.9, "
+                                  "at most false_positive_rate on 9 validation splits in 10; at 0.5, on half of them)")
 
 
 class LatentDiffusionConfig(Schema):

@@ -119,6 +119,7 @@ def test_anomaly_map_is_higher_inside_a_lesion_and_a_lesion_raises_the_score(tra
     scores = [Provenance.model_validate_json(Path(r.sidecar).read_text()).parameters for r in (lesioned, healthy)]
     assert scores[0]["score"] > scores[1]["score"], scores
     assert {"flagged", "score_threshold", "false_positive_rate"} <= set(scores[0])
+    assert scores[0]["fpr_confidence"] == settings.train.anomaly.fpr_confidence == 0.8  # as registration was told
 
 
 def test_augment_variants_and_embed(trained, tmp_path):

@@ -34,9 +34,12 @@ def markdown(results: dict) -> str:
     lines += ["", "`restoration.png`: clean, corrupted, model, classical baseline and both residuals for the "
               "first test volume at each noise level and resolution loss."]
     a = r["anomaly"]
+    c = a.get("calibration")
+    how = (f" to flag at most {c['false_positive_rate']:.0%} of healthy scans with {c['confidence']:.0%} confidence "
+           f"({c['validation_scans']} scans)" if c else "")
     lines += ["", "## Anomaly detection (synthetic lesions in held-out anatomy)", "",
               f"Lesions: {a.get('lesions', {})}. Each map's score threshold is calibrated on the healthy "
-              "validation scans; the false-positive rate is that of the healthy test scans at it. In brackets: "
+              f"validation scans{how}; the false-positive rate is that of the healthy test scans at it. In brackets: "
               "the volume AUROC's 95% interval (bootstrap over the healthy and the lesioned test scans; it "
               "collapses to [1.00, 1.00] when every lesioned scan ranks above every healthy one, however few).", "",
               "| method | voxel AUPRC | best Dice | volume AUROC | healthy test flagged | lesioned test flagged |",
