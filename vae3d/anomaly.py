@@ -8,8 +8,8 @@ every scan. Here each voxel's signed residual is instead compared with the resid
 healthy scans at the same place of the template (their voxel-wise mean and spread, fitted
 on the validation split and stored with the model version): the map is ``|z|``, smoothed,
 inside the brain. A scan's score is the mean of its highest-scoring voxels, and the score
-threshold is set on healthy validation scores (each scored leave-one-out) so that, with 90%
-confidence, it flags at most the requested share of new healthy scans. The choice of this map
+threshold is set on healthy validation scores (each scored leave-one-out) so that, with the
+requested confidence (90% by default), it flags at most the requested share of new healthy scans. The choice of this map
 over the plain residual and the atlas baseline was made on validation volumes (BENCHMARKS.md, "Anomaly detection").
 
 With a discriminative head (``vae3d.anomaly_head``: a small U-Net trained on synthetic anomalies to
