@@ -199,7 +199,9 @@ def gen_anomaly(inputs: InputsArg, model: ModelOpt = MODEL, out: OutOpt = None,
     """Voxel-wise anomaly maps on each input's grid, and a per-volume score in the sidecar.
 
     Scores are compared with the threshold calibrated on the healthy validation split when
-    the model was registered ('flagged' in the sidecar). Maps are stored as float32.
+    the model was registered ('flagged' in the sidecar): by default it flags at most 5% of
+    healthy scans with 90% confidence (train.anomaly.false_positive_rate and fpr_confidence,
+    recorded in each sidecar). Maps are stored as float32.
     """
     _generate("anomaly", out, inputs, model_uri=model, batch_size=batch_size, compression=compression)
 
