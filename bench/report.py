@@ -307,8 +307,8 @@ def quality_section(r: dict, heading: str = "## Quality (issues 8, 16, 19)") -> 
         "",
         f"Anomaly detection on lesioned copies of the test scans ({a.get('lesions', 'spherical lesions')}); "
         "each map's score threshold calibrated on the healthy validation scans"
-        + ("; in brackets, the volume AUROC's 95% bootstrap interval over the test scans:"
-           if "volume_auroc_low" in a.get("vae", {}) else ":"),
+        + (f"; in brackets, the volume AUROC's 95% interval over the test scans "
+           f"({a.get('auroc_interval', 'bootstrap')}):" if "volume_auroc_low" in a.get("vae", {}) else ":"),
         "",
         "| anomaly method | voxel AUPRC | best Dice | volume AUROC | healthy test flagged | lesioned test flagged |",
         "|---|---|---|---|---|---|",
@@ -560,6 +560,34 @@ def anomaly_calibration_section(r: dict) -> list[str]:
     return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
 
 
+def anomaly_score_fusion_section(r: dict) -> list[str]:
+    lines = [
+        "## Anomaly detection: the volume score (development data)",
+        f"`python -m bench.anomaly_score_fusion --draws {r['draws']} --seed {r['cohort_seed']}` on {_machine(r)}. "
+        f"The shipped anomaly restorer and head, no fine-tuning; the seed-{r['cohort_seed']} development cohort "
+        f"({r['n']} scans, none seen by the restorer or the head), every scan also lesioned (the held-out quarter "
+        "as in 'maps side by side', the rest with lesions of their own). Each of "
+        f"{r['draws']} draws calibrates the maps on {r['calibration_scans']} healthy scans (a quality run's "
+        "validation split: statistics, envelope, leave-one-out scores) and sets each row's threshold on those "
+        f"scores ({r['rate']:.0%} at 90% confidence); the other {r['healthy_scans']} healthy scans and the "
+        f"lesioned copies of the same {r['lesioned_scans']} are scored. Each row is a per-volume score (the voxel "
+        "maps do not change): a map's mean over its top 0.02% voxels, or the product's map and the normalised "
+        "residual's scores fused, each standardised by the calibration scores' mean and spread (a calibration "
+        "scan by the others'). Columns, over the draws: the volume AUROC (mean, and its 10th percentile), the "
+        f"share of subsets of {r['test_subjects']} subjects (a quality run's test split: their healthy scans and "
+        f"lesioned copies; {r['subsets']} per draw) whose AUROC reaches {r['target']}, the shares of lesioned and of "
+        "healthy scans flagged.",
+        "", f"| volume score | AUROC | AUROC, 10th percentile | {r['test_subjects']} + {r['test_subjects']} "
+        f"subsets at {r['target']} or more | lesioned flagged | healthy flagged |",
+        "|---|---|---|---|---|---|",
+    ]
+    for x in r["rows"]:
+        lines.append(f"| {x['row']} | {x['auroc']:.3f} | {x['auroc_p10']:.3f} | {x['test_sized_met']:.2f} | "
+                     f"{x['lesioned_flagged']:.3f} | "
+                     f"{x['healthy_flagged']:.3f} |")
+    return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
+
+
 def _dev_split(r: dict) -> str:
     """The anomaly development data's split, in words."""
     return "{} train / {} healthy reference / {} held out".format(*r["split"])
@@ -660,6 +688,7 @@ _HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training again
              "anomaly_drift": "## Anomaly detection: the scan's own drift",
              "anomaly_tta": "## Anomaly detection: averaging the restoration",
              "anomaly_calibration": "## Anomaly detection: calibrating the threshold",
+             "anomaly_score_fusion_seed0": "## Anomaly detection: the volume score",
              "prior_ablation": "## Latent priors side by side"}
 SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), ("model_ablation", ablation_section),
             ("model_ablation_long", _ablation_long), ("model_ablation_steps", _ablation_steps),
@@ -676,6 +705,7 @@ SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), 
             ("anomaly_head_training", anomaly_head_training_section),
             ("anomaly_drift", anomaly_drift_section), ("anomaly_tta", anomaly_tta_section),
             ("anomaly_calibration", anomaly_calibration_section),
+            ("anomaly_score_fusion_seed0", anomaly_score_fusion_section),
             ("prior_ablation", prior_ablation_section))
 
 
@@ -718,10 +748,10 @@ def write() -> Path:
         "",
         "Every number below was measured on the machine shown by `make bench`",
         "(`python -m bench.run_all`: each section's own command is named too) and written here by",
-        "`python -m bench.report` from `bench/results/*.json`. Ratios compare runs made side by side",
-        "in the same invocation; absolute times are context only. A section whose results file is not on",
-        "the machine that last wrote this page keeps its earlier text (its own line says when it was",
-        "measured). No GPU was lent to the sessions that produced these tables, so there are no GPU rows yet.",
+        "`python -m bench.report` from `bench/results/*.json` (versioned since 2026-12-05; sections measured",
+        "before then keep their text, as does any section whose results file is missing: its own line says",
+        "when it was measured). Ratios compare runs made side by side in the same invocation; absolute times",
+        "are context only. No GPU was lent to the sessions that produced these tables, so there are no GPU rows yet.",
         "",
     ]
     path = ROOT / "BENCHMARKS.md"

@@ -1,0 +1,147 @@
+"""Which per-volume score ranks lesioned scans above healthy ones (#19), side by side on development
+data (a cohort none of the shipped networks saw; the test split is never used).
+
+The product's map (the head's probability times the healthy-normalised residual, geometric mean)
+finds most lesions and marks little else, but a faint lesion that the head reads as healthy is
+muted twice: its voxels score low in the map, so the scan's score comes from the healthiest scan's
+hottest spots. The normalised residual alone does not depend on the head, and on some cohorts
+ranks volumes better ('Quality, from the pretrained weights': seed 3). Each row here is a per-volume
+score; the voxel maps are not changed:
+
+- each map's score alone (the mean of its top 0.02% voxels), and the product's map with the head's
+  logits averaged with its logits over the left-right mirrored scan (flipped back), as the
+  restoration is;
+- the two fused: each map's score standardised by the calibration scans' scores (their mean and
+  spread, each calibration scan standardised leave-one-out), then the larger of the two, or their
+  sum; on the scores or on their logarithms.
+
+Every scan of the cohort is healthy, so lesioned copies are made of the held-out quarter (seed 1,
+as ``anomaly_dev_data``) and of the 72 scans before it (seed 2). Each draw takes ``--calibration``
+of the 72 as a validation split (statistics, head envelope, leave-one-out maps), sets each row's
+threshold on its calibration scores (``score_threshold``, 5% at 90% confidence), and scores the
+other scans: the healthy ones and the lesioned copies of the same scans. Columns, over the draws:
+the volume AUROC (its mean and its 10th percentile), the share of subsets of 14 subjects (a quality
+run's test split: 14 healthy scans and their 14 lesioned copies) whose AUROC reaches 0.95, the share
+of lesioned copies flagged, the share of healthy scans flagged.
+
+    python -m bench.anomaly_score_fusion --draws 40 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from bench.anomaly_calibration import _CachedHead
+from bench.common import preprocessed_tensors, write_result
+
+RATE = 0.05
+TEST = 14  # subjects in a quality run's test split: its healthy scans and their lesioned copies
+SUBSETS = 200  # test-sized subsets drawn per calibration draw
+TARGET = 0.95  # #19's volume AUROC
+
+
+def _standardise(cal: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the calibration scores, each standardised by the others' mean and spread; ``new`` standardised
+    by all of theirs)."""
+    n = len(cal)
+    loo = np.array([(cal[i] - np.delete(cal, i).mean()) / np.delete(cal, i).std(ddof=1) for i in range(n)])
+    return loo, (new - cal.mean()) / cal.std(ddof=1)
+
+
+class _MirroredHead(torch.nn.Module):
+    """The head's logits averaged with its logits over the left-right mirrored input, flipped back."""
+
+    def __init__(self, head: torch.nn.Module):
+        super().__init__()
+        self.head, self.in_channels = head, getattr(head, "in_channels", 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from vae3d.inference import LEFT_RIGHT
+
+        return (self.head(x) + self.head(x.flip(LEFT_RIGHT)).flip(LEFT_RIGHT)) / 2
+
+
+def _rows(product: tuple, normalised: tuple, mirrored: tuple) -> dict:
+    """Each row's (calibration scores, new scans' scores) from each map's (calibration, new) scores."""
+    out = {"product map (shipped)": product, "normalised residual": normalised,
+           "product map, the head's logits mirror-averaged": mirrored}
+    for log in (False, True):
+        f = np.log if log else (lambda a: a)
+        p = _standardise(f(product[0]), f(product[1]))
+        z = _standardise(f(normalised[0]), f(normalised[1]))
+        tag = ", log scores" if log else ""
+        out[f"max of the two, standardised{tag}"] = (np.maximum(p[0], z[0]), np.maximum(p[1], z[1]))
+        out[f"sum of the two, standardised{tag}"] = (p[0] + z[0], p[1] + z[1])
+    return out
+
+
+def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0) -> dict:
+    from vae3d import anomaly
+    from vae3d.config import ModelConfig
+    from vae3d.evaluation.anomaly import lesioned_copies, volume_auroc
+    from vae3d.inference import reconstruct_all
+    from vae3d.model import VAE3D
+    from vae3d.pretrained import load_head, load_pretrained
+
+    vols = preprocessed_tensors(n, seed=seed)
+    pool, held = vols[: n * 9 // 12], vols[n * 9 // 12 :]
+    healthy = torch.cat([pool, held])
+    lesioned = torch.cat([lesioned_copies(pool, seed=2)[0], lesioned_copies(held, seed=1)[0]])
+    restorer = load_pretrained(VAE3D(input_size=vols.shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
+    head = load_head()
+    heads = {"product": _CachedHead(head), "normalised": None, "mirrored": _CachedHead(_MirroredHead(head))}
+    t = time.perf_counter()
+    rec = {k: anomaly.with_drift(x, reconstruct_all(restorer, x, mirror=anomaly.MIRROR_AVERAGED))
+           for k, x in (("healthy", healthy), ("lesioned", lesioned))}
+    print(f"restored in {time.perf_counter() - t:.0f} s", flush=True)
+    rng = np.random.default_rng(seed)
+    rows: dict[str, dict[str, list]] = {}
+    t = time.perf_counter()
+    for i in range(draws):
+        pick = np.zeros(len(healthy), dtype=bool)
+        pick[rng.choice(len(pool), calibration, replace=False)] = True
+        scores = {}
+        for kind, h in heads.items():
+            stats, loo = anomaly.out_of_sample_maps(healthy[pick], rec["healthy"][pick], head=h, drift_sigma=None)
+            new = [anomaly.anomaly_score(anomaly.anomaly_map(x[~pick], rec[k][~pick], stats)).numpy()
+                   for k, x in (("healthy", healthy), ("lesioned", lesioned))]
+            scores[kind] = (anomaly.anomaly_score(loo).numpy(), np.concatenate(new))
+        m = int((~pick).sum())
+        subsets = [rng.choice(m, TEST, replace=False) for _ in range(SUBSETS)]
+        for name, (cal, new) in _rows(scores["product"], scores["normalised"], scores["mirrored"]).items():
+            thr = anomaly.score_threshold(cal, RATE)
+            r = rows.setdefault(name, {"auroc": [], "lesioned": [], "healthy": [], "test_sized": []})
+            r["auroc"].append(volume_auroc(new[:m], new[m:]))
+            r["test_sized"] += [volume_auroc(new[:m][s], new[m:][s]) >= TARGET for s in subsets]
+            r["lesioned"].append(float(np.mean(new[m:] > thr)))
+            r["healthy"].append(float(np.mean(new[:m] > thr)))
+        if (i + 1) % 5 == 0:
+            print(f"draw {i + 1}/{draws}: {time.perf_counter() - t:.0f} s; "
+                  + "; ".join(f"{k}: {np.mean(v['auroc']):.3f}" for k, v in rows.items()), flush=True)
+    out = [{"row": name, "auroc": float(np.mean(r["auroc"])), "auroc_p10": float(np.percentile(r["auroc"], 10)),
+            "test_sized_met": float(np.mean(r["test_sized"])),
+            "lesioned_flagged": float(np.mean(r["lesioned"])), "healthy_flagged": float(np.mean(r["healthy"]))}
+           for name, r in rows.items()]
+    for row in out:
+        print(row, flush=True)
+    return {"cohort_seed": seed, "n": n, "draws": draws, "calibration_scans": calibration,
+            "healthy_scans": len(healthy) - calibration, "lesioned_scans": len(healthy) - calibration,
+            "rate": RATE, "test_subjects": TEST, "subsets": SUBSETS, "target": TARGET,
+            "draws_s": time.perf_counter() - t, "rows": out}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--draws", type=int, default=40, help="calibration draws")
+    ap.add_argument("--calibration", type=int, default=15, help="healthy scans per calibration draw")
+    ap.add_argument("--seed", type=int, default=0, help="the development cohort (0 or 5; never a quality run's)")
+    a = ap.parse_args()
+    print(write_result(f"anomaly_score_fusion_seed{a.seed}", run(a.draws, a.calibration, seed=a.seed)))
+
+
+if __name__ == "__main__":
+    main()
