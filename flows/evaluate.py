@@ -133,7 +133,8 @@ def eval_anomaly(model, train: torch.Tensor, val: torch.Tensor, test: torch.Tens
             "atlas_deviation": lambda x, r: anomaly.atlas_deviation(x, atlas)}
     out = {"lesions": {k: list(v) if isinstance(v, tuple) else v for k, v in anomaly.LESIONS.items()},
            "calibration": {"false_positive_rate": thresholds["false_positive_rate"],
-                           "confidence": thresholds["fpr_confidence"], "validation_scans": len(val)}}
+                           "confidence": thresholds["fpr_confidence"], "validation_scans": len(val)},
+           "auroc_interval": anomaly.AUROC_INTERVAL}
     # the model's maps: thresholds calibrated as registration does (leave-one-out); the others fit nothing on
     # validation, so their validation scores calibrate them
     stored = {"vae": thresholds["score_threshold"]}
@@ -144,10 +145,10 @@ def eval_anomaly(model, train: torch.Tensor, val: torch.Tensor, test: torch.Tens
         threshold = stored[method] if method in stored else anomaly_maps.score_threshold(
             anomaly_maps.anomaly_score(amap(val, val_recon)).numpy(), **calibration)
         healthy_scores, lesion_scores = (anomaly_maps.anomaly_score(m).numpy() for m in (m_test, m_les))
-        low, high = anomaly.volume_auroc_interval(healthy_scores, lesion_scores, seed=seed)
+        low, high = anomaly.volume_auroc_interval(healthy_scores, lesion_scores)
         out[method] = {**anomaly.voxel_metrics(m_les, masks),
                        "volume_auroc": anomaly.volume_auroc(healthy_scores, lesion_scores),
-                       "volume_auroc_low": low, "volume_auroc_high": high,  # its 95% bootstrap interval
+                       "volume_auroc_low": low, "volume_auroc_high": high,  # its 95% interval
                        "healthy_fpr": anomaly.false_positive_rate(healthy_scores, threshold),
                        "lesioned_flagged": anomaly.false_positive_rate(lesion_scores, threshold),
                        "score_threshold": threshold}

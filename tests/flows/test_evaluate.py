@@ -36,13 +36,14 @@ def test_evaluation_writes_every_table_and_logs_to_mlflow(trained):
     for method in ("vae", "vae_residual", "atlas_deviation"):
         m = results["anomaly"][method]
         assert 0.0 <= m["voxel_auprc"] <= 1.0 and 0.0 <= m["volume_auroc"] <= 1.0 and 0.0 <= m["best_dice"] <= 1.0
-        assert m["volume_auroc_low"] <= m["volume_auroc"] <= m["volume_auroc_high"]  # its bootstrap interval
+        assert m["volume_auroc_low"] <= m["volume_auroc"] <= m["volume_auroc_high"]  # its interval
     vae = results["anomaly"]["vae"]
     assert f"{vae['volume_auroc']:.3f} [{vae['volume_auroc_low']:.2f}, {vae['volume_auroc_high']:.2f}]" in md
     # thresholds set as the version's were (the fixture's train.anomaly.fpr_confidence), and the report says how
     assert results["anomaly"]["calibration"] == {"false_positive_rate": 0.05, "confidence": 0.8,
                                                  "validation_scans": results["n_val"]}
     assert "at most 5% of healthy scans with 80% confidence" in md
+    assert "(Newcombe's score interval, 95%)" in md
     syn = results["synthesis"]
     assert syn["n"] == 4 and syn["histogram_wasserstein"] >= 0 and 0 < syn["diversity_ssim"] <= 1
     assert isinstance(syn["memorisation"]["n_flagged"], int)

@@ -9,6 +9,8 @@ from sklearn.metrics import average_precision_score
 
 from vae3d.sample_data.lesions import insert_lesions
 
+#: how ``volume_auroc_interval`` is made, as results record it
+AUROC_INTERVAL = "Newcombe's score interval, 95%"
 #: the benchmark's lesions: 1-3 per scan, irregular, hyper- or hypo-intense, of several sizes and contrasts
 LESIONS = {"n_range": (1, 3), "radius_range": (1.5, 5.0), "contrast_range": (0.2, 0.6), "irregular": 0.5}
 
@@ -70,23 +72,30 @@ def volume_auroc(healthy_scores: np.ndarray, lesion_scores: np.ndarray) -> float
     return float(_auroc(h, les))
 
 
-def volume_auroc_interval(healthy_scores: np.ndarray, lesion_scores: np.ndarray, confidence: float = 0.95,
-                          resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """A ``confidence`` interval of ``volume_auroc``: percentile bootstrap (``scipy.stats.bootstrap``)
-    resampling the healthy and the lesioned scans each on its own, ``seed``-ed. With a dozen scans of
-    each, one lesioned scan that ranks among the healthy ones moves the AUROC by about 0.04; the
-    interval says how far a figure measured on so few scans can be trusted. NaN, NaN with fewer than
-    2 scans of either kind. Its limit: when every lesioned scan ranks above every healthy one, every
-    resample does too, and the interval collapses to (1, 1) however few the scans: read such a figure
-    with its scan count."""
-    from scipy.stats import bootstrap
+def volume_auroc_interval(healthy_scores: np.ndarray, lesion_scores: np.ndarray,
+                          confidence: float = 0.95) -> tuple[float, float]:
+    """A ``confidence`` interval of ``volume_auroc``: Newcombe's score interval (Stat. Med. 2006, 25:559,
+    method 5), the AUROCs ``t`` whose distance from the measured one is within ``z`` standard errors
+    at ``t`` itself, with the Hanley-McNeil variance at ``t`` and ``N* = (m + n) / 2 - 1`` for both
+    sample sizes. Unlike a bootstrap, it does not collapse when every lesioned scan ranks above every
+    healthy one: 14 + 14 scans so ordered give about [0.86, 1], 3 + 3 about [0.50, 1]. With a dozen
+    scans of each, one lesioned scan that ranks among the healthy ones moves the AUROC by about 0.04.
+    NaN, NaN with no scan of either kind. Hand-written: neither SciPy nor scikit-learn has an AUROC
+    interval."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
 
-    h, les = np.asarray(healthy_scores, dtype=np.float64), np.asarray(lesion_scores, dtype=np.float64)
-    if len(h) < 2 or len(les) < 2:  # one scan of a kind gives no spread to resample
+    m, n = len(healthy_scores), len(lesion_scores)
+    if not m or not n:
         return float("nan"), float("nan")
-    value = volume_auroc(h, les)
-    if value in (0.0, 1.0):  # every pair in one order: so is every resample's
-        return value, value
-    res = bootstrap((h, les), _auroc, vectorized=True, paired=False, confidence_level=confidence,
-                    n_resamples=resamples, method="percentile", rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    value = volume_auroc(healthy_scores, lesion_scores)
+    z2, n_star = norm.ppf(0.5 + confidence / 2) ** 2, (m + n) / 2 - 1
+
+    def gap(t: float) -> float:  # (t - value)^2 - z^2 var(t): negative inside the interval
+        var = t * (1 - t) * (1 + n_star * ((1 - t) / (2 - t) + t / (1 + t))) / (m * n)
+        return (t - value) ** 2 - z2 * var
+
+    eps = 1e-12  # inside (0, 1): at 0 and 1 the variance, and so the gap at the measured value, is 0
+    low = brentq(gap, 0.0, min(value, 1 - eps)) if value > 0 else 0.0
+    high = brentq(gap, max(value, eps), 1.0) if value < 1 else 1.0
+    return float(low), float(high)

@@ -40,8 +40,8 @@ def markdown(results: dict) -> str:
     lines += ["", "## Anomaly detection (synthetic lesions in held-out anatomy)", "",
               f"Lesions: {a.get('lesions', {})}. Each map's score threshold is calibrated on the healthy "
               f"validation scans{how}; the false-positive rate is that of the healthy test scans at it. In brackets: "
-              "the volume AUROC's 95% interval (bootstrap over the healthy and the lesioned test scans; it "
-              "collapses to [1.00, 1.00] when every lesioned scan ranks above every healthy one, however few).", "",
+              "the volume AUROC's 95% interval over the healthy and the lesioned test scans "
+              f"({a.get('auroc_interval', 'bootstrap')}).", "",
               "| method | voxel AUPRC | best Dice | volume AUROC | healthy test flagged | lesioned test flagged |",
               "|---|---|---|---|---|---|"]
     for method in ("vae", "vae_normalised", "vae_residual", "atlas_deviation"):
