@@ -11,6 +11,8 @@ score; the voxel maps are not changed:
 - each map's score alone (the mean of its top 0.02% voxels), and the product's map with the head's
   logits averaged with its logits over the left-right mirrored scan (flipped back), as the
   restoration is;
+- a bound, not a method: the product's map with each lesioned copy restored as its healthy scan
+  was (a restorer that gives back none of a lesion and errs on healthy tissue as this one does);
 - the two fused: each map's score standardised by the calibration scans' scores (their mean and
   spread, each calibration scan standardised leave-one-out), then the larger of the two, or their
   sum; on the scores or on their logarithms.
@@ -65,10 +67,11 @@ class _MirroredHead(torch.nn.Module):
         return (self.head(x) + self.head(x.flip(LEFT_RIGHT)).flip(LEFT_RIGHT)) / 2
 
 
-def _rows(product: tuple, normalised: tuple, mirrored: tuple) -> dict:
+def _rows(product: tuple, normalised: tuple, mirrored: tuple, oracle: tuple) -> dict:
     """Each row's (calibration scores, new scans' scores) from each map's (calibration, new) scores."""
     out = {"product map (shipped)": product, "normalised residual": normalised,
-           "product map, the head's logits mirror-averaged": mirrored}
+           "product map, the head's logits mirror-averaged": mirrored,
+           "bound: product map, each lesioned copy restored as its healthy scan was": oracle}
     for log in (False, True):
         f = np.log if log else (lambda a: a)
         p = _standardise(f(product[0]), f(product[1]))
@@ -95,8 +98,10 @@ def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0) -> d
     head = load_head()
     heads = {"product": _CachedHead(head), "normalised": None, "mirrored": _CachedHead(_MirroredHead(head))}
     t = time.perf_counter()
-    rec = {k: anomaly.with_drift(x, reconstruct_all(restorer, x, mirror=anomaly.MIRROR_AVERAGED))
+    raw = {k: reconstruct_all(restorer, x, mirror=anomaly.MIRROR_AVERAGED)
            for k, x in (("healthy", healthy), ("lesioned", lesioned))}
+    rec = {k: anomaly.with_drift(x, raw[k]) for k, x in (("healthy", healthy), ("lesioned", lesioned))}
+    rec["oracle"] = anomaly.with_drift(lesioned, raw["healthy"])  # each copy restored as its healthy scan was
     print(f"restored in {time.perf_counter() - t:.0f} s", flush=True)
     rng = np.random.default_rng(seed)
     rows: dict[str, dict[str, list]] = {}
@@ -110,9 +115,12 @@ def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0) -> d
             new = [anomaly.anomaly_score(anomaly.anomaly_map(x[~pick], rec[k][~pick], stats)).numpy()
                    for k, x in (("healthy", healthy), ("lesioned", lesioned))]
             scores[kind] = (anomaly.anomaly_score(loo).numpy(), np.concatenate(new))
+            if kind == "product":
+                oracle = anomaly.anomaly_score(anomaly.anomaly_map(lesioned[~pick], rec["oracle"][~pick], stats))
+                scores["oracle"] = (scores[kind][0], np.concatenate([new[0], oracle.numpy()]))
         m = int((~pick).sum())
         subsets = [rng.choice(m, TEST, replace=False) for _ in range(SUBSETS)]
-        for name, (cal, new) in _rows(scores["product"], scores["normalised"], scores["mirrored"]).items():
+        for name, (cal, new) in _rows(*(scores[k] for k in ("product", "normalised", "mirrored", "oracle"))).items():
             thr = anomaly.score_threshold(cal, RATE)
             r = rows.setdefault(name, {"auroc": [], "lesioned": [], "healthy": [], "test_sized": []})
             r["auroc"].append(volume_auroc(new[:m], new[m:]))
