@@ -554,10 +554,14 @@ def anomaly_calibration_section(r: dict) -> list[str]:
         "", "| threshold | mean | healthy flagged | draws at most the rate | none of 14 flagged | lesioned flagged |",
         "|---|---|---|---|---|---|",
     ]
-    for x in r["rows"]:
-        lines.append(f"| {x['row']} | {x['threshold']:.3f} | {x['healthy_flagged']:.3f} | "
-                     f"{x['draws_at_most_rate']:.2f} | {x['none_of_14_flagged']:.2f} | {x['lesioned_flagged']:.3f} |")
-    return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
+    return _rows_and_notes(lines, r, lambda x: f"| {x['row']} | {x['threshold']:.3f} | {x['healthy_flagged']:.3f} | "
+                           f"{x['draws_at_most_rate']:.2f} | {x['none_of_14_flagged']:.2f} | "
+                           f"{x['lesioned_flagged']:.3f} |")
+
+
+def _rows_and_notes(lines: list[str], r: dict, row) -> list[str]:
+    """A section: its heading and table head ``lines``, ``row(x)`` for each of ``r``'s rows, then its notes."""
+    return [*lines, *(row(x) for x in r["rows"]), *[f"- {n}" for n in r.get("notes", [])], ""]
 
 
 def anomaly_score_fusion_section(r: dict) -> list[str]:
@@ -581,11 +585,8 @@ def anomaly_score_fusion_section(r: dict) -> list[str]:
         f"subsets at {r['target']} or more | lesioned flagged | healthy flagged |",
         "|---|---|---|---|---|---|",
     ]
-    for x in r["rows"]:
-        lines.append(f"| {x['row']} | {x['auroc']:.3f} | {x['auroc_p10']:.3f} | {x['test_sized_met']:.2f} | "
-                     f"{x['lesioned_flagged']:.3f} | "
-                     f"{x['healthy_flagged']:.3f} |")
-    return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
+    return _rows_and_notes(lines, r, lambda x: f"| {x['row']} | {x['auroc']:.3f} | {x['auroc_p10']:.3f} | "
+                           f"{x['test_sized_met']:.2f} | {x['lesioned_flagged']:.3f} | {x['healthy_flagged']:.3f} |")
 
 
 def _dev_split(r: dict) -> str:
