@@ -58,18 +58,13 @@ def false_positive_rate(healthy_scores: np.ndarray, threshold: float) -> float:
     return float(np.mean(np.asarray(healthy_scores) > threshold))
 
 
-def _auroc(healthy: np.ndarray, lesion: np.ndarray, axis: int = -1) -> np.ndarray:
-    """The AUROC of lesioned against healthy scores along ``axis``, for one set or a batch of resamples
-    (Mann-Whitney: the share of (lesioned, healthy) pairs in order, ties counting half)."""
-    h, les = np.moveaxis(healthy, axis, -1)[..., None, :], np.moveaxis(lesion, axis, -1)[..., :, None]
-    return (les > h).mean((-2, -1)) + 0.5 * (les == h).mean((-2, -1))
-
-
 def volume_auroc(healthy_scores: np.ndarray, lesion_scores: np.ndarray) -> float:
+    """The AUROC of lesioned against healthy scores (Mann-Whitney: the share of (lesioned, healthy)
+    pairs in order, ties counting half)."""
     h, les = np.asarray(healthy_scores, dtype=np.float64), np.asarray(lesion_scores, dtype=np.float64)
     if not len(h) or not len(les):
         raise ValueError(f"a volume AUROC needs healthy and lesioned scores, got {len(h)} and {len(les)}")
-    return float(_auroc(h, les))
+    return float((les[:, None] > h).mean() + 0.5 * (les[:, None] == h).mean())
 
 
 def volume_auroc_interval(healthy_scores: np.ndarray, lesion_scores: np.ndarray,
