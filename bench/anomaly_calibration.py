@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from scipy.stats import hypergeom
 
-from bench.common import anomaly_dev_data, dev_meta, write_result
+from bench.common import CachedHead, anomaly_dev_data, dev_meta, write_result
 
 RATE = 0.05
 TEST_HEALTHY = 14  # healthy test scans in a quality run
@@ -61,24 +61,6 @@ def _rows() -> tuple:
              lambda s, r: float(np.exp(score_threshold(np.log(s), r, confidence=0.9)))))
 
 
-class _CachedHead(torch.nn.Module):
-    """The head, its logits remembered per input scan: its input (a scan and its residual) does not
-    depend on the calibration draw, so each scan's logits are computed once."""
-
-    def __init__(self, head: torch.nn.Module):
-        super().__init__()
-        self.head, self.in_channels, self.memo = head, getattr(head, "in_channels", 2), {}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = []
-        for one in x.split(1):
-            key = (float(one.sum()), float((one * one).sum()), float(one[..., ::5, ::7, ::3].sum()))
-            if key not in self.memo:
-                self.memo[key] = self.head(one)
-            out.append(self.memo[key])
-        return torch.cat(out)
-
-
 def run(draws: int = 200, calibration: int = 15, n: int = 96, seed: int = 0) -> dict:
     from vae3d import anomaly
     from vae3d.config import ModelConfig
@@ -89,7 +71,7 @@ def run(draws: int = 200, calibration: int = 15, n: int = 96, seed: int = 0) -> 
     d = anomaly_dev_data(n)
     pool = torch.cat([d["train"], d["val"]])  # calibration scans are drawn from these
     restorer = load_pretrained(VAE3D(input_size=pool.shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
-    head = _CachedHead(load_head())
+    head = CachedHead(load_head())
     t = time.perf_counter()
     # restored as registration restores, the drift put back once here (the maps then put back none)
     rec = {k: anomaly.with_drift(x, reconstruct_all(restorer, x, mirror=anomaly.MIRROR_AVERAGED))

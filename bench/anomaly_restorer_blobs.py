@@ -28,13 +28,12 @@ scans flagged at the calibrated threshold.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.common import anomaly_dev_data, lesion_kept, write_result
+from bench.common import anomaly_dev_data, fine_tuned_restorer, lesion_kept, write_result
 
 BLOB_SHARE = 0.5  # of training inputs that also carry synthetic blobs
 
@@ -70,35 +69,25 @@ def _row(name: str, restorer, d: dict, lesioned: torch.Tensor, masks: torch.Tens
 
 
 def run(minutes: float, n: int = 96) -> dict:
-    import vae3d.training.trainer as trainer
-    from vae3d.config import COARSE_NOISE, TrainConfig
+    from vae3d.config import ModelConfig
+    from vae3d.corruption import corrupt
     from vae3d.evaluation.anomaly import lesioned_copies
+    from vae3d.model import VAE3D
     from vae3d.pretrained import load_head, load_pretrained
-    from vae3d.training import build_model, fit
 
     d = anomaly_dev_data(n)
     copies = [(d["lesioned"], d["masks"]), lesioned_copies(d["held"], seed=2), lesioned_copies(d["held"], seed=3)]
     lesioned, masks = torch.cat([c[0] for c in copies]), torch.cat([c[1] for c in copies])
     head = load_head()
-    cfg = TrainConfig(init="pretrained", epochs=10_000, patience=10_000, max_time_s=minutes * 60,
-                      restoration=COARSE_NOISE)
-    shipped = load_pretrained(build_model(cfg, d["train"].shape[-1]), "anomaly").eval()
+    shipped = load_pretrained(VAE3D(input_size=d["train"].shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
     rows = [{**_row("shipped restorer, no fine-tuning", shipped, d, lesioned, masks, head), "epochs": 0}]
     print(rows[-1], flush=True)
-    original = trainer.corrupt
-    try:
-        for name, corruption in (("coarse (control)", original), ("coarse + blobs", _blobs)):
-            trainer.corrupt = corruption
-            model = load_pretrained(build_model(cfg, d["train"].shape[-1]), "anomaly")
-            t0 = time.perf_counter()
-            result = fit(model, d["train"], d["val"], cfg, Path(f"/tmp/vae3d-restorer-blobs/{name.split()[0]}"),
-                         resume=False, progress=False)
-            model.eval()
-            rows.append({**_row(name, model, d, lesioned, masks, head), "epochs": result.epochs_run,
-                         "train_s": time.perf_counter() - t0, "val_ssim": result.best_metrics.get("val_ssim")})
-            print(rows[-1], flush=True)
-    finally:
-        trainer.corrupt = original
+    for name, corruption in (("coarse (control)", corrupt), ("coarse + blobs", _blobs)):
+        model, result, seconds = fine_tuned_restorer(corruption, d["train"], d["val"], minutes,
+                                                     Path(f"/tmp/vae3d-restorer-blobs/{name.split()[0]}"))
+        rows.append({**_row(name, model, d, lesioned, masks, head), "epochs": result.epochs_run,
+                     "train_s": seconds, "val_ssim": result.best_metrics.get("val_ssim")})
+        print(rows[-1], flush=True)
     return {"minutes": minutes, "n": n, "split": [len(d["train"]), len(d["val"]), len(d["held"])],
             "lesioned_copies": len(lesioned), "lesions": d["lesions"], "blob_share": BLOB_SHARE, "rows": rows}
 

@@ -23,13 +23,12 @@ plain residual and the healthy-normalised one at several floors and smoothings:
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.common import anomaly_dev_data, lesion_kept, map_scores, write_result
+from bench.common import anomaly_dev_data, fine_tuned_restorer, lesion_kept, map_scores, write_result
 
 PERIOD, CUBE = 16, 8  # the inpainting lattice: 8^3 cubes every 16 voxels, 8 offsets cover the volume
 FLOORS = (None, 0.035, 0.05, 0.07)  # None: the plain residual
@@ -87,39 +86,27 @@ def _maps(val, held, lesioned, masks, rv, rh, rl) -> dict:
 
 
 def run(minutes: float, only: list[str], n: int = 96) -> dict:
-    import vae3d.training.trainer as trainer
-    from vae3d.config import COARSE_NOISE, TrainConfig
     from vae3d.inference import reconstruct_all
-    from vae3d.pretrained import load_pretrained
-    from vae3d.training import build_model, fit
 
     d = anomaly_dev_data(n)
     train, val, held, lesioned, masks = d["train"], d["val"], d["held"], d["lesioned"], d["masks"]
-    original, rows = trainer.corrupt, []
-    try:
-        for name, corruption in _variants().items():
-            if name not in only:
-                continue
-            trainer.corrupt = corruption
-            cfg = TrainConfig(init="pretrained", epochs=10_000, patience=10_000, max_time_s=minutes * 60,
-                              restoration=COARSE_NOISE)
-            model = load_pretrained(build_model(cfg, train.shape[-1]), "anomaly")
-            t0 = time.perf_counter()
-            result = fit(model, train, val, cfg, Path(f"/tmp/vae3d-restorer-variants/{name}"), resume=False,
-                         progress=False)
-            model.eval()  # the last weights: the val SSIM of a plain reconstruction does not judge an inpainter
+    rows = []
+    for name, corruption in _variants().items():
+        if name not in only:
+            continue
+        # the last weights: the val SSIM of a plain reconstruction does not judge an inpainter
+        model, result, seconds = fine_tuned_restorer(corruption, train, val, minutes,
+                                                     Path(f"/tmp/vae3d-restorer-variants/{name}"))
 
-            def restore(x, model=model, name=name):
-                return inpainted(model, x) if name == "inpaint" else reconstruct_all(model, x)
+        def restore(x, model=model, name=name):
+            return inpainted(model, x) if name == "inpaint" else reconstruct_all(model, x)
 
-            rv, rh, rl = (restore(v) for v in (val, held, lesioned))
-            rows.append({"variant": name, "epochs": result.epochs_run, "train_s": time.perf_counter() - t0,
-                         "val_ssim": result.best_metrics.get("val_ssim"),
-                         "lesion_kept": lesion_kept(held, lesioned, rl, masks),
-                         "maps": _maps(val, held, lesioned, masks, rv, rh, rl)})
-            print(rows[-1], flush=True)
-    finally:
-        trainer.corrupt = original
+        rv, rh, rl = (restore(v) for v in (val, held, lesioned))
+        rows.append({"variant": name, "epochs": result.epochs_run, "train_s": seconds,
+                     "val_ssim": result.best_metrics.get("val_ssim"),
+                     "lesion_kept": lesion_kept(held, lesioned, rl, masks),
+                     "maps": _maps(val, held, lesioned, masks, rv, rh, rl)})
+        print(rows[-1], flush=True)
     return {"minutes": minutes, "n": n, "split": [len(train), len(val), len(held)], "lesions": d["lesions"],
             "rows": rows}
 

@@ -37,8 +37,7 @@ import time
 import numpy as np
 import torch
 
-from bench.anomaly_calibration import _CachedHead
-from bench.common import preprocessed_tensors, write_result
+from bench.common import CachedHead, preprocessed_tensors, write_result
 
 RATE = 0.05
 TEST = 14  # subjects in a quality run's test split: its healthy scans and their lesioned copies
@@ -96,7 +95,7 @@ def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0) -> d
     lesioned = torch.cat([lesioned_copies(pool, seed=2)[0], lesioned_copies(held, seed=1)[0]])
     restorer = load_pretrained(VAE3D(input_size=vols.shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
     head = load_head()
-    heads = {"product": _CachedHead(head), "normalised": None, "mirrored": _CachedHead(_MirroredHead(head))}
+    heads = {"product": CachedHead(head), "normalised": None, "mirrored": CachedHead(_MirroredHead(head))}
     t = time.perf_counter()
     raw = {k: reconstruct_all(restorer, x, mirror=anomaly.MIRROR_AVERAGED)
            for k, x in (("healthy", healthy), ("lesioned", lesioned))}
