@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import anomaly_dev_data, fine_tuned_restorer, lesion_kept, write_result
+from bench.common import anomaly_dev_data, fine_tuned_restorer, lesioned_thrice, restorer_row, write_result
 
 BLOB_SHARE = 0.5  # of training inputs that also carry synthetic blobs
 
@@ -51,41 +51,22 @@ def _blobs(x: torch.Tensor, cfg, seed: int) -> torch.Tensor:
     return torch.from_numpy(image)[None]
 
 
-def _row(name: str, restorer, d: dict, lesioned: torch.Tensor, masks: torch.Tensor, head) -> dict:
-    from vae3d import anomaly
-    from vae3d.evaluation import anomaly as metrics
-    from vae3d.inference import reconstruct_all
-
-    rv, rh, rl = (reconstruct_all(restorer, v, mirror=anomaly.MIRROR_AVERAGED) for v in (d["val"], d["held"], lesioned))
-    stats, thresholds = anomaly.calibrate(d["val"], rv, head=head)
-    m_h, m_l = anomaly.anomaly_map(d["held"], rh, stats), anomaly.anomaly_map(lesioned, rl, stats)
-    sh, sl = anomaly.anomaly_score(m_h).numpy(), anomaly.anomaly_score(m_l).numpy()
-    held3 = d["held"].repeat(3, 1, 1, 1, 1)
-    return {"row": name, "lesion_kept": lesion_kept(held3, lesioned, rl, masks),
-            "healthy_mae": float((rh - d["held"]).abs().mean()), **metrics.voxel_metrics(m_l, masks),
-            "volume_auroc": metrics.volume_auroc(sh, sl),
-            "flagged": float(np.mean(sl > thresholds["score_threshold"])),
-            "healthy_flagged": float(np.mean(sh > thresholds["score_threshold"]))}
-
-
 def run(minutes: float, n: int = 96) -> dict:
     from vae3d.config import ModelConfig
     from vae3d.corruption import corrupt
-    from vae3d.evaluation.anomaly import lesioned_copies
     from vae3d.model import VAE3D
     from vae3d.pretrained import load_head, load_pretrained
 
     d = anomaly_dev_data(n)
-    copies = [(d["lesioned"], d["masks"]), lesioned_copies(d["held"], seed=2), lesioned_copies(d["held"], seed=3)]
-    lesioned, masks = torch.cat([c[0] for c in copies]), torch.cat([c[1] for c in copies])
+    lesioned, masks = lesioned_thrice(d)
     head = load_head()
     shipped = load_pretrained(VAE3D(input_size=d["train"].shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
-    rows = [{**_row("shipped restorer, no fine-tuning", shipped, d, lesioned, masks, head), "epochs": 0}]
+    rows = [{**restorer_row("shipped restorer, no fine-tuning", shipped, d, lesioned, masks, head), "epochs": 0}]
     print(rows[-1], flush=True)
     for name, corruption in (("coarse (control)", corrupt), ("coarse + blobs", _blobs)):
         model, result, seconds = fine_tuned_restorer(corruption, d["train"], d["val"], minutes,
                                                      Path(f"/tmp/vae3d-restorer-blobs/{name.split()[0]}"))
-        rows.append({**_row(name, model, d, lesioned, masks, head), "epochs": result.epochs_run,
+        rows.append({**restorer_row(name, model, d, lesioned, masks, head), "epochs": result.epochs_run,
                      "train_s": seconds, "val_ssim": result.best_metrics.get("val_ssim")})
         print(rows[-1], flush=True)
     return {"minutes": minutes, "n": n, "split": [len(d["train"]), len(d["val"]), len(d["held"])],

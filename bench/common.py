@@ -170,26 +170,64 @@ class CachedHead(torch.nn.Module):
         return torch.cat(out)
 
 
-def fine_tuned_restorer(corruption, train: torch.Tensor, val: torch.Tensor, minutes: float, folder: Path):
-    """The shipped anomaly restorer fine-tuned for ``minutes`` of wall clock on ``train`` with its own
-    mix (``vae3d.config.COARSE_NOISE``) made by ``corruption`` (``vae3d.corruption.corrupt``'s
-    signature) in place of ``corrupt``, for this run only; checkpoints in ``folder``. Returns (the
-    model with its last weights, in eval mode; the training result; seconds)."""
+def trained_restorer(train: torch.Tensor, val: torch.Tensor, minutes: float, folder: Path, corruption=None,
+                     model=None):
+    """An anomaly restorer trained for ``minutes`` of wall clock on ``train`` with the restorer's mix
+    (``vae3d.config.COARSE_NOISE``): the shipped one fine-tuned, or with ``model`` (a ``ModelConfig``) one
+    of that architecture from scratch; ``corruption`` (``vae3d.corruption.corrupt``'s signature) makes
+    the mix in place of ``corrupt``, for this run only; checkpoints in ``folder``. Returns (the model
+    with its last weights, in eval mode; the training result; seconds)."""
     import vae3d.training.trainer as trainer
-    from vae3d.config import COARSE_NOISE, TrainConfig
+    from vae3d.config import COARSE_NOISE, ModelConfig, TrainConfig
     from vae3d.pretrained import load_pretrained
     from vae3d.training import build_model, fit
 
-    cfg = TrainConfig(init="pretrained", epochs=10_000, patience=10_000, max_time_s=minutes * 60,
-                      restoration=COARSE_NOISE)
-    original, trainer.corrupt = trainer.corrupt, corruption
+    cfg = TrainConfig(init="scratch" if model else "pretrained", epochs=10_000, patience=10_000,
+                      max_time_s=minutes * 60, restoration=COARSE_NOISE, model=model or ModelConfig())
+    original, trainer.corrupt = trainer.corrupt, corruption or trainer.corrupt
     try:
-        model = load_pretrained(build_model(cfg, train.shape[-1]), "anomaly")
+        net = build_model(cfg, train.shape[-1]) if model else load_pretrained(build_model(cfg, train.shape[-1]),
+                                                                               "anomaly")
         t0 = time.perf_counter()
-        result = fit(model, train, val, cfg, Path(folder), resume=False, progress=False)
-        return model.eval(), result, time.perf_counter() - t0
+        result = fit(net, train, val, cfg, Path(folder), resume=False, progress=False)
+        return net.eval(), result, time.perf_counter() - t0
     finally:
         trainer.corrupt = original
+
+
+def fine_tuned_restorer(corruption, train: torch.Tensor, val: torch.Tensor, minutes: float, folder: Path):
+    """The shipped anomaly restorer fine-tuned with ``corruption`` (``trained_restorer``)."""
+    return trained_restorer(train, val, minutes, folder, corruption)
+
+
+def lesioned_thrice(d: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out scans of ``anomaly_dev_data`` ``d`` lesioned three times (seeds 1, 2, 3), and the masks."""
+    from vae3d.evaluation.anomaly import lesioned_copies
+
+    copies = [(d["lesioned"], d["masks"]), lesioned_copies(d["held"], seed=2), lesioned_copies(d["held"], seed=3)]
+    return torch.cat([c[0] for c in copies]), torch.cat([c[1] for c in copies])
+
+
+def restorer_row(name: str, restorer, d: dict, lesioned: torch.Tensor, masks: torch.Tensor, head) -> dict:
+    """How the product's map (``vae3d.anomaly``, with ``head``; the normalised residual alone with None)
+    made from ``restorer`` scores on ``anomaly_dev_data`` ``d``: calibrated leave-one-out on the reference
+    scans, the held-out healthy scans against their ``lesioned`` copies (``lesioned_thrice``). The share
+    of a lesion given back, the healthy restoration error, voxel AUPRC / best Dice, volume AUROC and the
+    shares flagged at the calibrated threshold."""
+    from vae3d import anomaly
+    from vae3d.evaluation import anomaly as metrics
+    from vae3d.inference import reconstruct_all
+
+    rv, rh, rl = (reconstruct_all(restorer, v, mirror=anomaly.MIRROR_AVERAGED) for v in (d["val"], d["held"], lesioned))
+    stats, thresholds = anomaly.calibrate(d["val"], rv, head=head)
+    m_h, m_l = anomaly.anomaly_map(d["held"], rh, stats), anomaly.anomaly_map(lesioned, rl, stats)
+    sh, sl = anomaly.anomaly_score(m_h).numpy(), anomaly.anomaly_score(m_l).numpy()
+    held = d["held"].repeat(len(lesioned) // len(d["held"]), 1, 1, 1, 1)
+    return {"row": name, "lesion_kept": lesion_kept(held, lesioned, rl, masks),
+            "healthy_mae": float((rh - d["held"]).abs().mean()), **metrics.voxel_metrics(m_l, masks),
+            "volume_auroc": metrics.volume_auroc(sh, sl),
+            "flagged": float(np.mean(sl > thresholds["score_threshold"])),
+            "healthy_flagged": float(np.mean(sh > thresholds["score_threshold"]))}
 
 
 def write_result(name: str, payload: dict) -> Path:
