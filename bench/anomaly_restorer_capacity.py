@@ -32,7 +32,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.common import anomaly_dev_data, lesioned_thrice, restorer_row, trained_restorer, write_result
+from bench.common import (
+    anomaly_dev_data,
+    dev_restorations,
+    lesioned_thrice,
+    restorer_row,
+    trained_restorer,
+    write_result,
+)
 
 ROWS = {
     "32^3 x 4 (the shipped architecture)": {"channels": (16,), "patch_size": 2, "latent_channels": 4},
@@ -42,9 +49,10 @@ ROWS = {
 
 
 def _rows(name: str, restorer, d: dict, lesioned, masks, head) -> dict:
-    """One restorer's row: both maps from its restorations."""
-    plain = restorer_row(name, restorer, d, lesioned, masks, None)
-    product = restorer_row(name, restorer, d, lesioned, masks, head)
+    """One restorer's row: both maps from one set of its restorations."""
+    restored = dev_restorations(restorer, d, lesioned)
+    plain = restorer_row(name, restorer, d, lesioned, masks, None, restored)
+    product = restorer_row(name, restorer, d, lesioned, masks, head, restored)
     keys = ("voxel_auprc", "best_dice", "volume_auroc", "flagged", "healthy_flagged")
     return {**{k: v for k, v in plain.items() if k not in keys}, "normalised": {k: plain[k] for k in keys},
             "product": {k: product[k] for k in keys},

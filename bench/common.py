@@ -208,17 +208,26 @@ def lesioned_thrice(d: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([c[0] for c in copies]), torch.cat([c[1] for c in copies])
 
 
-def restorer_row(name: str, restorer, d: dict, lesioned: torch.Tensor, masks: torch.Tensor, head) -> dict:
+def dev_restorations(restorer, d: dict, lesioned: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``restorer``'s restorations (mirror-averaged, as the anomaly mode makes them) of ``d``'s reference
+    and held-out scans and of ``lesioned``."""
+    from vae3d import anomaly
+    from vae3d.inference import reconstruct_all
+
+    return tuple(reconstruct_all(restorer, v, mirror=anomaly.MIRROR_AVERAGED) for v in (d["val"], d["held"], lesioned))
+
+
+def restorer_row(name: str, restorer, d: dict, lesioned: torch.Tensor, masks: torch.Tensor, head,
+                 restored: tuple[torch.Tensor, ...] | None = None) -> dict:
     """How the product's map (``vae3d.anomaly``, with ``head``; the normalised residual alone with None)
     made from ``restorer`` scores on ``anomaly_dev_data`` ``d``: calibrated leave-one-out on the reference
     scans, the held-out healthy scans against their ``lesioned`` copies (``lesioned_thrice``). The share
     of a lesion given back, the healthy restoration error, voxel AUPRC / best Dice, volume AUROC and the
-    shares flagged at the calibrated threshold."""
+    shares flagged at the calibrated threshold. ``restored``: ``dev_restorations``, when already made."""
     from vae3d import anomaly
     from vae3d.evaluation import anomaly as metrics
-    from vae3d.inference import reconstruct_all
 
-    rv, rh, rl = (reconstruct_all(restorer, v, mirror=anomaly.MIRROR_AVERAGED) for v in (d["val"], d["held"], lesioned))
+    rv, rh, rl = restored or dev_restorations(restorer, d, lesioned)
     stats, thresholds = anomaly.calibrate(d["val"], rv, head=head)
     m_h, m_l = anomaly.anomaly_map(d["held"], rh, stats), anomaly.anomaly_map(lesioned, rl, stats)
     sh, sl = anomaly.anomaly_score(m_h).numpy(), anomaly.anomaly_score(m_l).numpy()
