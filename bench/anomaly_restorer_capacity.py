@@ -17,10 +17,10 @@ training scans, with the restorer's coarse-noise mix (``vae3d.config.COARSE_NOIS
 - ``16^3 x 8, stride-4 stem``: one level of 32 channels after a stride-4 stem (the same latent size,
   0.4x the seconds per step, so 2.4x the steps in the budget).
 
-The shipped restorer (trained for longer on another cohort: 46 minutes when this ran first, 104 since
-the 250 epochs more that this benchmark's second row measured were shipped) is the first row. Each restorer's
+The shipped restorer, trained for longer on another cohort, is the first row (46 minutes when this
+first ran; 104 since the 250 epochs more of the stored second row were shipped). Each restorer's
 maps: the normalised residual alone (``vae3d.anomaly`` without a head) and the product's (with the
-shipped head, which learned from the shipped restorer's output, so it favours that row). The 24
+shipped head, which learned from the 46-minute restorer's output, so it favours the shipped rows). The 24
 held-out scans are lesioned three times (72 copies). Columns: epochs in the budget, val SSIM, the
 share of a lesion the restoration gives back, the healthy held-out scans' mean absolute restoration
 error, and for each map voxel AUPRC / best Dice / volume AUROC (24 healthy against 72 lesioned).
