@@ -171,11 +171,12 @@ class CachedHead(torch.nn.Module):
 
 
 def trained_restorer(train: torch.Tensor, val: torch.Tensor, minutes: float, folder: Path, corruption=None,
-                     model=None):
+                     model=None, lr: float | None = None):
     """An anomaly restorer trained for ``minutes`` of wall clock on ``train`` with the restorer's mix
     (``vae3d.config.COARSE_NOISE``): the shipped one fine-tuned, or with ``model`` (a ``ModelConfig``) one
     of that architecture from scratch; ``corruption`` (``vae3d.corruption.corrupt``'s signature) makes
-    the mix in place of ``corrupt``, for this run only; checkpoints in ``folder``. Returns (the model
+    the mix in place of ``corrupt``, for this run only; ``lr``: the peak learning rate (``TrainConfig``'s by
+    default); checkpoints in ``folder``. Returns (the model
     with its last weights, in eval mode; the training result; seconds)."""
     import vae3d.training.trainer as trainer
     from vae3d.config import COARSE_NOISE, ModelConfig, TrainConfig
@@ -183,7 +184,8 @@ def trained_restorer(train: torch.Tensor, val: torch.Tensor, minutes: float, fol
     from vae3d.training import build_model, fit
 
     cfg = TrainConfig(init="scratch" if model else "pretrained", epochs=10_000, patience=10_000,
-                      max_time_s=minutes * 60, restoration=COARSE_NOISE, model=model or ModelConfig())
+                      max_time_s=minutes * 60, restoration=COARSE_NOISE, model=model or ModelConfig(),
+                      **({} if lr is None else {"lr": lr}))
     original, trainer.corrupt = trainer.corrupt, corruption or trainer.corrupt
     try:
         net = build_model(cfg, train.shape[-1]) if model else load_pretrained(build_model(cfg, train.shape[-1]),
