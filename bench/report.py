@@ -623,15 +623,15 @@ def anomaly_restorer_finetune_section(r: dict) -> list[str]:
         f"The data of 'maps side by side' ({_dev_split(r)}), each held-out scan lesioned three times "
         f"({r['lesioned_copies']} copies). With "
         "`train.init: pretrained` a training run fine-tunes the shipped anomaly restorer on its own scans for "
-        "`train.anomaly.budget_share` of the budget (6.4 of a quality run's 16 minutes), with the main model's "
-        "warmup and cosine schedule at `train.lr` (2e-3). The shipped restorer has trained 810 epochs, each stage "
-        "annealed to a low rate: does the fine-tune undo part of that, and does a lower rate keep it? Each "
+        "`train.anomaly.budget_share` of the budget (6.4 of a quality run's 16 minutes), with the main model's warmup "
+        "and cosine schedule at `train.lr` (2e-3). The shipped restorer had trained 810 epochs when this ran, each "
+        "stage annealed to a low rate: does the fine-tune undo part of that, and does a lower rate keep it? Each "
         "fine-tuned row continues the shipped restorer for the same wall clock on the training scans at one peak "
-        "learning rate; the first row is the shipped restorer as it is. Every map is the product's (the shipped "
-        "head; statistics, envelope and threshold calibrated leave-one-out on the reference scans). Columns: "
-        "epochs in the budget, the share of a lesion the restoration gives back, the healthy held-out scans' mean "
-        "absolute restoration error, voxel AUPRC / best Dice / volume AUROC, and the shares of lesioned / healthy "
-        "held-out scans flagged.",
+        "learning rate; the first row is the shipped restorer as it is. Every map is the product's (the shipped head; "
+        "statistics, envelope and threshold calibrated leave-one-out on the reference scans). Columns: epochs in the "
+        "budget, the share of a lesion the restoration gives back, the healthy held-out scans' mean absolute "
+        "restoration error, voxel AUPRC / best Dice / volume AUROC, and the shares of lesioned / healthy held-out "
+        "scans flagged.",
         "", "| restorer | epochs | kept | healthy MAE | AUPRC / Dice / AUROC | flagged: lesioned / healthy |",
         "|---|---|---|---|---|---|",
     ]
