@@ -33,7 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import anomaly_dev_data, fine_tuned_restorer, lesioned_thrice, restorer_row, write_result
+from bench.common import (
+    fine_tuned_restorer,
+    restorer_bench_inputs,
+    restorer_bench_result,
+    restorer_row,
+    trained_fields,
+    write_result,
+)
 
 BLOB_SHARE = 0.5  # of training inputs that also carry synthetic blobs
 
@@ -52,25 +59,17 @@ def _blobs(x: torch.Tensor, cfg, seed: int) -> torch.Tensor:
 
 
 def run(minutes: float, n: int = 96) -> dict:
-    from vae3d.config import ModelConfig
     from vae3d.corruption import corrupt
-    from vae3d.model import VAE3D
-    from vae3d.pretrained import load_head, load_pretrained
 
-    d = anomaly_dev_data(n)
-    lesioned, masks = lesioned_thrice(d)
-    head = load_head()
-    shipped = load_pretrained(VAE3D(input_size=d["train"].shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
+    d, lesioned, masks, head, shipped = restorer_bench_inputs(n)
     rows = [{**restorer_row("shipped restorer, no fine-tuning", shipped, d, lesioned, masks, head), "epochs": 0}]
     print(rows[-1], flush=True)
     for name, corruption in (("coarse (control)", corrupt), ("coarse + blobs", _blobs)):
         model, result, seconds = fine_tuned_restorer(corruption, d["train"], d["val"], minutes,
                                                      Path(f"/tmp/vae3d-restorer-blobs/{name.split()[0]}"))
-        rows.append({**restorer_row(name, model, d, lesioned, masks, head), "epochs": result.epochs_run,
-                     "train_s": seconds, "val_ssim": result.best_metrics.get("val_ssim")})
+        rows.append({**restorer_row(name, model, d, lesioned, masks, head), **trained_fields(result, seconds)})
         print(rows[-1], flush=True)
-    return {"minutes": minutes, "n": n, "split": [len(d["train"]), len(d["val"]), len(d["held"])],
-            "lesioned_copies": len(lesioned), "lesions": d["lesions"], "blob_share": BLOB_SHARE, "rows": rows}
+    return restorer_bench_result(minutes, n, d, lesioned, rows, blob_share=BLOB_SHARE)
 
 
 def main() -> None:

@@ -35,10 +35,11 @@ import argparse
 from pathlib import Path
 
 from bench.common import (
-    anomaly_dev_data,
     dev_restorations,
-    lesioned_thrice,
+    restorer_bench_inputs,
+    restorer_bench_result,
     restorer_row,
+    trained_fields,
     trained_restorer,
     write_result,
 )
@@ -63,13 +64,8 @@ def _rows(name: str, restorer, d: dict, lesioned, masks, head) -> dict:
 
 def run(minutes: float, n: int = 96, only: list[str] | None = None) -> dict:
     from vae3d.config import ModelConfig
-    from vae3d.model import VAE3D
-    from vae3d.pretrained import load_head, load_pretrained
 
-    d = anomaly_dev_data(n)
-    lesioned, masks = lesioned_thrice(d)
-    head = load_head()
-    shipped = load_pretrained(VAE3D(input_size=d["train"].shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
+    d, lesioned, masks, head, shipped = restorer_bench_inputs(n)
     rows = [{**_rows("shipped restorer (another cohort)", shipped, d, lesioned, masks, head),
              "epochs": None}]
     print(rows[-1], flush=True)
@@ -78,11 +74,10 @@ def run(minutes: float, n: int = 96, only: list[str] | None = None) -> dict:
             continue
         model, result, seconds = trained_restorer(d["train"], d["val"], minutes, Path(f"/tmp/vae3d-capacity/{i}"),
                                                   model=ModelConfig(**arch))
-        rows.append({**_rows(name, model, d, lesioned, masks, head), "epochs": result.epochs_run, "train_s": seconds,
-                     "val_ssim": result.best_metrics.get("val_ssim"), "architecture": arch})
+        rows.append({**_rows(name, model, d, lesioned, masks, head), **trained_fields(result, seconds),
+                     "architecture": arch})
         print(rows[-1], flush=True)
-    return {"minutes": minutes, "n": n, "split": [len(d["train"]), len(d["val"]), len(d["held"])],
-            "lesioned_copies": len(lesioned), "lesions": d["lesions"], "rows": rows}
+    return restorer_bench_result(minutes, n, d, lesioned, rows)
 
 
 def main() -> None:

@@ -24,29 +24,27 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.common import anomaly_dev_data, lesioned_thrice, restorer_row, trained_restorer, write_result
+from bench.common import (
+    restorer_bench_inputs,
+    restorer_bench_result,
+    restorer_row,
+    trained_fields,
+    trained_restorer,
+    write_result,
+)
 
 
 def run(minutes: float, lrs: list[float], n: int = 96) -> dict:
-    from vae3d.config import ModelConfig
-    from vae3d.model import VAE3D
-    from vae3d.pretrained import load_head, load_pretrained
-
-    d = anomaly_dev_data(n)
-    lesioned, masks = lesioned_thrice(d)
-    head = load_head()
-    shipped = load_pretrained(VAE3D(input_size=d["train"].shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
+    d, lesioned, masks, head, shipped = restorer_bench_inputs(n)
     rows = [{**restorer_row("shipped restorer, no fine-tuning", shipped, d, lesioned, masks, head), "epochs": 0}]
     print(rows[-1], flush=True)
     for lr in lrs:
         model, result, seconds = trained_restorer(d["train"], d["val"], minutes,
                                                   Path(f"/tmp/vae3d-restorer-finetune/{lr:g}"), lr=lr)
         rows.append({**restorer_row(f"fine-tuned, peak lr {lr:g}", model, d, lesioned, masks, head),
-                     "epochs": result.epochs_run, "lr": lr, "train_s": seconds,
-                     "val_ssim": result.best_metrics.get("val_ssim")})
+                     **trained_fields(result, seconds), "lr": lr})
         print(rows[-1], flush=True)
-    return {"minutes": minutes, "n": n, "split": [len(d["train"]), len(d["val"]), len(d["held"])],
-            "lesioned_copies": len(lesioned), "lesions": d["lesions"], "rows": rows}
+    return restorer_bench_result(minutes, n, d, lesioned, rows)
 
 
 def main() -> None:

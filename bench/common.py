@@ -202,6 +202,30 @@ def fine_tuned_restorer(corruption, train: torch.Tensor, val: torch.Tensor, minu
     return trained_restorer(train, val, minutes, folder, corruption)
 
 
+def restorer_bench_inputs(n: int = 96) -> tuple:
+    """What the restorer benchmarks compare on: ``anomaly_dev_data(n)``, its held-out scans lesioned three
+    times and their masks (``lesioned_thrice``), the shipped head, and the shipped anomaly restorer (eval mode)."""
+    from vae3d.config import ModelConfig
+    from vae3d.model import VAE3D
+    from vae3d.pretrained import load_head, load_pretrained
+
+    d = anomaly_dev_data(n)
+    lesioned, masks = lesioned_thrice(d)
+    shipped = load_pretrained(VAE3D(input_size=d["train"].shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
+    return d, lesioned, masks, load_head(), shipped
+
+
+def trained_fields(result, seconds: float) -> dict:
+    """A trained restorer row's training columns: epochs run, seconds, best val SSIM."""
+    return {"epochs": result.epochs_run, "train_s": seconds, "val_ssim": result.best_metrics.get("val_ssim")}
+
+
+def restorer_bench_result(minutes: float, n: int, d: dict, lesioned: torch.Tensor, rows: list[dict], **extra) -> dict:
+    """A restorer benchmark's results: its budget, the development split, the lesions and ``rows``."""
+    return {"minutes": minutes, "n": n, "split": [len(d["train"]), len(d["val"]), len(d["held"])],
+            "lesioned_copies": len(lesioned), "lesions": d["lesions"], **extra, "rows": rows}
+
+
 def lesioned_thrice(d: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The held-out scans of ``anomaly_dev_data`` ``d`` lesioned three times (seeds 1, 2, 3), and the masks."""
     from vae3d.evaluation.anomaly import lesioned_copies
