@@ -603,10 +603,16 @@ def anomaly_restorer_blobs_section(r: dict) -> list[str]:
         "Columns: epochs in the budget, the share of a lesion the restoration gives back, the healthy held-out "
         "scans' mean absolute restoration error, voxel AUPRC / best Dice / volume AUROC, and the shares of "
         "lesioned / healthy held-out scans flagged.",
-        "", "| restorer | epochs | kept | healthy MAE | AUPRC / Dice / AUROC | flagged: lesioned / healthy |",
-        "|---|---|---|---|---|---|",
+        *_RESTORER_TABLE,
     ]
     return _rows_and_notes(lines, r, _restorer_row)
+
+
+#: the fine-tuned restorer sections' table head (a blank line first), for ``_restorer_row``
+_RESTORER_TABLE = (
+    "", "| restorer | epochs | kept | healthy MAE | AUPRC / Dice / AUROC | flagged: lesioned / healthy |",
+    "|---|---|---|---|---|---|",
+)
 
 
 def _restorer_row(x: dict) -> str:
@@ -632,8 +638,7 @@ def anomaly_restorer_finetune_section(r: dict) -> list[str]:
         "budget, the share of a lesion the restoration gives back, the healthy held-out scans' mean absolute "
         "restoration error, voxel AUPRC / best Dice / volume AUROC, and the shares of lesioned / healthy held-out "
         "scans flagged.",
-        "", "| restorer | epochs | kept | healthy MAE | AUPRC / Dice / AUROC | flagged: lesioned / healthy |",
-        "|---|---|---|---|---|---|",
+        *_RESTORER_TABLE,
     ]
     return _rows_and_notes(lines, r, _restorer_row)
 
