@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from scipy.stats import hypergeom
 
-from bench.common import CachedHead, anomaly_dev_data, dev_meta, write_result
+from bench.common import CachedHead, anomaly_dev_data, anomaly_restorer, dev_meta, write_result
 
 RATE = 0.05
 TEST_HEALTHY = 14  # healthy test scans in a quality run
@@ -63,14 +63,12 @@ def _rows() -> tuple:
 
 def run(draws: int = 200, calibration: int = 15, n: int = 96, seed: int = 0) -> dict:
     from vae3d import anomaly
-    from vae3d.config import ModelConfig
     from vae3d.inference import reconstruct_all
-    from vae3d.model import VAE3D
-    from vae3d.pretrained import load_head, load_pretrained
+    from vae3d.pretrained import load_head
 
     d = anomaly_dev_data(n)
     pool = torch.cat([d["train"], d["val"]])  # calibration scans are drawn from these
-    restorer = load_pretrained(VAE3D(input_size=pool.shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
+    restorer = anomaly_restorer(pool.shape[-1])
     head = CachedHead(load_head())
     t = time.perf_counter()
     # restored as registration restores, the drift put back once here (the maps then put back none)

@@ -28,7 +28,7 @@ import argparse
 
 import torch
 
-from bench.common import RESULTS, anomaly_dev_data, map_scores, write_result
+from bench.common import RESULTS, anomaly_dev_data, anomaly_restorer, map_scores, write_result
 
 TOPS = (0.0005, 0.0002, 0.0001)
 ENVELOPES = ((None, 0.0), ("mean", 0.0), ("mean", 1.0), ("mean", 2.0), ("mean + sd", 1.0), ("max", 1.0),
@@ -57,14 +57,12 @@ def less_envelope(ref: torch.Tensor, maps: tuple[torch.Tensor, ...], kind: str, 
 def run(n: int = 96, figure: bool = False) -> dict:
     from vae3d import anomaly
     from vae3d.anomaly_head import head_map
-    from vae3d.config import ModelConfig
     from vae3d.inference import reconstruct_all
-    from vae3d.model import VAE3D
-    from vae3d.pretrained import load_head, load_pretrained
+    from vae3d.pretrained import load_head
 
     d = anomaly_dev_data(n)
     val, held, lesioned, masks = d["val"], d["held"], d["lesioned"], d["masks"]
-    restorer = load_pretrained(VAE3D(input_size=val.shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
+    restorer = anomaly_restorer(val.shape[-1])
     head = load_head()
     rv, rh, rl = (reconstruct_all(restorer, v) for v in (val, held, lesioned))
     stats = anomaly.fit_healthy(val, rv)

@@ -28,7 +28,7 @@ import time
 import torch
 
 from bench.anomaly_envelope import less_envelope
-from bench.common import RESULTS, anomaly_dev_data, map_scores, write_result
+from bench.common import RESULTS, anomaly_dev_data, anomaly_restorer, map_scores, write_result
 
 COPIES = 6  # anomalous copies of each training scan
 TOPS = (0.0005, 0.0002, 0.0001)  # the score's top fractions: the product's before and since 2026-12-04, a smaller one
@@ -43,14 +43,11 @@ def _score(reference: torch.Tensor, healthy: torch.Tensor, lesioned: torch.Tenso
 def run(steps: int, only: list[str], figure: bool = False, n: int = 96, seed: int = 0) -> dict:
     from vae3d import anomaly
     from vae3d.anomaly_head import build_head, fit_head, head_inputs, head_map, training_set
-    from vae3d.config import ModelConfig
     from vae3d.inference import reconstruct_all
-    from vae3d.model import VAE3D
-    from vae3d.pretrained import load_pretrained
 
     d = anomaly_dev_data(n)
     train, val, held, lesioned, masks = d["train"], d["val"], d["held"], d["lesioned"], d["masks"]
-    restorer = load_pretrained(VAE3D(input_size=train.shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
+    restorer = anomaly_restorer(train.shape[-1])
     rv, rh, rl = (reconstruct_all(restorer, v) for v in (val, held, lesioned))
     stats = anomaly.fit_healthy(val, rv)
     loo = [anomaly.fit_healthy(torch.cat([val[:i], val[i + 1 :]]), torch.cat([rv[:i], rv[i + 1 :]]))

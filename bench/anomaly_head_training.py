@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from bench.anomaly_levers import _row
-from bench.common import anomaly_dev_data, write_result
+from bench.common import anomaly_dev_data, anomaly_restorer, write_result
 
 #: (row, hard-negative share, label change); None: the starting head, untrained
 ROWS = (
@@ -50,15 +50,13 @@ ROWS = (
 def run(start: Path | None, steps: int, n: int = 96) -> dict:
     from vae3d import anomaly
     from vae3d.anomaly_head import fit_head, head_inputs, training_set
-    from vae3d.config import ModelConfig
     from vae3d.inference import reconstruct_all
-    from vae3d.model import VAE3D
-    from vae3d.pretrained import load_head, load_pretrained
+    from vae3d.pretrained import load_head
     from vae3d.pretrained.build import HEAD_COPIES, HEAD_FINETUNE_LR, HEAD_SEED, _cohort
 
     d = anomaly_dev_data(n)
     sets = {k: d[k] for k in ("val", "held", "lesioned")}
-    restorer = load_pretrained(VAE3D(input_size=d["val"].shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
+    restorer = anomaly_restorer(d["val"].shape[-1])
     rec = {k: reconstruct_all(restorer, x) for k, x in sets.items()}
     with tempfile.TemporaryDirectory(prefix="vae3d-bench-") as tmp:
         vols = _cohort(60, Path(tmp), HEAD_SEED)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.common import anomaly_dev_data, dev_meta, held_out_overlay, lesion_kept, write_result
+from bench.common import anomaly_dev_data, anomaly_restorer, dev_meta, held_out_overlay, lesion_kept, write_result
 
 #: (row, restoration, extra reference scans, head temperature, head sigma)
 ROWS = (
@@ -131,15 +131,13 @@ def _row(name, sets, rec, masks, head, temperature, sigma, **how) -> dict:
 
 def run(n: int = 96, figure: bool = False) -> dict:
     from vae3d import anomaly
-    from vae3d.config import ModelConfig
     from vae3d.inference import reconstruct_all
-    from vae3d.model import VAE3D
-    from vae3d.pretrained import load_head, load_pretrained
+    from vae3d.pretrained import load_head
 
     d = anomaly_dev_data(n)
     masks = d["masks"]
     sets = {k: d[k] for k in ("val", "held", "lesioned")}
-    restorer = load_pretrained(VAE3D(input_size=d["val"].shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
+    restorer = anomaly_restorer(d["val"].shape[-1])
     head = load_head()
     first = {k: reconstruct_all(restorer, x) for k, x in sets.items()}
     extra, extra_rec = d["train"][:16], reconstruct_all(restorer, d["train"][:16])

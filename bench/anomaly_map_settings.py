@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 
-from bench.common import anomaly_dev_data, lesion_kept, map_scores, write_result
+from bench.common import anomaly_dev_data, anomaly_restorer, lesion_kept, map_scores, write_result
 
 FLOORS = (None, 0.02, 0.035, 0.05, 0.07, 0.1)  # None: the plain residual
 SIGMAS = (0.5, 1.0, 1.5, 2.0)
@@ -24,14 +24,11 @@ TOP_FRACTIONS = (0.0002, 0.0005, 0.001, 0.003)
 
 def run(n: int = 96) -> dict:
     from vae3d import anomaly
-    from vae3d.config import ModelConfig
     from vae3d.inference import reconstruct_all
-    from vae3d.model import VAE3D
-    from vae3d.pretrained import load_pretrained
 
     d = anomaly_dev_data(n)
     val, held, lesioned, masks = d["val"], d["held"], d["lesioned"], d["masks"]
-    model = load_pretrained(VAE3D(input_size=val.shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
+    model = anomaly_restorer(val.shape[-1])
     rv, rh, rl = (reconstruct_all(model, v) for v in (val, held, lesioned))
     rows = []
     for floor, sigma in itertools.product(FLOORS, SIGMAS):

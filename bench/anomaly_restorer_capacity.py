@@ -27,14 +27,24 @@ share of a lesion the restoration gives back, the healthy held-out scans' mean a
 error, and for each map voxel AUPRC / best Dice / volume AUROC (24 healthy against 72 lesioned).
 
     python -m bench.anomaly_restorer_capacity --minutes 12
+
+A candidate restorer (a file ``python -m vae3d.pretrained.build --which anomaly --out`` wrote, e.g.
+a continuation of the shipped one) is measured against the shipped one on the same data, with no
+training; ``--store`` adds its row to the stored result, after the shipped restorer's earlier
+continuations, as each shipped continuation's row was:
+
+    python -m bench.anomaly_restorer_capacity --candidate /tmp/cand/plus250.pt --label "..." [--store]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from bench.common import (
+    RESULTS,
+    anomaly_restorer,
     dev_restorations,
     restorer_bench_inputs,
     restorer_bench_result,
@@ -80,12 +90,52 @@ def run(minutes: float, n: int = 96, only: list[str] | None = None) -> dict:
     return restorer_bench_result(minutes, n, d, lesioned, rows)
 
 
+def _built(path: Path | None) -> dict:
+    """A restorer file's build, from its own description: epochs, seconds and, for a continuation, the command."""
+    from vae3d.pretrained import _checkpoint
+
+    info = json.loads(_checkpoint("anomaly", path)["info"])
+    epochs = info["train"]["epochs"]
+    command = (f"python -m vae3d.pretrained.build --which anomaly --epochs {epochs} --from-shipped"
+               + (f" --out {path}" if path else "") if "continued_from" in info else None)
+    return {"epochs": epochs, "val_ssim": None, "command": command, "built_in_s": info.get("built_in_s")}
+
+
+def candidate(path: Path, label: str, n: int = 96) -> list[dict]:
+    """The shipped restorer's row and the candidate restorer's in ``path``, on the same data (no training)."""
+    d, lesioned, masks, head, shipped = restorer_bench_inputs(n)
+    rows = []
+    for name, restorer, file in (("shipped restorer", shipped, None),
+                                 (label, anomaly_restorer(d["train"].shape[-1], path), path)):
+        rows.append({**_rows(name, restorer, d, lesioned, masks, head), **_built(file)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def store(row: dict) -> Path:
+    """``row`` added to the stored result after its last untrained row (the shipped restorer's continuations)."""
+    path = RESULTS / "anomaly_restorer_capacity.json"
+    result = json.loads(path.read_text())
+    at = max(i for i, r in enumerate(result["rows"]) if "architecture" not in r) + 1
+    result["rows"].insert(at, row)
+    path.write_text(json.dumps(result, indent=1, default=str))
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=12.0, help="training budget per architecture, from scratch")
     ap.add_argument("--only", nargs="*", default=None, help="row names to train (default: all)")
+    ap.add_argument("--candidate", type=Path, help="a restorer file to measure against the shipped one (no training)")
+    ap.add_argument("--label", default="candidate restorer", help="the candidate's row name")
+    ap.add_argument("--store", action="store_true", help="add the candidate's row to the stored result")
     a = ap.parse_args()
-    print(write_result("anomaly_restorer_capacity", run(a.minutes, only=a.only)))
+    if a.candidate is None:
+        print(write_result("anomaly_restorer_capacity", run(a.minutes, only=a.only)))
+    elif a.store:
+        print(store(candidate(a.candidate, a.label)[-1]))
+    else:
+        candidate(a.candidate, a.label)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import time
 import numpy as np
 import torch
 
-from bench.common import CachedHead, preprocessed_tensors, write_result
+from bench.common import CachedHead, anomaly_restorer, preprocessed_tensors, write_result
 
 RATE = 0.05
 TEST = 14  # subjects in a quality run's test split: its healthy scans and their lesioned copies
@@ -83,17 +83,15 @@ def _rows(product: tuple, normalised: tuple, mirrored: tuple, oracle: tuple) -> 
 
 def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0) -> dict:
     from vae3d import anomaly
-    from vae3d.config import ModelConfig
     from vae3d.evaluation.anomaly import lesioned_copies, volume_auroc
     from vae3d.inference import reconstruct_all
-    from vae3d.model import VAE3D
-    from vae3d.pretrained import load_head, load_pretrained
+    from vae3d.pretrained import load_head
 
     vols = preprocessed_tensors(n, seed=seed)
     pool, held = vols[: n * 9 // 12], vols[n * 9 // 12 :]
     healthy = torch.cat([pool, held])
     lesioned = torch.cat([lesioned_copies(pool, seed=2)[0], lesioned_copies(held, seed=1)[0]])
-    restorer = load_pretrained(VAE3D(input_size=vols.shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
+    restorer = anomaly_restorer(vols.shape[-1])
     head = load_head()
     heads = {"product": CachedHead(head), "normalised": None, "mirrored": CachedHead(_MirroredHead(head))}
     t = time.perf_counter()

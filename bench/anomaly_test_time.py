@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from bench.common import anomaly_dev_data, lesion_kept, write_result
+from bench.common import anomaly_dev_data, anomaly_restorer, lesion_kept, write_result
 
 
 def _gradient(v: torch.Tensor) -> torch.Tensor:
@@ -77,16 +77,13 @@ def _restorations(model, prior) -> dict:
 
 def run(n: int = 96) -> dict:
     from vae3d import anomaly
-    from vae3d.config import ModelConfig
     from vae3d.evaluation import anomaly as metrics
     from vae3d.inference import encode_all
-    from vae3d.model import VAE3D
-    from vae3d.pretrained import load_pretrained
     from vae3d.prior import fit_prior
 
     d = anomaly_dev_data(n)
     train, val, held, lesioned, masks = d["train"], d["val"], d["held"], d["lesioned"], d["masks"]
-    model = load_pretrained(VAE3D(input_size=train.shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
+    model = anomaly_restorer(train.shape[-1])
     prior = fit_prior("lowrank", encode_all(model, train), 32)
     rows = []
     for name, restore in _restorations(model, prior).items():

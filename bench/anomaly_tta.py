@@ -32,7 +32,7 @@ import time
 import torch
 
 from bench.anomaly_levers import _row
-from bench.common import anomaly_dev_data, dev_meta, held_out_overlay, write_result
+from bench.common import anomaly_dev_data, anomaly_restorer, dev_meta, held_out_overlay, write_result
 
 #: (row, passes over the scan and its mirror image, shift-averaged)
 ROWS = (("one pass (before)", False, False), ("mirror-averaged (adopted)", True, False),
@@ -42,14 +42,12 @@ CHOSEN = "mirror-averaged (adopted)"
 
 def run(n: int = 96, figure: bool = True) -> dict:
     from vae3d import anomaly
-    from vae3d.config import ModelConfig
     from vae3d.inference import LEFT_RIGHT, reconstruct_all, reconstruct_shift_averaged
-    from vae3d.model import VAE3D
-    from vae3d.pretrained import load_head, load_pretrained
+    from vae3d.pretrained import load_head
 
     d = anomaly_dev_data(n)
     sets = {k: d[k] for k in ("val", "held", "lesioned")}
-    restorer = load_pretrained(VAE3D(input_size=d["val"].shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
+    restorer = anomaly_restorer(d["val"].shape[-1])
     head, rows = load_head(), []
 
     def shifted(x: torch.Tensor, mirror: bool) -> torch.Tensor:

@@ -202,17 +202,24 @@ def fine_tuned_restorer(corruption, train: torch.Tensor, val: torch.Tensor, minu
     return trained_restorer(train, val, minutes, folder, corruption)
 
 
+def anomaly_restorer(size: int, path: Path | None = None):
+    """The shipped anomaly restorer for ``size``^3 scans, or the one in ``path`` (a file
+    ``python -m vae3d.pretrained.build --which anomaly --out`` wrote), in eval mode."""
+    from vae3d.config import ModelConfig
+    from vae3d.model import VAE3D
+    from vae3d.pretrained import load_pretrained
+
+    return load_pretrained(VAE3D(input_size=size, **ModelConfig().model_dump()), "anomaly", path).eval()
+
+
 def restorer_bench_inputs(n: int = 96) -> tuple:
     """What the restorer benchmarks compare on: ``anomaly_dev_data(n)``, its held-out scans lesioned three
     times and their masks (``lesioned_thrice``), the shipped head, and the shipped anomaly restorer (eval mode)."""
-    from vae3d.config import ModelConfig
-    from vae3d.model import VAE3D
-    from vae3d.pretrained import load_head, load_pretrained
+    from vae3d.pretrained import load_head
 
     d = anomaly_dev_data(n)
     lesioned, masks = lesioned_thrice(d)
-    shipped = load_pretrained(VAE3D(input_size=d["train"].shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
-    return d, lesioned, masks, load_head(), shipped
+    return d, lesioned, masks, load_head(), anomaly_restorer(d["train"].shape[-1])
 
 
 def trained_fields(result, seconds: float) -> dict:

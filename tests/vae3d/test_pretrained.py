@@ -33,6 +33,10 @@ def test_build_is_reproducible_and_loads_into_the_default_model(tmp_path, monkey
     assert not torch.equal(sc["decoder.0.conv.weight"], sa["decoder.0.conv.weight"])  # it trained
     assert not torch.equal(sc["decoder.0.conv.weight"], sb["decoder.0.conv.weight"])  # from a.pt, not from scratch
 
+    # a file by its path (a candidate before it is shipped) loads as the shipped one does
+    loaded = pretrained.load_pretrained(build_model(TrainConfig(), 64), "main", tmp_path / "c.pt")
+    assert torch.equal(loaded.state_dict()["decoder.0.conv.weight"], sc["decoder.0.conv.weight"].float())
+
 
 def test_pretrained_init_refuses_another_architecture_with_the_fix(tmp_path, monkeypatch):
     cfg = TrainConfig(init="pretrained",
@@ -43,6 +47,9 @@ def test_pretrained_init_refuses_another_architecture_with_the_fix(tmp_path, mon
         return
     with pytest.raises(pretrained.PretrainedUnavailable, match=r"default train\.model settings.*--init scratch"):
         build_model(cfg, 16)
+    with pytest.raises(pretrained.PretrainedUnavailable, match=r"vae3d_64cube_3mm\.pt are for .*not this model's"):
+        other = build_model(cfg.model_copy(update={"init": "scratch"}), 16)
+        pretrained.load_pretrained(other, "main", pretrained.WEIGHTS)  # a file by its path: the error names it
     monkeypatch.setattr(pretrained, "WEIGHTS", tmp_path / "missing.pt")
     with pytest.raises(pretrained.PretrainedUnavailable, match=r"missing.*reinstall"):
         build_model(TrainConfig(init="pretrained"), 64)

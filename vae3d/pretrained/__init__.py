@@ -60,20 +60,22 @@ def describe(which: Which = "main") -> dict:
     return json.loads(_checkpoint(which)["info"])
 
 
-def load_pretrained(model: VAE3D, which: Which = "main") -> VAE3D:
+def load_pretrained(model: VAE3D, which: Which = "main", path: Path | None = None) -> VAE3D:
     """Copy the shipped weights (``which``: the main model or the anomaly restorer) into ``model``
-    (same architecture and input size), in place.
+    (same architecture and input size), in place; ``path``: a file ``python -m vae3d.pretrained.build
+    --which WHICH --out`` wrote instead (a candidate, before it is shipped).
 
     Raises:
         PretrainedUnavailable: the file is missing, or ``model`` is another architecture.
     """
-    checkpoint = _checkpoint(which)
+    checkpoint = _checkpoint(which, path)
     info = json.loads(checkpoint["info"])
     arch = lambda h: {k: v for k, v in h.items() if k != "logvar_init"}
     if arch(info["hparams"]) != arch(model.hparams()):
         raise PretrainedUnavailable(
-            f"the shipped pretrained weights are for {info['hparams']}, not this model's {model.hparams()}; "
-            "use the default train.model settings and a 64^3 preprocess.target_shape, or --init scratch")
+            f"the {'shipped pretrained weights' if path is None else path} are for {info['hparams']}, not this "
+            f"model's {model.hparams()}; use the default train.model settings and a 64^3 preprocess.target_shape, "
+            "or --init scratch")
     model.load_state_dict({k: v.float() for k, v in checkpoint["model"].items()})
     return model
 
