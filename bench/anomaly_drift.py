@@ -59,9 +59,9 @@ def run(steps: int, n: int = 96) -> dict:
         with tempfile.TemporaryDirectory(prefix="vae3d-bench-") as tmp:
             vols = _cohort(60, Path(tmp), HEAD_SEED)
         images, labels = training_set(vols, HEAD_COPIES, 0)
-        inputs = head_inputs(images, anomaly.with_drift(images, reconstruct_all(restorer, images)))
-        torch.manual_seed(1)
         tuned = load_head().train()
+        inputs = head_inputs(images, anomaly.with_drift(images, reconstruct_all(restorer, images)), mirror=tuned.mirror)
+        torch.manual_seed(1)
         fit_head(tuned, inputs, labels, steps, seed=1, lr=HEAD_FINETUNE_LR)
         row = _row(f"head fine-tuned on drift-free restorations, sigma {anomaly.DRIFT_SIGMA:g}", sets, rec,
                    d["masks"], tuned.eval(), anomaly.HEAD_TEMPERATURE, anomaly.HEAD_SIGMA)

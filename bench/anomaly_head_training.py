@@ -67,7 +67,8 @@ def run(start: Path | None, steps: int, n: int = 96) -> dict:
         if hard_share is not None:
             if label_change not in data:
                 images, labels = training_set(vols, HEAD_COPIES, 0, label_change=label_change)
-                data[label_change] = (head_inputs(images, reconstruct_all(restorer, images)), labels)
+                inputs = head_inputs(images, reconstruct_all(restorer, images), mirror=head.mirror)
+                data[label_change] = (inputs, labels)
             inputs, labels = data[label_change]
             torch.manual_seed(1)
             fit_head(head.train(), inputs, labels, steps, seed=1, lr=HEAD_FINETUNE_LR, hard_share=hard_share)

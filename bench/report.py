@@ -664,6 +664,27 @@ def anomaly_restorer_capacity_section(r: dict) -> list[str]:
                            f"{_anomaly_cell(x['normalised'])} | {_anomaly_cell(x['product'])} |")
 
 
+def anomaly_head_candidate_section(r: dict) -> list[str]:
+    cands = " ".join(f"--candidate {x['file']} '{x['row']}'" for x in r["rows"] if x["file"])
+    s0, s5 = r["split"]["seed 0"], r["split"]["seed 5"]
+    lines = [
+        "## Anomaly detection: candidate heads (development data)",
+        f"`python -m bench.anomaly_head_candidate {cands}` on {_machine(r)}. Each head is a file the head's build "
+        "wrote (`python -m vae3d.pretrained.build --which head`, on the head's own cohort). Every map is the product's "
+        "(the shipped restorer, mirror-averaged, the drift put back; statistics, envelope and threshold calibrated "
+        "leave-one-out on the healthy reference scans) with one head, on two development cohorts: seed 0 "
+        f"({s0[0]} healthy reference / {s0[1]} held out, {s0[2]} lesioned copies) and seed 5 ({s5[0]} / {s5[1]}, "
+        f"{s5[2]} lesioned copies). Cells: voxel AUPRC / best Dice / volume AUROC, and the shares of lesioned / "
+        "healthy held-out scans flagged at the calibrated threshold.",
+        "", "| head | reads the mirrored residual | training | seed 0 | flagged | seed 5 | flagged |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    train = lambda t: "-" if not t else f"{t.get('steps')} steps, lr {t.get('lr'):g}"
+    return _rows_and_notes(lines, r, lambda x: f"| {x['row']} | {'yes' if x['mirror'] else 'no'} | {train(x['train'])} "
+                           f"| {_anomaly_cell(x['seed 0'])} | {_flagged(x['seed 0'])} | {_anomaly_cell(x['seed 5'])} "
+                           f"| {_flagged(x['seed 5'])} |")
+
+
 def _f3(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
@@ -772,6 +793,7 @@ _HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training again
              "anomaly_restorer_blobs": "## Anomaly detection: a restorer that removes blobs",
              "anomaly_restorer_capacity": "## Anomaly detection: the restorer's architecture",
              "anomaly_restorer_finetune": "## Anomaly detection: the restorer's fine-tune",
+             "anomaly_head_candidate": "## Anomaly detection: candidate heads",
              "prior_ablation": "## Latent priors side by side"}
 SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), ("model_ablation", ablation_section),
             ("model_ablation_long", _ablation_long), ("model_ablation_steps", _ablation_steps),
@@ -792,6 +814,7 @@ SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), 
             ("anomaly_restorer_blobs", anomaly_restorer_blobs_section),
             ("anomaly_restorer_capacity", anomaly_restorer_capacity_section),
             ("anomaly_restorer_finetune", anomaly_restorer_finetune_section),
+            ("anomaly_head_candidate", anomaly_head_candidate_section),
             ("prior_ablation", prior_ablation_section))
 
 

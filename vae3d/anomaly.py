@@ -92,6 +92,8 @@ class HealthyResiduals:
         if self.head is not None:
             out["head_features"] = torch.tensor(self.head.features)
             out["head_in_channels"] = torch.tensor(getattr(self.head, "in_channels", 2))
+            if getattr(self.head, "mirror", False):
+                out["head_mirror"] = torch.tensor(True)
             out |= {f"head.{k}": v.half() for k, v in self.head.state_dict().items()}
             out |= {"head_temperature": torch.tensor(float(self.head_temperature)),
                     "head_sigma": torch.tensor(float(self.head_sigma))}
@@ -109,7 +111,8 @@ class HealthyResiduals:
         if "head_features" in state:
             from vae3d.anomaly_head import build_head
 
-            head = build_head(tuple(state["head_features"].tolist()), int(state.get("head_in_channels", 2)))
+            head = build_head(tuple(state["head_features"].tolist()), int(state.get("head_in_channels", 2)),
+                              bool(state.get("head_mirror", False)))
             head.load_state_dict({k[5:]: v.float() for k, v in state.items() if k.startswith("head.")})
             head.eval()
         envelope = state["envelope"].float() if "envelope" in state else None

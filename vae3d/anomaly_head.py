@@ -11,7 +11,10 @@ bumps, filled with a shifted patch of another subject's scan, a textured multipl
 change, or a flat level. The evaluation's lesions (irregular ellipsoids with an additive contrast)
 are never seen in training. A head may also read the residual normalised by healthy scans (three
 input channels); the shipped head does not, since that was no better (BENCHMARKS.md, "Anomaly
-detection: a head that reads the normalised residual"). Tensors, arrays and primitives in and out.
+detection: a head that reads the normalised residual"). A head may read the residual mirrored left
+to right as well (``mirror``): a lesion lies on one side, while much of what the restorer gets wrong
+on healthy anatomy (the frontal poles, the ventricles' horns) it gets wrong on both (BENCHMARKS.md,
+"Anomaly detection: training the head", the mirrored residual). Tensors, arrays and primitives in and out.
 """
 
 from __future__ import annotations
@@ -31,21 +34,30 @@ HARD_SHARE = 0.3  # of training crops centred on a scan's largest restoration er
 HARD_QUANTILE = 0.998  # "largest": above this quantile of the smoothed |residual| in the brain
 
 
-def build_head(features: tuple[int, ...] = FEATURES, in_channels: int = 2) -> BasicUNet:
-    """The head: (B, C, S, S, S) ``head_inputs`` in (C = 2: the scan and its residual; 3: and the
-    normalised residual), (B, 1, S, S, S) logits out (S >= 32: four halvings). ``head.features``
-    and ``head.in_channels`` keep what rebuilds it from stored weights."""
-    head = BasicUNet(spatial_dims=3, in_channels=in_channels, out_channels=1, features=tuple(features))
+def build_head(features: tuple[int, ...] = FEATURES, in_channels: int = 2, mirror: bool = False) -> BasicUNet:
+    """The head: (B, C, S, S, S) ``head_inputs`` in (``in_channels`` C = 2: the scan and its residual;
+    3: and the normalised residual; with ``mirror``, one more: the residual mirrored left to right),
+    (B, 1, S, S, S) logits out (S >= 32: four halvings). ``head.features``, ``head.in_channels`` and
+    ``head.mirror`` keep what rebuilds it from stored weights."""
+    head = BasicUNet(spatial_dims=3, in_channels=in_channels + bool(mirror), out_channels=1,
+                     features=tuple(features))
     head.features = tuple(int(f) for f in features)
     head.in_channels = int(in_channels)
+    head.mirror = bool(mirror)
     return head
 
 
-def head_inputs(x: torch.Tensor, recon: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-    """The head's input channels: the scan, its restoration residual ``x - recon`` and, when given,
-    the residual normalised by healthy residuals ``z`` (clipped to +-10)."""
-    parts = [x.float(), x.float() - recon.float()]
-    return torch.cat(parts if z is None else [*parts, z.float().clamp(-10, 10)], 1)
+def head_inputs(x: torch.Tensor, recon: torch.Tensor, z: torch.Tensor | None = None,
+                mirror: bool = False) -> torch.Tensor:
+    """The head's input channels, from whole (B, 1, S, S, S) volumes: the scan, its restoration residual
+    ``x - recon``, when given the residual normalised by healthy residuals ``z`` (clipped to +-10), and
+    with ``mirror`` the residual mirrored left to right (``vae3d.inference.LEFT_RIGHT``; a crop of these
+    channels flipped left to right is the mirrored scan's crop at the mirrored place, so training may flip)."""
+    from vae3d.inference import LEFT_RIGHT
+
+    residual = x.float() - recon.float()
+    parts = [x.float(), residual] + ([] if z is None else [z.float().clamp(-10, 10)])
+    return torch.cat(parts + ([residual.flip(LEFT_RIGHT)] if mirror else []), 1)
 
 
 def _blob(shape: tuple[int, ...], centre: np.ndarray, radius: float, rng: np.random.Generator) -> np.ndarray:
@@ -187,13 +199,14 @@ def head_map(head: torch.nn.Module, x: torch.Tensor, recon: torch.Tensor, z: tor
              batch_size: int = 4, temperature: float = 1.0) -> torch.Tensor:
     """The head's anomaly probability per voxel, (B, 1, S, S, S) in [0, 1], from its logits divided by
     ``temperature`` (above 1: less saturated); ``z``, the normalised residual, for a head that reads it
-    (``in_channels`` 3)."""
+    (``in_channels`` 3). A ``mirror`` head is given the mirrored residual (``head_inputs``)."""
     p = next(head.parameters())
     if getattr(head, "in_channels", 2) == 2:
         z = None
     elif z is None:
         raise ValueError("this anomaly head reads the normalised residual: pass z")
     zs = z.split(batch_size) if z is not None else [None] * len(x.split(batch_size))
-    outs = [torch.sigmoid(head(head_inputs(a, b, c).to(p.device, p.dtype)) / temperature).float().cpu()
+    mirror = getattr(head, "mirror", False)
+    outs = [torch.sigmoid(head(head_inputs(a, b, c, mirror).to(p.device, p.dtype)) / temperature).float().cpu()
             for a, b, c in zip(x.split(batch_size), recon.split(batch_size), zs, strict=True)]
     return torch.cat(outs)

@@ -133,6 +133,25 @@ def test_a_head_that_reads_the_normalised_residual_is_given_it_and_survives_stor
     assert back.head.in_channels == 3 and back.head.features == head.features
 
 
+def test_a_head_that_reads_the_mirrored_residual_is_given_it_and_survives_storage():
+    from vae3d.anomaly_head import build_head, head_inputs, head_map
+
+    scans, recon = _healthy(5, seed=4, size=32)
+    torch.manual_seed(0)
+    head = build_head((4, 4, 8, 8, 16, 4), mirror=True).eval()
+    stats, _ = anomaly.calibrate(scans, recon, head=head)
+    restored = anomaly.with_drift(scans, recon)
+    with torch.no_grad():
+        direct = torch.sigmoid(head(head_inputs(scans, restored, mirror=True)) / anomaly.HEAD_TEMPERATURE)
+    assert torch.allclose(head_map(head, scans, restored, temperature=anomaly.HEAD_TEMPERATURE), direct, atol=1e-6)
+    back = anomaly.HealthyResiduals.from_state(stats.state())
+    assert back.head.mirror and back.head.in_channels == 2
+    assert torch.allclose(anomaly.anomaly_map(scans, recon, back), anomaly.anomaly_map(scans, recon, stats),
+                          rtol=0.02, atol=0.02)
+    plain = replace(stats, head=build_head((4, 4, 8, 8, 16, 4)))
+    assert not anomaly.HealthyResiduals.from_state(plain.state()).head.mirror
+
+
 class _HeadWithAFixedFalsePositive(torch.nn.Module):
     """A head that is sure of an anomaly in one region of every scan (as the shipped head is at the
     frontal poles) and undecided (0.5) elsewhere."""

@@ -95,3 +95,17 @@ def test_a_continued_head_build_starts_from_the_shipped_head_and_records_its_sta
     moved = [float((a - b).abs().max()) for a, b in zip(head.state_dict().values(), shipped.state_dict().values(),
                                                         strict=True) if a.is_floating_point()]
     assert 0 < max(moved) < 0.05, "a few small steps away from the shipped weights, not a fresh start"
+
+
+def test_a_head_build_that_reads_the_mirrored_residual_says_so_and_cannot_continue_a_head_that_does_not(tmp_path):
+    """``build --which head --mirror``: the stored head is rebuilt reading the mirrored residual; a
+    continuation of the shipped head (which does not) with ``--mirror`` is refused with the fix."""
+    from vae3d.pretrained.build import build_anomaly_head
+
+    info = build_anomaly_head(n=2, steps=2, out=tmp_path / "head.pt", progress=False, mirror=True)
+    head = pretrained.load_head(tmp_path / "head.pt")
+    assert info["mirror"] and head.mirror and head.in_channels == 2
+    assert head.conv_0.conv_0.conv.weight.shape[1] == 3, "the scan, its residual and the mirrored residual"
+    if not pretrained.load_head().mirror:
+        with pytest.raises(ValueError, match="from scratch"):
+            build_anomaly_head(n=2, steps=2, out=tmp_path / "again.pt", progress=False, from_shipped=True, mirror=True)

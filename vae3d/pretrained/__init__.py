@@ -93,7 +93,7 @@ def load_head(path: Path | None = None):
 
     checkpoint = _checkpoint("head", path)
     info = json.loads(checkpoint["info"])
-    head = build_head(tuple(info["features"]), info.get("in_channels", 2))
+    head = build_head(tuple(info["features"]), info.get("in_channels", 2), info.get("mirror", False))
     head.load_state_dict({k: v.float() for k, v in checkpoint["model"].items()})
     head.description = info
     return head.eval()

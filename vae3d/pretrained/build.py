@@ -9,6 +9,7 @@
     python -m vae3d.pretrained.build --which anomaly --epochs 250 --from-shipped   # and a fourth
     python -m vae3d.pretrained.build --which head --steps 3000
     python -m vae3d.pretrained.build --which head --steps 1000 --from-shipped
+    python -m vae3d.pretrained.build --which head --steps 4000 --mirror --out FILE   # a candidate, not shipped
 
 Writes a sample cohort of ``--n`` subjects with the seed ``PRETRAIN_SEED`` (one that no
 demo or benchmark cohort uses), preprocesses it with the default settings, trains the
@@ -22,7 +23,8 @@ trains the anomaly map's discriminative head (``vae3d.anomaly_head``) for ``--st
 shipped restorer's restorations of scans with synthetic anomalies (``HEAD_COPIES`` anomalous copies
 of each, and the clean scans), from a cohort of its own (``HEAD_SEED``) that the restorer never saw,
 so its residuals are those of new scans. ``--from-shipped`` continues the shipped head at a quarter of
-the learning rate (``HEAD_FINETUNE_LR``).
+the learning rate (``HEAD_FINETUNE_LR``); ``--mirror`` builds a head that reads the residual mirrored
+left to right too (from scratch: it has one more input).
 
 On 2 CPU cores (32^3 x 4 latent, batch 2, + 0.3 (1 - SSIM)): the main model, 60 epochs, 9 minutes,
 val SSIM 0.938; the anomaly restorer, 160 epochs from scratch (22 minutes, val SSIM 0.926), then
@@ -76,21 +78,29 @@ def _cohort(n: int, tmp: Path, seed: int = PRETRAIN_SEED) -> torch.Tensor:
 
 
 def build_anomaly_head(n: int, steps: int, out: Path | None = None, progress: bool = True, seed: int = 0,
-                       from_shipped: bool = False) -> dict:
+                       from_shipped: bool = False, mirror: bool | None = None) -> dict:
     """Train and store the anomaly head on the shipped restorer's restorations (see the module's text);
-    ``from_shipped``: continue the shipped head instead of starting from scratch."""
+    ``from_shipped``: continue the shipped head instead of starting from scratch; ``mirror``: a head that
+    reads the mirrored residual too (``vae3d.anomaly_head.build_head``; None: as the shipped head does)."""
+    shipped = load_head() if from_shipped or mirror is None else None
+    mirror = bool(getattr(shipped, "mirror", False)) if mirror is None else mirror
+    if from_shipped and shipped.mirror != mirror:
+        reads = "reads" if shipped.mirror else "does not read"
+        raise ValueError(f"the shipped head {reads} the mirrored residual: a head that differs in its inputs cannot "
+                         "continue it; build it from scratch (no --from-shipped)")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vae3d-pretrain-") as tmp:
         vols = _cohort(n, Path(tmp), HEAD_SEED)
     restorer = load_pretrained(VAE3D(input_size=vols.shape[-1], **ModelConfig().model_dump()), "anomaly").eval()
     images, labels = training_set(vols, HEAD_COPIES, seed)
     torch.manual_seed(seed)
-    head = load_head().train() if from_shipped else build_head(FEATURES)
+    head = shipped.train() if from_shipped else build_head(FEATURES, mirror=mirror)
     lr = HEAD_FINETUNE_LR if from_shipped else HEAD_LR
     report = (lambda s, v: sys.stderr.write(f"head step {s}/{steps}: loss {v:.3f}\n")) if progress else None
-    losses = fit_head(head, head_inputs(images, reconstruct_all(restorer, images)), labels, steps, seed, lr=lr,
-                      progress=report)
-    info = {"which": "head", "features": list(head.features), "restorer": describe("anomaly").get("val_metrics"),
+    losses = fit_head(head, head_inputs(images, reconstruct_all(restorer, images), mirror=mirror), labels, steps, seed,
+                      lr=lr, progress=report)
+    info = {"which": "head", "features": list(head.features), "mirror": mirror,
+            "restorer": describe("anomaly").get("val_metrics"),
             "cohort": {"n": n, "seed": HEAD_SEED, "spacing_mm": 2.0}, "copies": HEAD_COPIES,
             "train": {"steps": steps, "seed": seed, "lr": lr, "label_change": LABEL_CHANGE, "hard_share": HARD_SHARE,
                       "final_loss": float(np.mean(losses[-100:]))},
@@ -141,10 +151,13 @@ def main() -> None:
     ap.add_argument("--from-shipped", action="store_true",
                     help="start from the shipped weights of --which and train --epochs more (default: from scratch)")
     ap.add_argument("--steps", type=int, default=3000, help="--which head: training steps (batch 8 of 32^3 crops)")
+    ap.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                    help="--which head: whether the head reads the residual mirrored left to right too "
+                    "(default: as the shipped head)")
     a = ap.parse_args()
     epochs = a.epochs or (160 if a.which == "anomaly" else 60)
-    info = (build_anomaly_head(a.n, a.steps, a.out, from_shipped=a.from_shipped) if a.which == "head" else
-            build(a.n, epochs, a.out, which=a.which, from_shipped=a.from_shipped))
+    info = (build_anomaly_head(a.n, a.steps, a.out, from_shipped=a.from_shipped, mirror=a.mirror)
+            if a.which == "head" else build(a.n, epochs, a.out, which=a.which, from_shipped=a.from_shipped))
     sys.stdout.write(json.dumps(info, indent=1) + "\n")
 
 
