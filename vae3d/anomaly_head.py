@@ -26,6 +26,8 @@ from monai.losses import DiceLoss
 from monai.networks.nets import BasicUNet
 from scipy.ndimage import binary_dilation, gaussian_filter
 
+from vae3d.config import LEFT_RIGHT
+
 FEATURES = (16, 16, 32, 64, 128, 16)  # BasicUNet's widths: 1.4 M parameters
 BRAIN = 0.3  # where anomalies are centred: intensity above this (white and grey matter)
 # what the head learns to mark and not to mark (BENCHMARKS.md, "Anomaly detection: training the head"):
@@ -51,10 +53,8 @@ def head_inputs(x: torch.Tensor, recon: torch.Tensor, z: torch.Tensor | None = N
                 mirror: bool = False) -> torch.Tensor:
     """The head's input channels, from whole (B, 1, S, S, S) volumes: the scan, its restoration residual
     ``x - recon``, when given the residual normalised by healthy residuals ``z`` (clipped to +-10), and
-    with ``mirror`` the residual mirrored left to right (``vae3d.inference.LEFT_RIGHT``; a crop of these
+    with ``mirror`` the residual mirrored left to right (``vae3d.config.LEFT_RIGHT``; a crop of these
     channels flipped left to right is the mirrored scan's crop at the mirrored place, so training may flip)."""
-    from vae3d.inference import LEFT_RIGHT
-
     residual = x.float() - recon.float()
     parts = [x.float(), residual] + ([] if z is None else [z.float().clamp(-10, 10)])
     return torch.cat(parts + ([residual.flip(LEFT_RIGHT)] if mirror else []), 1)

@@ -15,10 +15,9 @@ from vae3d.anomaly import (
     HealthyResiduals,
     anomaly_map,  # noqa: F401 - registered models' stored pyfunc code calls it here
 )
+from vae3d.config import LEFT_RIGHT
 from vae3d.intensity import apply_map
 from vae3d.model import VAE3D
-
-LEFT_RIGHT = 2  # the tensor dimension of the left-right axis: preprocessing orients every volume RAS
 
 
 @torch.no_grad()

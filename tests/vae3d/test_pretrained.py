@@ -97,9 +97,11 @@ def test_a_continued_head_build_starts_from_the_shipped_head_and_records_its_sta
     assert 0 < max(moved) < 0.05, "a few small steps away from the shipped weights, not a fresh start"
 
 
-def test_a_head_build_that_reads_the_mirrored_residual_says_so_and_cannot_continue_a_head_that_does_not(tmp_path):
+def test_a_head_build_that_reads_the_mirrored_residual_says_so_and_cannot_continue_a_head_that_does_not(
+        tmp_path, monkeypatch):
     """``build --which head --mirror``: the stored head is rebuilt reading the mirrored residual; a
-    continuation of the shipped head (which does not) with ``--mirror`` is refused with the fix."""
+    continuation of the shipped head (which does not) with ``--mirror`` is refused with the fix; with
+    neither ``--mirror`` nor ``--no-mirror`` and no shipped head, the head does not read it."""
     from vae3d.pretrained.build import build_anomaly_head
 
     info = build_anomaly_head(n=2, steps=2, out=tmp_path / "head.pt", progress=False, mirror=True)
@@ -109,3 +111,5 @@ def test_a_head_build_that_reads_the_mirrored_residual_says_so_and_cannot_contin
     if not pretrained.load_head().mirror:
         with pytest.raises(ValueError, match="from scratch"):
             build_anomaly_head(n=2, steps=2, out=tmp_path / "again.pt", progress=False, from_shipped=True, mirror=True)
+    monkeypatch.setattr(pretrained, "HEAD_WEIGHTS", tmp_path / "missing.pt")
+    assert not build_anomaly_head(n=2, steps=1, out=tmp_path / "plain.pt", progress=False)["mirror"]

@@ -59,7 +59,15 @@ from vae3d.config import ModelConfig, TrainConfig
 from vae3d.inference import reconstruct_all
 from vae3d.model import VAE3D, load_model
 from vae3d.preprocessing import build_preprocess, preprocess_volume
-from vae3d.pretrained import PRETRAIN_SEED, Which, describe, load_head, load_pretrained, weights_path
+from vae3d.pretrained import (
+    PRETRAIN_SEED,
+    PretrainedUnavailable,
+    Which,
+    describe,
+    load_head,
+    load_pretrained,
+    weights_path,
+)
 from vae3d.sample_data import CohortSpec, write_cohort
 from vae3d.training import build_model, fit
 
@@ -81,9 +89,14 @@ def build_anomaly_head(n: int, steps: int, out: Path | None = None, progress: bo
                        from_shipped: bool = False, mirror: bool | None = None) -> dict:
     """Train and store the anomaly head on the shipped restorer's restorations (see the module's text);
     ``from_shipped``: continue the shipped head instead of starting from scratch; ``mirror``: a head that
-    reads the mirrored residual too (``vae3d.anomaly_head.build_head``; None: as the shipped head does)."""
-    shipped = load_head() if from_shipped or mirror is None else None
-    mirror = bool(getattr(shipped, "mirror", False)) if mirror is None else mirror
+    reads the mirrored residual too (``vae3d.anomaly_head.build_head``; None: as the shipped head does, if
+    there is one)."""
+    shipped = load_head() if from_shipped else None
+    if mirror is None:
+        try:
+            mirror = bool((shipped or load_head()).mirror)
+        except PretrainedUnavailable:  # no shipped head: one is being built from scratch
+            mirror = False
     if from_shipped and shipped.mirror != mirror:
         reads = "reads" if shipped.mirror else "does not read"
         raise ValueError(f"the shipped head {reads} the mirrored residual: a head that differs in its inputs cannot "
