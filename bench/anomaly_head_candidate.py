@@ -54,7 +54,7 @@ def run(candidates: list[tuple[Path, str]], n: int = 96) -> dict:
     for label, path in heads:
         head = load_head(path)
         row = {"row": label, "file": None if path is None else str(path),
-               "mirror": bool(getattr(head, "mirror", False)), "train": head.description.get("train")}
+               "mirror": head.mirror, "train": head.description.get("train")}
         for cohort, (d, lesioned, masks, restored) in cohorts.items():
             m = restorer_row(label, restorer, d, lesioned, masks, head, restored)
             row[cohort] = {k: m[k] for k in ("voxel_auprc", "best_dice", "volume_auroc", "flagged", "healthy_flagged")}

@@ -92,9 +92,9 @@ def run(minutes: float, n: int = 96, only: list[str] | None = None) -> dict:
 
 def _built(path: Path | None) -> dict:
     """A restorer file's build, from its own description: epochs, seconds and, for a continuation, the command."""
-    from vae3d.pretrained import _checkpoint
+    from vae3d.pretrained import describe
 
-    info = json.loads(_checkpoint("anomaly", path)["info"])
+    info = describe("anomaly", path)
     epochs = info["train"]["epochs"]
     command = (f"python -m vae3d.pretrained.build --which anomaly --epochs {epochs} --from-shipped"
                + (f" --out {path}" if path else "") if "continued_from" in info else None)

@@ -69,6 +69,7 @@ COARSE_NOISE = RestorationConfig(prob=1.0, coarse_prob=1.0, coarse_std=0.3)
 #: validation scans it is set on (``vae3d.anomaly.score_threshold``; BENCHMARKS.md, "calibrating the threshold")
 FALSE_POSITIVE_RATE = 0.05
 FPR_CONFIDENCE = 0.9
+
 LEFT_RIGHT = 2  # the left-right axis of a (B, C, D, H, W) batch: preprocessing orients every volume RAS
 
 

@@ -55,9 +55,10 @@ def _checkpoint(which: Which, path: Path | None = None) -> dict:
     return load_checkpoint(path)
 
 
-def describe(which: Which = "main") -> dict:
-    """What the shipped weights are (hparams, cohort, budget, metrics), from their own file."""
-    return json.loads(_checkpoint(which)["info"])
+def describe(which: Which = "main", path: Path | None = None) -> dict:
+    """What the shipped weights are (hparams, cohort, budget, metrics), from their own file (or from
+    ``path``, a file the build wrote)."""
+    return json.loads(_checkpoint(which, path)["info"])
 
 
 def load_pretrained(model: VAE3D, which: Which = "main", path: Path | None = None) -> VAE3D:
