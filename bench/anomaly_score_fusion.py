@@ -81,25 +81,38 @@ def _rows(product: tuple, normalised: tuple, mirrored: tuple, oracle: tuple) -> 
     return out
 
 
-def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0) -> dict:
+def cohort_restorations(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """The development cohort ``seed`` (``n`` healthy scans) and a lesioned copy of each (the held-out
+    quarter's as ``anomaly_dev_data`` makes them, seed 1; the others' seed 2), restored by the shipped
+    restorer as the anomaly mode restores (mirror-averaged, the drift put back). Returns (the pool the
+    calibration scans are drawn from, the healthy scans, their lesioned copies, the restorations:
+    ``healthy``, ``lesioned`` and ``oracle``, each lesioned copy restored as its healthy scan was)."""
     from vae3d import anomaly
-    from vae3d.evaluation.anomaly import lesioned_copies, volume_auroc
+    from vae3d.evaluation.anomaly import lesioned_copies
     from vae3d.inference import reconstruct_all
-    from vae3d.pretrained import load_head
 
     vols = preprocessed_tensors(n, seed=seed)
     pool, held = vols[: n * 9 // 12], vols[n * 9 // 12 :]
     healthy = torch.cat([pool, held])
     lesioned = torch.cat([lesioned_copies(pool, seed=2)[0], lesioned_copies(held, seed=1)[0]])
     restorer = anomaly_restorer(vols.shape[-1])
-    head = load_head()
-    heads = {"product": CachedHead(head), "normalised": None, "mirrored": CachedHead(_MirroredHead(head))}
     t = time.perf_counter()
     raw = {k: reconstruct_all(restorer, x, mirror=anomaly.MIRROR_AVERAGED)
            for k, x in (("healthy", healthy), ("lesioned", lesioned))}
     rec = {k: anomaly.with_drift(x, raw[k]) for k, x in (("healthy", healthy), ("lesioned", lesioned))}
-    rec["oracle"] = anomaly.with_drift(lesioned, raw["healthy"])  # each copy restored as its healthy scan was
+    rec["oracle"] = anomaly.with_drift(lesioned, raw["healthy"])
     print(f"restored in {time.perf_counter() - t:.0f} s", flush=True)
+    return pool, healthy, lesioned, rec
+
+
+def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0) -> dict:
+    from vae3d import anomaly
+    from vae3d.evaluation.anomaly import volume_auroc
+    from vae3d.pretrained import load_head
+
+    pool, healthy, lesioned, rec = cohort_restorations(n, seed)
+    head = load_head()
+    heads = {"product": CachedHead(head), "normalised": None, "mirrored": CachedHead(_MirroredHead(head))}
     rng = np.random.default_rng(seed)
     rows: dict[str, dict[str, list]] = {}
     t = time.perf_counter()

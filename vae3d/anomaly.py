@@ -47,7 +47,9 @@ from monai.utils import convert_to_tensor
 from vae3d.config import FALSE_POSITIVE_RATE, FPR_CONFIDENCE  # the threshold's defaults (train.anomaly)
 
 # the map's settings, chosen on the development cohort (BENCHMARKS.md, "Anomaly detection: map settings"):
-TOP_FRACTION = 0.0002  # a scan's score: the mean of its top 0.02% map voxels (52 of 64^3: a small lesion's size)
+# a scan's score: the mean of its top 0.01% map voxels (26 of 64^3: a small lesion's core; 0.02% until
+# 2026-12-05, BENCHMARKS.md "Anomaly detection: the score's top fraction"; a version keeps the one it recorded)
+TOP_FRACTION = 0.0001
 LEGACY_TOP_FRACTION = 0.0005  # the score of versions calibrated before their thresholds recorded it
 ENVELOPE_SIGMA = 1.0  # Gaussian smoothing of the healthy envelope, in voxels
 STD_FLOOR = 0.05  # the healthy spread's floor: a residual must reach 5% of the range to count as unusual
