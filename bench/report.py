@@ -791,7 +791,7 @@ def anomaly_top_fraction_section(r: dict) -> list[str]:
     ]
     for i, x in enumerate(r["rows"]):
         cells = [y["rows"][i] for y in runs]
-        name = f"{x['top_fraction']:g}" + (" (shipped before)" if x["chosen"] else "")
+        name = f"{x['top_fraction']:g}" + (" (the default when this ran)" if x["chosen"] else "")
         lines.append(f"| {name} | {x['voxels']} | " + " | ".join(
             f"{c['auroc']:.4f} / {c['test_sized_met']:.2f} / {c['lesioned_flagged']:.3f} / {c['healthy_flagged']:.3f}"
             f" / {c['draws_within_rate']:.2f}" for c in cells) + " |")
