@@ -8,9 +8,9 @@ hottest spots. The normalised residual alone does not depend on the head, and on
 ranks volumes better ('Quality, from the pretrained weights': seed 3). Each row here is a per-volume
 score; the voxel maps are not changed:
 
-- each map's score alone (the mean of its top 0.02% voxels), and the product's map with the head's
-  logits averaged with its logits over the left-right mirrored scan (flipped back), as the
-  restoration is;
+- each map's score alone (the mean of its top ``vae3d.anomaly.TOP_FRACTION`` voxels: 0.02% when its
+  table was made), and the product's map with the head's logits averaged with its logits over the
+  left-right mirrored scan (flipped back), as the restoration is;
 - a bound, not a method: the product's map with each lesioned copy restored as its healthy scan
   was (a restorer that gives back none of a lesion and errs on healthy tissue as this one does);
 - the two fused: each map's score standardised by the calibration scans' scores (their mean and
@@ -107,7 +107,6 @@ def cohort_restorations(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, 
 
 def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0) -> dict:
     from vae3d import anomaly
-    from vae3d.evaluation.anomaly import volume_auroc
     from vae3d.pretrained import load_head
 
     pool, healthy, lesioned, rec = cohort_restorations(n, seed)
@@ -131,34 +130,59 @@ def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0) -> d
         m = int((~pick).sum())
         subsets = [rng.choice(m, TEST, replace=False) for _ in range(SUBSETS)]
         for name, (cal, new) in _rows(*(scores[k] for k in ("product", "normalised", "mirrored", "oracle"))).items():
-            thr = anomaly.score_threshold(cal, RATE)
-            r = rows.setdefault(name, {"auroc": [], "lesioned": [], "healthy": [], "test_sized": []})
-            r["auroc"].append(volume_auroc(new[:m], new[m:]))
-            r["test_sized"] += [volume_auroc(new[:m][s], new[m:][s]) >= TARGET for s in subsets]
-            r["lesioned"].append(float(np.mean(new[m:] > thr)))
-            r["healthy"].append(float(np.mean(new[:m] > thr)))
+            record(rows.setdefault(name, {}), cal, new[:m], new[m:], subsets)
         if (i + 1) % 5 == 0:
             print(f"draw {i + 1}/{draws}: {time.perf_counter() - t:.0f} s; "
                   + "; ".join(f"{k}: {np.mean(v['auroc']):.3f}" for k, v in rows.items()), flush=True)
-    out = [{"row": name, "auroc": float(np.mean(r["auroc"])), "auroc_p10": float(np.percentile(r["auroc"], 10)),
+    return draws_result([{"row": name, **summary(r)} for name, r in rows.items()], seed, n, draws, calibration,
+                        len(healthy), time.perf_counter() - t)
+
+
+def record(r: dict, calibration: np.ndarray, healthy: np.ndarray, lesioned: np.ndarray, subsets: list) -> None:
+    """One draw's figures for one row into ``r``: its threshold set on the ``calibration`` scores, the
+    other ``healthy`` scans' scores and their ``lesioned`` copies', and the test-sized ``subsets``."""
+    from vae3d import anomaly
+    from vae3d.evaluation.anomaly import volume_auroc
+
+    thr = anomaly.score_threshold(calibration, RATE)
+    r.setdefault("auroc", []).append(volume_auroc(healthy, lesioned))
+    r.setdefault("test_sized", []).extend(volume_auroc(healthy[s], lesioned[s]) >= TARGET for s in subsets)
+    r.setdefault("lesioned", []).append(float(np.mean(lesioned > thr)))
+    r.setdefault("healthy", []).append(float(np.mean(healthy > thr)))
+
+
+def summary(r: dict) -> dict:
+    """A row's figures over the draws ``record`` kept."""
+    return {"auroc": float(np.mean(r["auroc"])), "auroc_p10": float(np.percentile(r["auroc"], 10)),
             "test_sized_met": float(np.mean(r["test_sized"])),
-            "lesioned_flagged": float(np.mean(r["lesioned"])), "healthy_flagged": float(np.mean(r["healthy"]))}
-           for name, r in rows.items()]
-    for row in out:
+            "lesioned_flagged": float(np.mean(r["lesioned"])), "healthy_flagged": float(np.mean(r["healthy"])),
+            "draws_within_rate": float(np.mean(np.array(r["healthy"]) <= RATE))}
+
+
+def draws_result(rows: list[dict], seed: int, n: int, draws: int, calibration: int, scans: int,
+                 seconds: float) -> dict:
+    """A draws benchmark's results file: its ``rows`` (each printed) and how they were drawn."""
+    for row in rows:
         print(row, flush=True)
     return {"cohort_seed": seed, "n": n, "draws": draws, "calibration_scans": calibration,
-            "healthy_scans": len(healthy) - calibration, "lesioned_scans": len(healthy) - calibration,
+            "healthy_scans": scans - calibration, "lesioned_scans": scans - calibration,
             "rate": RATE, "test_subjects": TEST, "subsets": SUBSETS, "target": TARGET,
-            "draws_s": time.perf_counter() - t, "rows": out}
+            "draws_s": seconds, "rows": rows}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def draws_arguments(doc: str) -> argparse.Namespace:
+    """The command line of a draws benchmark (this one's and ``bench.anomaly_top_fraction``'s)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--draws", type=int, default=40, help="calibration draws")
     ap.add_argument("--calibration", type=int, default=15, help="healthy scans per calibration draw")
     ap.add_argument("--seed", type=int, default=0, help="the development cohort (0 or 5; never a quality run's)")
-    a = ap.parse_args()
-    print(write_result(f"anomaly_score_fusion_seed{a.seed}", run(a.draws, a.calibration, seed=a.seed)))
+    ap.add_argument("--n", type=int, default=96, help="scans in the cohort (seed 5's cached cohort has 64)")
+    return ap.parse_args()
+
+
+def main() -> None:
+    a = draws_arguments(__doc__)
+    print(write_result(f"anomaly_score_fusion_seed{a.seed}", run(a.draws, a.calibration, a.n, a.seed)))
 
 
 if __name__ == "__main__":
