@@ -116,8 +116,7 @@ def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0) -> d
     rows: dict[str, dict[str, list]] = {}
     t = time.perf_counter()
     for i in range(draws):
-        pick = np.zeros(len(healthy), dtype=bool)
-        pick[rng.choice(len(pool), calibration, replace=False)] = True
+        pick, subsets = calibration_draw(rng, len(pool), len(healthy), calibration)
         scores = {}
         for kind, h in heads.items():
             stats, loo = anomaly.out_of_sample_maps(healthy[pick], rec["healthy"][pick], head=h, drift_sigma=None)
@@ -128,7 +127,6 @@ def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0) -> d
                 oracle = anomaly.anomaly_score(anomaly.anomaly_map(lesioned[~pick], rec["oracle"][~pick], stats))
                 scores["oracle"] = (scores[kind][0], np.concatenate([new[0], oracle.numpy()]))
         m = int((~pick).sum())
-        subsets = [rng.choice(m, TEST, replace=False) for _ in range(SUBSETS)]
         for name, (cal, new) in _rows(*(scores[k] for k in ("product", "normalised", "mirrored", "oracle"))).items():
             record(rows.setdefault(name, {}), cal, new[:m], new[m:], subsets)
         if (i + 1) % 5 == 0:
@@ -136,6 +134,14 @@ def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0) -> d
                   + "; ".join(f"{k}: {np.mean(v['auroc']):.3f}" for k, v in rows.items()), flush=True)
     return draws_result([{"row": name, **summary(r)} for name, r in rows.items()], seed, n, draws, calibration,
                         len(healthy), time.perf_counter() - t)
+
+
+def calibration_draw(rng: np.random.Generator, pool: int, scans: int, calibration: int) -> tuple[np.ndarray, list]:
+    """One draw: which of the ``scans`` calibrate (``calibration`` of the first ``pool``, a mask) and the
+    test-sized subsets of the others (``SUBSETS`` of ``TEST`` indices among them)."""
+    pick = np.zeros(scans, dtype=bool)
+    pick[rng.choice(pool, calibration, replace=False)] = True
+    return pick, [rng.choice(scans - calibration, TEST, replace=False) for _ in range(SUBSETS)]
 
 
 def record(r: dict, calibration: np.ndarray, healthy: np.ndarray, lesioned: np.ndarray, subsets: list) -> None:

@@ -29,8 +29,7 @@ import time
 import numpy as np
 
 from bench.anomaly_score_fusion import (
-    SUBSETS,
-    TEST,
+    calibration_draw,
     cohort_restorations,
     draws_arguments,
     draws_result,
@@ -52,13 +51,10 @@ def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0, tops
     rows: dict[float, dict] = {top: {} for top in tops}
     t = time.perf_counter()
     for i in range(draws):
-        pick = np.zeros(len(healthy), dtype=bool)
-        pick[rng.choice(len(pool), calibration, replace=False)] = True
+        pick, subsets = calibration_draw(rng, len(pool), len(healthy), calibration)
         stats, loo = anomaly.out_of_sample_maps(healthy[pick], rec["healthy"][pick], head=head, drift_sigma=None)
         new = [anomaly.anomaly_map(x[~pick], rec[k][~pick], stats)
                for k, x in (("healthy", healthy), ("lesioned", lesioned))]
-        m = int((~pick).sum())
-        subsets = [rng.choice(m, TEST, replace=False) for _ in range(SUBSETS)]
         for top, r in rows.items():
             record(r, anomaly.anomaly_score(loo, top).numpy(), *(anomaly.anomaly_score(a, top).numpy() for a in new),
                    subsets)
