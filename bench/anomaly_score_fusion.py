@@ -136,6 +136,18 @@ def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0) -> d
                         len(healthy), time.perf_counter() - t)
 
 
+def draw_maps(healthy: torch.Tensor, lesioned: torch.Tensor, rec: dict, pick: np.ndarray, head,
+              **how) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One draw's product maps (``cohort_restorations``' scans, restored; ``how``: more of
+    ``vae3d.anomaly.out_of_sample_maps``' settings): the calibration scans' (``pick``; leave-one-out),
+    the other healthy scans' and their lesioned copies'."""
+    from vae3d import anomaly
+
+    stats, loo = anomaly.out_of_sample_maps(healthy[pick], rec["healthy"][pick], head=head, drift_sigma=None, **how)
+    return loo, *(anomaly.anomaly_map(x[~pick], rec[k][~pick], stats) for k, x in (("healthy", healthy),
+                                                                                   ("lesioned", lesioned)))
+
+
 def calibration_draw(rng: np.random.Generator, pool: int, scans: int, calibration: int) -> tuple[np.ndarray, list]:
     """One draw: which of the ``scans`` calibrate (``calibration`` of the first ``pool``, a mask) and the
     test-sized subsets of the others (``SUBSETS`` of ``TEST`` indices among them)."""

@@ -31,6 +31,7 @@ import numpy as np
 from bench.anomaly_score_fusion import (
     calibration_draw,
     cohort_restorations,
+    draw_maps,
     draws_arguments,
     draws_result,
     record,
@@ -52,12 +53,9 @@ def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0, tops
     t = time.perf_counter()
     for i in range(draws):
         pick, subsets = calibration_draw(rng, len(pool), len(healthy), calibration)
-        stats, loo = anomaly.out_of_sample_maps(healthy[pick], rec["healthy"][pick], head=head, drift_sigma=None)
-        new = [anomaly.anomaly_map(x[~pick], rec[k][~pick], stats)
-               for k, x in (("healthy", healthy), ("lesioned", lesioned))]
+        maps = draw_maps(healthy, lesioned, rec, pick, head)
         for top, r in rows.items():
-            record(r, anomaly.anomaly_score(loo, top).numpy(), *(anomaly.anomaly_score(a, top).numpy() for a in new),
-                   subsets)
+            record(r, *(anomaly.anomaly_score(a, top).numpy() for a in maps), subsets)
         if (i + 1) % 5 == 0:
             print(f"draw {i + 1}/{draws}: {time.perf_counter() - t:.0f} s; "
                   + "; ".join(f"{k:g}: {np.mean(v['auroc']):.4f}" for k, v in rows.items()), flush=True)

@@ -768,34 +768,53 @@ def prior_ablation_section(r: dict) -> list[str]:
     return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
 
 
-def anomaly_top_fraction_section(r: dict) -> list[str]:
-    """Both development cohorts' runs of ``bench.anomaly_top_fraction`` in one table (seed 0's drives)."""
-    runs = [r, *(x for x in [_load("anomaly_top_fraction_seed5")] if x is not None)]
-    cmds = "; ".join(f"`python -m bench.anomaly_top_fraction --draws {x['draws']} --seed {x['cohort_seed']}"
+def _draws_section(r: dict, module: str, heading: str, what: str, column: str, label) -> list[str]:
+    """A draws benchmark's runs on both development cohorts in one table (seed 0's drives; seed 5's is
+    ``module``'s ``_seed5`` result): ``what`` describes the rows, ``label(row)`` names each under ``column``."""
+    runs = [r, *(x for x in [_load(f"{module}_seed5")] if x is not None)]
+    cmds = "; ".join(f"`python -m bench.{module} --draws {x['draws']} --seed {x['cohort_seed']}"
                      + (f" --n {x['n']}`" if x["n"] != 96 else "`") + f" ({x['when']})" for x in runs)
     cohorts = ", ".join(f"seed {x['cohort_seed']} ({x['n']} scans; {x['calibration_scans']} calibration, "
                         f"{x['healthy_scans']} healthy and {x['lesioned_scans']} lesioned scored per draw)"
                         for x in runs)
     lines = [
-        "## Anomaly detection: the score's top fraction (development data)",
+        heading,
         f"{cmds} on {_machine(r)}. The shipped anomaly restorer and head, no fine-tuning; the cohorts and draws of "
         f"'the volume score': {cohorts}, {r['draws']} calibration draws each (each draw's threshold "
-        f"{r['rate']:.0%} at 90% confidence on its calibration scans' leave-one-out scores). One set of maps per "
-        "draw (the product's); each row scores a scan by the mean of its map's top fraction of voxels "
-        "(`vae3d.anomaly.anomaly_score`). Cells per cohort: volume AUROC (mean over the draws) / the share of "
+        f"{r['rate']:.0%} at 90% confidence on its calibration scans' leave-one-out scores). {what} Cells per "
+        "cohort: volume AUROC (mean over the draws) / the share of "
         f"{r['test_subjects']} + {r['test_subjects']} subsets (a quality run's test split) reaching {r['target']} / "
         "lesioned scans flagged / healthy scans flagged / the share of draws flagging at most "
         f"{r['rate']:.0%} of the healthy scans.",
-        "", "| top fraction | voxels | " + " | ".join(f"seed {x['cohort_seed']}" for x in runs) + " |",
-        "|---|---|" + "---|" * len(runs),
+        "", f"| {column} | " + " | ".join(f"seed {x['cohort_seed']}" for x in runs) + " |",
+        "|" + "---|" * (column.count("|") + 1 + len(runs)),
     ]
     for i, x in enumerate(r["rows"]):
         cells = [y["rows"][i] for y in runs]
-        name = f"{x['top_fraction']:g}" + (" (the default when this ran)" if x["chosen"] else "")
-        lines.append(f"| {name} | {x['voxels']} | " + " | ".join(
+        lines.append(f"| {label(x)} | " + " | ".join(
             f"{c['auroc']:.4f} / {c['test_sized_met']:.2f} / {c['lesioned_flagged']:.3f} / {c['healthy_flagged']:.3f}"
             f" / {c['draws_within_rate']:.2f}" for c in cells) + " |")
     return [*lines, *[f"- {n}" for n in r.get("notes", [])], ""]
+
+
+def anomaly_top_fraction_section(r: dict) -> list[str]:
+    """Both development cohorts' runs of ``bench.anomaly_top_fraction`` in one table."""
+    return _draws_section(
+        r, "anomaly_top_fraction", "## Anomaly detection: the score's top fraction (development data)",
+        "One set of maps per draw (the product's); each row scores a scan by the mean of its map's top fraction "
+        "of voxels (`vae3d.anomaly.anomaly_score`).", "top fraction | voxels",
+        lambda x: f"{x['top_fraction']:g}" + (" (the default when this ran)" if x["chosen"] else "")
+        + f" | {x['voxels']}")
+
+
+def anomaly_scan_scale_section(r: dict) -> list[str]:
+    """Both development cohorts' runs of ``bench.anomaly_scan_scale`` in one table."""
+    return _draws_section(
+        r, "anomaly_scan_scale", "## Anomaly detection: the scan's own residual level (development data)",
+        "Each row makes the product's maps (statistics, envelope, leave-one-out scores and new scans' maps) "
+        "with each scan's normalised residual |z| divided by its own level (the 90th percentile of |z| in the "
+        "brain, `vae3d.anomaly.scan_scale`) to a power; 0 is the map without it.", "power",
+        lambda x: f"{x['power']:g}" + (" (the default when this ran)" if x["chosen"] else ""))
 
 
 _HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training against",
@@ -825,6 +844,7 @@ _HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training again
              "anomaly_restorer_finetune": "## Anomaly detection: the restorer's fine-tune",
              "anomaly_head_candidate": "## Anomaly detection: candidate heads",
              "anomaly_top_fraction_seed0": "## Anomaly detection: the score's top fraction",
+             "anomaly_scan_scale_seed0": "## Anomaly detection: the scan's own residual level",
              "prior_ablation": "## Latent priors side by side"}
 SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), ("model_ablation", ablation_section),
             ("model_ablation_long", _ablation_long), ("model_ablation_steps", _ablation_steps),
@@ -847,6 +867,7 @@ SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), 
             ("anomaly_restorer_finetune", anomaly_restorer_finetune_section),
             ("anomaly_head_candidate", anomaly_head_candidate_section),
             ("anomaly_top_fraction_seed0", anomaly_top_fraction_section),
+            ("anomaly_scan_scale_seed0", anomaly_scan_scale_section),
             ("prior_ablation", prior_ablation_section))
 
 

@@ -63,6 +63,10 @@ LEGACY_HEAD = {"head_temperature": 1.0, "head_sigma": 1.5}  # versions stored be
 DRIFT_SIGMA = 8.0  # the residual's low-pass (voxels) put back into the restoration: the scan's own slow drift
 DRIFT_MASK = 0.05  # where the drift is measured: the head (intensity above this)
 MIRROR_AVERAGED = True  # restorations averaged with the left-right mirrored scan's (two restorer passes)
+# the normalised residual divided by the scan's own residual level (its in-brain |z| quantile) to this power:
+# a scan the restorer errs on everywhere (noise, an unusual head) scores lower (0: not divided)
+SCAN_SCALE_POWER = 0.0
+SCAN_SCALE_QUANTILE = 0.9
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,9 @@ class HealthyResiduals:
     ``drift_sigma``, the low-pass put back into restorations (``with_drift``) before the statistics
     were fitted, so every map must too (None: none, as for versions stored before it existed);
     ``mirror_averaged``, whether the restorations they were fitted on were averaged with the left-right
-    mirrored scan's, so a new scan's must be (False for versions stored before it existed)."""
+    mirrored scan's, so a new scan's must be (False for versions stored before it existed);
+    ``scan_scale_power``, the power of the scan's own residual level the normalised residual is
+    divided by (``scan_scale``; 0, as for versions stored before it existed: not divided)."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -87,6 +93,7 @@ class HealthyResiduals:
     head_sigma: float = HEAD_SIGMA
     drift_sigma: float | None = None
     mirror_averaged: bool = False
+    scan_scale_power: float = 0.0
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors only: saved with the model version, loaded with ``weights_only=True``."""
@@ -105,6 +112,8 @@ class HealthyResiduals:
             out["drift_sigma"] = torch.tensor(float(self.drift_sigma))
         if self.mirror_averaged:
             out["mirror_averaged"] = torch.tensor(True)
+        if self.scan_scale_power:
+            out["scan_scale_power"] = torch.tensor(float(self.scan_scale_power))
         return out
 
     @classmethod
@@ -121,7 +130,8 @@ class HealthyResiduals:
         how = {k: float(state[k]) if k in state else v for k, v in LEGACY_HEAD.items()}
         drift = float(state["drift_sigma"]) if "drift_sigma" in state else None
         return cls(state["mean"].float(), state["std"].float(), state["brain"].bool(), head, envelope, **how,
-                   drift_sigma=drift, mirror_averaged=bool(state.get("mirror_averaged", False)))
+                   drift_sigma=drift, mirror_averaged=bool(state.get("mirror_averaged", False)),
+                   scan_scale_power=float(state.get("scan_scale_power", 0.0)))
 
 
 def _smooth(volumes: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -163,6 +173,16 @@ def fit_healthy(healthy: torch.Tensor, recon: torch.Tensor, std_sigma: float = 1
     return HealthyResiduals(residuals.mean(0), std, healthy[:, 0].mean(0) > brain_threshold)
 
 
+def scan_scale(z: torch.Tensor, brain: torch.Tensor, power: float) -> torch.Tensor:
+    """Each scan's own residual level to ``power``, (B, 1, 1, 1, 1): the ``SCAN_SCALE_QUANTILE``
+    quantile of its normalised residual's magnitude ``|z|`` (B, 1, S, S, S) inside ``brain`` (every
+    7th voxel: a lesion is too small to move it), floored at 0.1. Ones for ``power`` 0."""
+    if not power:
+        return torch.ones(len(z), 1, 1, 1, 1)
+    level = torch.quantile(z[:, 0][:, brain][:, ::7].abs().float(), SCAN_SCALE_QUANTILE, dim=1)
+    return level.clamp_min(0.1).pow(power).view(-1, 1, 1, 1, 1)
+
+
 def anomaly_map(x: torch.Tensor, recon: torch.Tensor, healthy: HealthyResiduals | None = None,
                 sigma: float = SIGMA, mask_threshold: float = 0.05) -> torch.Tensor:
     """Voxel-wise anomaly, (B, 1, S, S, S).
@@ -171,20 +191,22 @@ def anomaly_map(x: torch.Tensor, recon: torch.Tensor, healthy: HealthyResiduals 
     ``drift_sigma``); then ``|(x - recon - mean) / std|`` Gaussian-smoothed (``sigma`` voxels), zero
     outside the healthy brain mask; with its ``head`` too, smoothed by ``healthy.head_sigma``
     instead, the geometric mean of that and the head's probability (its logits divided by
-    ``healthy.head_temperature``), less the healthy ``envelope`` (floored at zero). Without (a model registered
-    before the statistics existed): ``|x - recon|`` smoothed, zero outside the head (where input
-    or reconstruction exceeds ``mask_threshold``).
+    ``healthy.head_temperature``), less the healthy ``envelope`` (floored at zero); ``|z|`` is first
+    divided by the scan's own residual level (``scan_scale``, by ``healthy.scan_scale_power``).
+    Without (a model registered before the statistics existed): ``|x - recon|`` smoothed, zero outside
+    the head (where input or reconstruction exceeds ``mask_threshold``).
     """
     if healthy is None:
         mask = (x > mask_threshold) | (recon > mask_threshold)
         return _smooth((x.float() - recon.float()).abs(), sigma) * mask
     recon = with_drift(x, recon, healthy.drift_sigma)
     z = (x.float() - recon - healthy.mean) / healthy.std
+    magnitude = z.abs() / scan_scale(z, healthy.brain, healthy.scan_scale_power)
     if healthy.head is None:
-        return _smooth(z.abs(), sigma) * healthy.brain
+        return _smooth(magnitude, sigma) * healthy.brain
     from vae3d.anomaly_head import head_map
 
-    amap = _smooth(z.abs(), healthy.head_sigma) * healthy.brain
+    amap = _smooth(magnitude, healthy.head_sigma) * healthy.brain
     amap = (head_map(healthy.head, x, recon, z, temperature=healthy.head_temperature) * amap).sqrt()
     return amap if healthy.envelope is None else (amap - healthy.envelope).clamp_min(0)
 
@@ -229,14 +251,16 @@ def score_threshold(healthy_scores: np.ndarray, false_positive_rate: float = FAL
 def out_of_sample_maps(healthy: torch.Tensor, recon: torch.Tensor, normalise: bool = True,
                        head: torch.nn.Module | None = None, head_temperature: float = HEAD_TEMPERATURE,
                        head_sigma: float = HEAD_SIGMA, drift_sigma: float | None = DRIFT_SIGMA,
-                       mirror_averaged: bool = MIRROR_AVERAGED) -> tuple[HealthyResiduals | None, torch.Tensor]:
+                       mirror_averaged: bool = MIRROR_AVERAGED,
+                       scan_scale_power: float = SCAN_SCALE_POWER) -> tuple[HealthyResiduals | None, torch.Tensor]:
     """The statistics stored with a model version, from healthy (validation) scans and the model's
     reconstructions of them, and each of these scans' map as a new scan's would be (``calibrate``
     sets the thresholds on them); ``head``, the discriminative head stored with them
     (``vae3d.anomaly_head``; needs ``normalise``), with how the map uses it (``HealthyResiduals``);
     ``drift_sigma``, the scan's drift put back into every restoration first (``with_drift``);
     ``mirror_averaged``, whether ``recon`` was restored so (``vae3d.inference.reconstruct(...,
-    mirror=True)``): recorded with the statistics, so every map's restoration is made alike.
+    mirror=True)``): recorded with the statistics, so every map's restoration is made alike;
+    ``scan_scale_power``, how much each map's normalised residual is divided by its scan's own level.
 
     The statistics are fitted on every scan; the maps are out of sample: each scan's map uses
     statistics fitted on the others (leave-one-out). A scan inside its own statistics looks more
@@ -247,7 +271,7 @@ def out_of_sample_maps(healthy: torch.Tensor, recon: torch.Tensor, normalise: bo
     Returns (the statistics, or None with ``normalise=False``; the maps, (B, 1, S, S, S)).
     """
     how = {"head": head, "head_temperature": head_temperature, "head_sigma": head_sigma, "drift_sigma": drift_sigma,
-           "mirror_averaged": mirror_averaged}
+           "mirror_averaged": mirror_averaged, "scan_scale_power": scan_scale_power}
     restored = with_drift(healthy, recon, drift_sigma) if normalise else recon  # once: the maps take ``recon``
     stats = replace(fit_healthy(healthy, restored), **how) if normalise else None
     if stats is None or len(healthy) < 3:  # nothing fitted, or too few scans to leave one out

@@ -251,3 +251,29 @@ def test_a_healthy_scan_under_a_drift_is_not_flagged_and_a_version_without_the_s
         assert back.drift_sigma is None
         assert torch.allclose(anomaly.anomaly_map(drifted, new_recon, back), as_then, rtol=1e-2, atol=1e-2)
     assert verdicts[anomaly.DRIFT_SIGMA] <= 0.125 and verdicts[None] >= 0.75, verdicts
+
+
+def test_a_scan_restored_worse_everywhere_is_measured_in_its_own_units_and_a_lesion_still_shows():
+    """With ``scan_scale_power`` 1 a healthy scan whose residual is twice as large everywhere (noisier,
+    or an unusual head the restorer errs on) scores about as a typical one, where without it it scores far
+    higher; a lesion is too small to move the scan's level, so it still raises the scan's score. The power
+    is stored with the statistics, and a version stored before it existed divides by nothing."""
+    fit_scans, fit_recon = _healthy(20, seed=1, size=32)
+    new_scans, new_recon = _healthy(2, seed=2, size=32)
+    noisy = new_recon + 2 * (new_scans - new_recon)
+    lesioned = noisy.clone()
+    lesioned[:, :, 20:24, 12:16, 12:16] += 0.5
+    scores = {}
+    for power in (0.0, 1.0):
+        stats, _ = anomaly.calibrate(fit_scans, fit_recon, drift_sigma=None, scan_scale_power=power)
+        assert stats.scan_scale_power == power
+        scores[power] = [anomaly.anomaly_score(anomaly.anomaly_map(x, new_recon, stats)) for x in
+                         (new_scans, noisy, lesioned)]
+        typical, worse, with_lesion = scores[power]
+        assert bool((with_lesion > 1.5 * worse).all()), (power, with_lesion, worse)
+    assert bool((scores[0.0][1] > 1.7 * scores[0.0][0]).all()), scores[0.0]
+    assert bool((scores[1.0][1] < 1.2 * scores[1.0][0]).all()), scores[1.0]
+    back = anomaly.HealthyResiduals.from_state(stats.state())
+    assert back.scan_scale_power == 1.0
+    legacy = {k: v for k, v in stats.state().items() if k != "scan_scale_power"}
+    assert anomaly.HealthyResiduals.from_state(legacy).scan_scale_power == 0.0

@@ -1,0 +1,69 @@
+"""Whether a scan's own residual level should divide its map (#19), side by side on development data
+(a cohort none of the shipped networks saw; the test split is never used).
+
+The product's map reads the residual normalised voxel by voxel by healthy scans' residuals at the same
+place (``vae3d.anomaly``). Healthy scans differ in how well the restorer restores them everywhere (their
+noise, an unusual head): a scan it errs on all over has more voxels at a high ``|z|``, and its hottest
+voxels, which make its score, rank it among lesioned scans. Each row divides a scan's ``|z|`` by its own
+residual level (the 90th percentile of ``|z|`` in the brain, ``vae3d.anomaly.scan_scale``) to a power:
+0 is the map before; 1 measures every residual in units of the scan's own. A lesion is too small to
+move the level, but a lesioned copy of a noisy scan loses score too, so only a measurement says which
+way the ranking goes.
+
+The data and draws are ``bench.anomaly_score_fusion``'s (``cohort_restorations``: every scan of the cohort
+healthy and lesioned once); each draw takes ``--calibration`` scans as a validation split (statistics,
+head envelope, leave-one-out maps, all made with the row's power), sets the row's threshold on its
+calibration scores (5% at 90% confidence) and scores the other scans. Columns as in
+``bench.anomaly_top_fraction``.
+
+    python -m bench.anomaly_scan_scale --draws 20 --seed 0
+    python -m bench.anomaly_scan_scale --draws 20 --seed 5 --n 64
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from bench.anomaly_score_fusion import (
+    calibration_draw,
+    cohort_restorations,
+    draw_maps,
+    draws_arguments,
+    draws_result,
+    record,
+    summary,
+)
+from bench.common import CachedHead, write_result
+
+POWERS = (0.0, 0.25, 0.5, 1.0)
+
+
+def run(draws: int = 20, calibration: int = 15, n: int = 96, seed: int = 0, powers: tuple = POWERS) -> dict:
+    from vae3d import anomaly
+    from vae3d.pretrained import load_head
+
+    pool, healthy, lesioned, rec = cohort_restorations(n, seed)
+    head = CachedHead(load_head())
+    rng = np.random.default_rng(seed)
+    rows: dict[float, dict] = {p: {} for p in powers}
+    t = time.perf_counter()
+    for i in range(draws):
+        pick, subsets = calibration_draw(rng, len(pool), len(healthy), calibration)
+        for power, r in rows.items():
+            maps = draw_maps(healthy, lesioned, rec, pick, head, scan_scale_power=power)
+            record(r, *(anomaly.anomaly_score(a).numpy() for a in maps), subsets)
+        print(f"draw {i + 1}/{draws}: {time.perf_counter() - t:.0f} s; "
+              + "; ".join(f"{k:g}: {np.mean(v['auroc']):.4f}" for k, v in rows.items()), flush=True)
+    out = [{"power": p, "chosen": p == anomaly.SCAN_SCALE_POWER, **summary(r)} for p, r in rows.items()]
+    return draws_result(out, seed, n, draws, calibration, len(healthy), time.perf_counter() - t)
+
+
+def main() -> None:
+    a = draws_arguments(__doc__)
+    print(write_result(f"anomaly_scan_scale_seed{a.seed}", run(a.draws, a.calibration, a.n, a.seed)))
+
+
+if __name__ == "__main__":
+    main()
