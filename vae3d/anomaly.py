@@ -33,6 +33,11 @@ mirrored scan (``vae3d.inference.reconstruct(..., mirror=True)``; ``MIRROR_AVERA
 cancels part of them while a lesion stays where it is (BENCHMARKS.md, "Anomaly detection: averaging
 the restoration"). The restoring is the caller's (this module takes tensors); the statistics record
 how the restorations they were fitted on were made (``mirror_averaged``), so every map is made alike.
+
+Healthy scans also differ in how well they are restored everywhere (their noise, an unusual head): one
+the restorer errs on all over has more voxels at a high ``|z|`` and ranks among lesioned scans. Each
+scan's ``|z|`` is divided by the square root of its own level (``scan_scale``; ``SCAN_SCALE_POWER``),
+which a lesion is too small to move (BENCHMARKS.md, "Anomaly detection: the scan's own residual level").
 """
 
 from __future__ import annotations
@@ -64,8 +69,9 @@ DRIFT_SIGMA = 8.0  # the residual's low-pass (voxels) put back into the restorat
 DRIFT_MASK = 0.05  # where the drift is measured: the head (intensity above this)
 MIRROR_AVERAGED = True  # restorations averaged with the left-right mirrored scan's (two restorer passes)
 # the normalised residual divided by the scan's own residual level (its in-brain |z| quantile) to this power:
-# a scan the restorer errs on everywhere (noise, an unusual head) scores lower (0: not divided)
-SCAN_SCALE_POWER = 0.0
+# a scan the restorer errs on everywhere (noise, an unusual head) scores lower (0: not divided; chosen on
+# the development cohorts, BENCHMARKS.md "Anomaly detection: the scan's own residual level", 2026-12-06)
+SCAN_SCALE_POWER = 0.5
 SCAN_SCALE_QUANTILE = 0.9
 
 
