@@ -18,8 +18,9 @@ training scans, with the restorer's coarse-noise mix (``vae3d.config.COARSE_NOIS
   0.4x the seconds per step, so 2.4x the steps in the budget).
 
 The shipped restorer, trained for longer on another cohort, is the first row (46 minutes when this
-first ran; 104, 159, 214 and then 271 since the four 250-epoch continuations of the stored second,
-third, fourth and fifth rows were shipped). Each restorer's
+first ran; 104, 159, 214, 271 and then 335 since the 250-epoch continuations of the stored second,
+third, fourth and fifth rows, and a fifth continuation measured with today's map (the section's notes),
+were shipped). Each restorer's
 maps: the normalised residual alone (``vae3d.anomaly`` without a head) and the product's (with the
 shipped head, which learned from the 46-minute restorer's output, so it favours the shipped rows). The 24
 held-out scans are lesioned three times (72 copies). Columns: epochs in the budget, val SSIM, the
