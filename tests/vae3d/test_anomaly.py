@@ -269,7 +269,7 @@ def test_a_scan_restored_worse_everywhere_is_measured_in_its_own_units_and_a_les
         assert stats.scan_scale_power == power
         scores[power] = [anomaly.anomaly_score(anomaly.anomaly_map(x, new_recon, stats)) for x in
                          (new_scans, noisy, lesioned)]
-        typical, worse, with_lesion = scores[power]
+        _, worse, with_lesion = scores[power]
         assert bool((with_lesion > 1.5 * worse).all()), (power, with_lesion, worse)
     assert bool((scores[0.0][1] > 1.7 * scores[0.0][0]).all()), scores[0.0]
     assert bool((scores[1.0][1] < 1.2 * scores[1.0][0]).all()), scores[1.0]
