@@ -22,47 +22,23 @@ calibration scores (5% at 90% confidence) and scores the other scans. Columns as
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
-
-from bench.anomaly_score_fusion import (
-    calibration_draw,
-    cohort_restorations,
-    draw_maps,
-    draws_arguments,
-    draws_result,
-    record,
-    summary,
-)
-from bench.common import CachedHead, write_result
+from bench.anomaly_score_fusion import draws_main, draws_result, run_draws, summary
 
 POWERS = (0.0, 0.25, 0.5, 1.0)
 
 
 def run(draws: int = 20, calibration: int = 15, n: int = 96, seed: int = 0, powers: tuple = POWERS) -> dict:
     from vae3d import anomaly
-    from vae3d.pretrained import load_head
 
-    pool, healthy, lesioned, rec = cohort_restorations(n, seed)
-    head = CachedHead(load_head())
-    rng = np.random.default_rng(seed)
-    rows: dict[float, dict] = {p: {} for p in powers}
-    t = time.perf_counter()
-    for i in range(draws):
-        pick, subsets = calibration_draw(rng, len(pool), len(healthy), calibration)
-        for power, r in rows.items():
-            maps = draw_maps(healthy, lesioned, rec, pick, head, scan_scale_power=power)
-            record(r, *(anomaly.anomaly_score(a).numpy() for a in maps), subsets)
-        print(f"draw {i + 1}/{draws}: {time.perf_counter() - t:.0f} s; "
-              + "; ".join(f"{k:g}: {np.mean(v['auroc']):.4f}" for k, v in rows.items()), flush=True)
+    rows, scans, seconds = run_draws(
+        n, seed, draws, calibration, powers,
+        lambda power, maps: [anomaly.anomaly_score(a).numpy() for a in maps(scan_scale_power=power)])
     out = [{"power": p, "chosen": p == anomaly.SCAN_SCALE_POWER, **summary(r)} for p, r in rows.items()]
-    return draws_result(out, seed, n, draws, calibration, len(healthy), time.perf_counter() - t)
+    return draws_result(out, seed, n, draws, calibration, scans, seconds)
 
 
 def main() -> None:
-    a = draws_arguments(__doc__)
-    print(write_result(f"anomaly_scan_scale_seed{a.seed}", run(a.draws, a.calibration, a.n, a.seed)))
+    draws_main(__doc__, "anomaly_scan_scale", run)
 
 
 if __name__ == "__main__":

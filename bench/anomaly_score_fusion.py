@@ -148,6 +148,38 @@ def draw_maps(healthy: torch.Tensor, lesioned: torch.Tensor, rec: dict, pick: np
                                                                                    ("lesioned", lesioned)))
 
 
+def run_draws(n: int, seed: int, draws: int, calibration: int, keys: tuple, scores) -> tuple[dict, int, float]:
+    """The draws loop of the benchmarks whose rows each score one draw's product maps their own way
+    (``bench.anomaly_top_fraction``, ``bench.anomaly_scan_scale``): the cohort ``seed``
+    (``cohort_restorations``), ``draws`` calibration draws, and for each row ``key`` of ``keys`` its
+    (calibration, healthy, lesioned) scores ``scores(key, maps)``, where ``maps(**how)`` gives the draw's
+    ``draw_maps`` made with ``how`` (once per draw for each ``how``). Returns (each row's ``record``, the
+    cohort's number of scans, the seconds the draws took)."""
+    from vae3d.pretrained import load_head
+
+    pool, healthy, lesioned, rec = cohort_restorations(n, seed)
+    head = CachedHead(load_head())
+    rng = np.random.default_rng(seed)
+    rows: dict = {k: {} for k in keys}
+    t = time.perf_counter()
+    for i in range(draws):
+        pick, subsets = calibration_draw(rng, len(pool), len(healthy), calibration)
+        made: dict = {}
+
+        def maps(_made: dict = made, _pick: np.ndarray = pick, **how) -> tuple:
+            key = tuple(sorted(how.items()))
+            if key not in _made:
+                _made[key] = draw_maps(healthy, lesioned, rec, _pick, head, **how)
+            return _made[key]
+
+        for k, r in rows.items():
+            record(r, *scores(k, maps), subsets)
+        if (i + 1) % 5 == 0:
+            print(f"draw {i + 1}/{draws}: {time.perf_counter() - t:.0f} s; "
+                  + "; ".join(f"{k:g}: {np.mean(v['auroc']):.4f}" for k, v in rows.items()), flush=True)
+    return rows, len(healthy), time.perf_counter() - t
+
+
 def calibration_draw(rng: np.random.Generator, pool: int, scans: int, calibration: int) -> tuple[np.ndarray, list]:
     """One draw: which of the ``scans`` calibrate (``calibration`` of the first ``pool``, a mask) and the
     test-sized subsets of the others (``SUBSETS`` of ``TEST`` indices among them)."""
@@ -198,9 +230,15 @@ def draws_arguments(doc: str) -> argparse.Namespace:
     return ap.parse_args()
 
 
+def draws_main(doc: str, name: str, run) -> None:
+    """A draws benchmark's entry point: its command line (``draws_arguments``), ``run`` and the results
+    file ``{name}_seed{seed}``."""
+    a = draws_arguments(doc)
+    print(write_result(f"{name}_seed{a.seed}", run(a.draws, a.calibration, a.n, a.seed)))
+
+
 def main() -> None:
-    a = draws_arguments(__doc__)
-    print(write_result(f"anomaly_score_fusion_seed{a.seed}", run(a.draws, a.calibration, a.n, a.seed)))
+    draws_main(__doc__, "anomaly_score_fusion", run)
 
 
 if __name__ == "__main__":

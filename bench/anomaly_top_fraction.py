@@ -24,49 +24,23 @@ most 5% of the healthy scans (what the threshold's 90% confidence promises).
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
-
-from bench.anomaly_score_fusion import (
-    calibration_draw,
-    cohort_restorations,
-    draw_maps,
-    draws_arguments,
-    draws_result,
-    record,
-    summary,
-)
-from bench.common import CachedHead, write_result
+from bench.anomaly_score_fusion import draws_main, draws_result, run_draws, summary
 
 TOPS = (0.000004, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005)  # 0.000004: the hottest voxel alone (of 64^3)
 
 
 def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0, tops: tuple = TOPS) -> dict:
     from vae3d import anomaly
-    from vae3d.pretrained import load_head
 
-    pool, healthy, lesioned, rec = cohort_restorations(n, seed)
-    head = CachedHead(load_head())
-    rng = np.random.default_rng(seed)
-    rows: dict[float, dict] = {top: {} for top in tops}
-    t = time.perf_counter()
-    for i in range(draws):
-        pick, subsets = calibration_draw(rng, len(pool), len(healthy), calibration)
-        maps = draw_maps(healthy, lesioned, rec, pick, head)
-        for top, r in rows.items():
-            record(r, *(anomaly.anomaly_score(a, top).numpy() for a in maps), subsets)
-        if (i + 1) % 5 == 0:
-            print(f"draw {i + 1}/{draws}: {time.perf_counter() - t:.0f} s; "
-                  + "; ".join(f"{k:g}: {np.mean(v['auroc']):.4f}" for k, v in rows.items()), flush=True)
-    out = [{"top_fraction": top, "voxels": max(1, int(healthy[0].numel() * top)),
+    rows, scans, seconds = run_draws(n, seed, draws, calibration, tops,
+                                     lambda top, maps: [anomaly.anomaly_score(a, top).numpy() for a in maps()])
+    out = [{"top_fraction": top, "voxels": max(1, int(64**3 * top)),  # the cohort's scans are 64^3
             "chosen": top == anomaly.TOP_FRACTION, **summary(r)} for top, r in rows.items()]
-    return draws_result(out, seed, n, draws, calibration, len(healthy), time.perf_counter() - t)
+    return draws_result(out, seed, n, draws, calibration, scans, seconds)
 
 
 def main() -> None:
-    a = draws_arguments(__doc__)
-    print(write_result(f"anomaly_top_fraction_seed{a.seed}", run(a.draws, a.calibration, a.n, a.seed)))
+    draws_main(__doc__, "anomaly_top_fraction", run)
 
 
 if __name__ == "__main__":
