@@ -5,7 +5,7 @@ rate (#19)? Side by side on the development data of ``bench.anomaly_ablation`` (
 With ``train.init: pretrained`` the restorer starts from the shipped one and trains on the cohort's
 own scans for ``train.anomaly.budget_share`` of the budget (6.4 of a quality run's 16 minutes), with
 the training's warmup and cosine schedule at ``train.lr`` (2e-3, the main model's). The shipped
-restorer had trained 810 epochs when this first ran (1310 since), each continuation annealed to a low
+restorer had trained 810 epochs when this first ran (1560 when it ran again), each continuation annealed to a low
 rate; a fine-tune at the full rate may undo part of that. Each row fine-tunes it for the same wall clock on the training
 scans at one peak learning rate; the first row is the shipped restorer without fine-tuning.
 
