@@ -93,13 +93,30 @@ def preprocessed_tensors(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(arr)
 
 
-def anomaly_dev_data(n: int = 96) -> dict:
+#: another scanner's protocol, as the development scans would come from it (``other_protocol``): their
+#: tissue contrast bent by a gamma (grey matter 0.5 -> 0.35, white matter 0.8 -> 0.72) and Rician noise added
+OTHER_PROTOCOL = {"gamma": 1.5, "rician_std": 0.03, "seed": 7}
+
+
+def other_protocol(vols: torch.Tensor, gamma: float, rician_std: float, seed: int) -> torch.Tensor:
+    """``vols`` (B, 1, S, S, S), intensities in [0, 1], as another protocol gives them: ``x ** gamma`` with
+    Rician noise of ``rician_std`` (``vae3d.corruption.add_noise``), clipped to [0, 1]. A domain shift
+    the shipped restorer never saw, for the question its fine-tune answers (``bench.anomaly_restorer_finetune``)."""
+    from vae3d.corruption import add_noise
+
+    shifted = add_noise(vols.float().clamp(0, 1) ** gamma, rician_std, "rician", np.random.default_rng(seed))
+    return shifted.clamp(0, 1)
+
+
+def anomaly_dev_data(n: int = 96, protocol: dict | None = None) -> dict:
     """The anomaly benchmarks' development data: the seed-0 cohort's first 7/12 for training, the
     next 2/12 as healthy reference, the rest held out with lesioned copies (seed 1) and their
-    masks; ``lesions`` is the lesion settings, as JSON."""
+    masks; ``lesions`` is the lesion settings, as JSON. With ``protocol`` (``OTHER_PROTOCOL``), every
+    scan comes through ``other_protocol`` first, and the lesions are drawn into the shifted scans."""
     from vae3d.evaluation.anomaly import LESIONS, lesioned_copies
 
     vols = preprocessed_tensors(n)
+    vols = vols if protocol is None else other_protocol(vols, **protocol)
     held = vols[n * 9 // 12 :]
     lesioned, masks = lesioned_copies(held, seed=1)
     return {"train": vols[: n * 7 // 12], "val": vols[n * 7 // 12 : n * 9 // 12], "held": held,
@@ -212,12 +229,13 @@ def anomaly_restorer(size: int, path: Path | None = None):
     return load_pretrained(VAE3D(input_size=size, **ModelConfig().model_dump()), "anomaly", path).eval()
 
 
-def restorer_bench_inputs(n: int = 96) -> tuple:
-    """What the restorer benchmarks compare on: ``anomaly_dev_data(n)``, its held-out scans lesioned three
-    times and their masks (``lesioned_thrice``), the shipped head, and the shipped anomaly restorer (eval mode)."""
+def restorer_bench_inputs(n: int = 96, protocol: dict | None = None) -> tuple:
+    """What the restorer benchmarks compare on: ``anomaly_dev_data(n, protocol)``, its held-out scans lesioned
+    three times and their masks (``lesioned_thrice``), the shipped head, and the shipped anomaly restorer (eval
+    mode)."""
     from vae3d.pretrained import load_head
 
-    d = anomaly_dev_data(n)
+    d = anomaly_dev_data(n, protocol)
     lesioned, masks = lesioned_thrice(d)
     return d, lesioned, masks, load_head(), anomaly_restorer(d["train"].shape[-1])
 

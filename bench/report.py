@@ -644,6 +644,23 @@ def anomaly_restorer_finetune_section(r: dict) -> list[str]:
     return _rows_and_notes(lines, r, _restorer_row)
 
 
+def _finetune_protocol(r: dict) -> list[str]:
+    lrs = " ".join(f"{x['lr']:g}" for x in r["rows"] if "lr" in x)
+    p = r["protocol"]
+    lines = [
+        "## Anomaly detection: the restorer's fine-tune on another protocol's scans (development data)",
+        f"`python -m bench.anomaly_restorer_finetune --minutes {r['minutes']:g} --lrs {lrs} --other-protocol` on "
+        f"{_machine(r)}. The rows of the section above on the same scans as another scanner's protocol would give "
+        f"them: every scan's intensities raised to the power {p['gamma']:g} (grey matter 0.5 -> 0.35, white matter "
+        f"0.8 -> 0.72) with Rician noise of {p['rician_std']:g} added (`bench.common.other_protocol`), before the "
+        f"lesions are drawn; {_dev_split(r)}, {r['lesioned_copies']} lesioned copies. The shipped restorer and head "
+        "never saw such scans; the statistics, envelope and threshold are calibrated on the shifted reference scans, "
+        "as a training run calibrates on its own validation split. Columns as above.",
+        *_RESTORER_TABLE,
+    ]
+    return _rows_and_notes(lines, r, _restorer_row)
+
+
 def anomaly_restorer_capacity_section(r: dict) -> list[str]:
     lines = [
         "## Anomaly detection: the restorer's architecture (development data)",
@@ -842,7 +859,8 @@ _HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training again
              "anomaly_score_fusion_seed0": "## Anomaly detection: the volume score",
              "anomaly_restorer_blobs": "## Anomaly detection: a restorer that removes blobs",
              "anomaly_restorer_capacity": "## Anomaly detection: the restorer's architecture",
-             "anomaly_restorer_finetune": "## Anomaly detection: the restorer's fine-tune",
+             "anomaly_restorer_finetune": "## Anomaly detection: the restorer's fine-tune in",
+             "anomaly_restorer_finetune_protocol": "## Anomaly detection: the restorer's fine-tune on",
              "anomaly_head_candidate": "## Anomaly detection: candidate heads",
              "anomaly_top_fraction_seed0": "## Anomaly detection: the score's top fraction",
              "anomaly_scan_scale_seed0": "## Anomaly detection: the scan's own residual level",
@@ -866,6 +884,7 @@ SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), 
             ("anomaly_restorer_blobs", anomaly_restorer_blobs_section),
             ("anomaly_restorer_capacity", anomaly_restorer_capacity_section),
             ("anomaly_restorer_finetune", anomaly_restorer_finetune_section),
+            ("anomaly_restorer_finetune_protocol", _finetune_protocol),
             ("anomaly_head_candidate", anomaly_head_candidate_section),
             ("anomaly_top_fraction_seed0", anomaly_top_fraction_section),
             ("anomaly_scan_scale_seed0", anomaly_scan_scale_section),
