@@ -18,17 +18,22 @@ lesioned / healthy scans flagged at the calibrated threshold.
 
     python -m bench.anomaly_restorer_finetune --minutes 6.4 --lrs 2e-3 2e-4
     python -m bench.anomaly_restorer_finetune --minutes 6.4 --lrs 2e-3 --other-protocol
+    python -m bench.anomaly_restorer_finetune --minutes 6.4 --lrs 2e-3 --average 0.5 [--other-protocol]
 
 The development cohort comes from the shipped restorer's own generator, so there a fine-tune has nothing
 to adapt to. ``--other-protocol`` asks what it is for: every scan (training, reference and held out, before
 the lesions are drawn) as another scanner's protocol would give it (``bench.common.OTHER_PROTOCOL``: tissue
-contrast bent by a gamma, more Rician noise), a shift the shipped restorer never saw.
+contrast bent by a gamma, more Rician noise), a shift the shipped restorer never saw. ``--average`` adds,
+for each fine-tune, its weights averaged with the shipped restorer's (WiSE-FT), one row per share.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
+
+import torch
 
 from bench.common import (
     OTHER_PROTOCOL,
@@ -41,16 +46,33 @@ from bench.common import (
 )
 
 
-def run(minutes: float, lrs: list[float], n: int = 96, protocol: dict | None = None) -> dict:
+def averaged(shipped: torch.nn.Module, tuned: torch.nn.Module, weight: float) -> torch.nn.Module:
+    """A copy of ``tuned`` whose weights are ``weight`` x the shipped restorer's + (1 - ``weight``) x its own
+    (weight-space ensembling of a fine-tune with its start, WiSE-FT: Wortsman et al., CVPR 2022; three lines,
+    so hand-written)."""
+    out = copy.deepcopy(tuned)
+    start = shipped.state_dict()
+    out.load_state_dict({k: weight * start[k] + (1 - weight) * v if v.is_floating_point() else v
+                         for k, v in tuned.state_dict().items()})
+    return out.eval()
+
+
+def run(minutes: float, lrs: list[float], n: int = 96, protocol: dict | None = None,
+        averages: tuple[float, ...] = ()) -> dict:
     d, lesioned, masks, head, shipped = restorer_bench_inputs(n, protocol)
     rows = [{**restorer_row("shipped restorer, no fine-tuning", shipped, d, lesioned, masks, head), "epochs": 0}]
     print(rows[-1], flush=True)
     for lr in lrs:
         model, result, seconds = trained_restorer(d["train"], d["val"], minutes,
                                                   Path(f"/tmp/vae3d-restorer-finetune/{lr:g}"), lr=lr)
-        rows.append({**restorer_row(f"fine-tuned, peak lr {lr:g}", model, d, lesioned, masks, head),
-                     **trained_fields(result, seconds), "lr": lr})
+        trained = {**trained_fields(result, seconds), "lr": lr}
+        rows.append({**restorer_row(f"fine-tuned, peak lr {lr:g}", model, d, lesioned, masks, head), **trained})
         print(rows[-1], flush=True)
+        for w in averages:
+            rows.append({**restorer_row(f"fine-tuned, peak lr {lr:g}, weights averaged with the shipped ones "
+                                        f"({w:g} of theirs)", averaged(shipped, model, w), d, lesioned, masks, head),
+                         **trained, "average": w})
+            print(rows[-1], flush=True)
     return restorer_bench_result(minutes, n, d, lesioned, rows, protocol=protocol)
 
 
@@ -61,10 +83,13 @@ def main() -> None:
     ap.add_argument("--other-protocol", action="store_true",
                     help=f"every scan as another scanner's protocol gives it first (bench.common.OTHER_PROTOCOL: "
                          f"{OTHER_PROTOCOL}); results to anomaly_restorer_finetune_protocol")
+    ap.add_argument("--average", type=float, nargs="*", default=[],
+                    help="also each fine-tune's weights averaged with the shipped restorer's, this share theirs "
+                         "(one row each); results to ..._average")
     a = ap.parse_args()
     protocol = OTHER_PROTOCOL if a.other_protocol else None
-    name = "anomaly_restorer_finetune" + ("_protocol" if protocol else "")
-    print(write_result(name, run(a.minutes, a.lrs, protocol=protocol)))
+    name = "anomaly_restorer_finetune" + ("_protocol" if protocol else "") + ("_average" if a.average else "")
+    print(write_result(name, run(a.minutes, a.lrs, protocol=protocol, averages=tuple(a.average))))
 
 
 if __name__ == "__main__":

@@ -661,6 +661,22 @@ def _finetune_protocol(r: dict) -> list[str]:
     return _rows_and_notes(lines, r, _restorer_row)
 
 
+def _finetune_average(r: dict) -> list[str]:
+    protocol = r.get("protocol")
+    flag, scans = ((" --other-protocol", "the shifted scans of the section above") if protocol else
+                   ("", "the scans of 'the restorer's fine-tune in a training run'"))
+    lines = [
+        "## Anomaly detection: the restorer's fine-tune averaged with its start"
+        + (", another protocol's scans" if protocol else "") + " (development data)",
+        f"`python -m bench.anomaly_restorer_finetune --minutes {r['minutes']:g} --lrs 0.002 --average 0.5{flag}` on "
+        f"{_machine(r)}. On {scans} ({_dev_split(r)}, {r['lesioned_copies']} lesioned copies): the shipped restorer, "
+        "its 6.4-minute fine-tune, and the fine-tune's weights averaged with the shipped ones (WiSE-FT, Wortsman et "
+        "al. 2022: a share of the start's weights, the rest the fine-tune's). Columns as above.",
+        *_RESTORER_TABLE,
+    ]
+    return _rows_and_notes(lines, r, _restorer_row)
+
+
 def anomaly_restorer_capacity_section(r: dict) -> list[str]:
     lines = [
         "## Anomaly detection: the restorer's architecture (development data)",
@@ -861,6 +877,10 @@ _HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training again
              "anomaly_restorer_capacity": "## Anomaly detection: the restorer's architecture",
              "anomaly_restorer_finetune": "## Anomaly detection: the restorer's fine-tune in",
              "anomaly_restorer_finetune_protocol": "## Anomaly detection: the restorer's fine-tune on",
+             "anomaly_restorer_finetune_average": "## Anomaly detection: the restorer's fine-tune averaged with "
+                                                  "its start (",
+             "anomaly_restorer_finetune_protocol_average": "## Anomaly detection: the restorer's fine-tune "
+                                                           "averaged with its start, another",
              "anomaly_head_candidate": "## Anomaly detection: candidate heads",
              "anomaly_top_fraction_seed0": "## Anomaly detection: the score's top fraction",
              "anomaly_scan_scale_seed0": "## Anomaly detection: the scan's own residual level",
@@ -885,6 +905,8 @@ SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), 
             ("anomaly_restorer_capacity", anomaly_restorer_capacity_section),
             ("anomaly_restorer_finetune", anomaly_restorer_finetune_section),
             ("anomaly_restorer_finetune_protocol", _finetune_protocol),
+            ("anomaly_restorer_finetune_average", _finetune_average),
+            ("anomaly_restorer_finetune_protocol_average", _finetune_average),
             ("anomaly_head_candidate", anomaly_head_candidate_section),
             ("anomaly_top_fraction_seed0", anomaly_top_fraction_section),
             ("anomaly_scan_scale_seed0", anomaly_scan_scale_section),
