@@ -621,10 +621,15 @@ def _restorer_row(x: dict) -> str:
             f"| {_flagged(x)} |")
 
 
+def _restorer_section(r: dict, heading: str, text: str) -> list[str]:
+    """A restorer benchmark's section: ``heading``, ``text``, the restorer table of ``r``'s rows, its notes."""
+    return _rows_and_notes([heading, text, *_RESTORER_TABLE], r, _restorer_row)
+
+
 def anomaly_restorer_finetune_section(r: dict) -> list[str]:
     lrs = " ".join(f"{x['lr']:g}" for x in r["rows"] if "lr" in x)
-    lines = [
-        "## Anomaly detection: the restorer's fine-tune in a training run (development data)",
+    return _restorer_section(
+        r, "## Anomaly detection: the restorer's fine-tune in a training run (development data)",
         f"`python -m bench.anomaly_restorer_finetune --minutes {r['minutes']:g} --lrs {lrs}` on {_machine(r)}. "
         f"The data of 'maps side by side' ({_dev_split(r)}), each held-out scan lesioned three times "
         f"({r['lesioned_copies']} copies). With "
@@ -639,16 +644,14 @@ def anomaly_restorer_finetune_section(r: dict) -> list[str]:
         "budget, the share of a lesion the restoration gives back, the healthy held-out scans' mean absolute "
         "restoration error, voxel AUPRC / best Dice / volume AUROC, and the shares of lesioned / healthy held-out "
         "scans flagged.",
-        *_RESTORER_TABLE,
-    ]
-    return _rows_and_notes(lines, r, _restorer_row)
+    )
 
 
 def _finetune_protocol(r: dict) -> list[str]:
     lrs = " ".join(f"{x['lr']:g}" for x in r["rows"] if "lr" in x)
     p = r["protocol"]
-    lines = [
-        "## Anomaly detection: the restorer's fine-tune on another protocol's scans (development data)",
+    return _restorer_section(
+        r, "## Anomaly detection: the restorer's fine-tune on another protocol's scans (development data)",
         f"`python -m bench.anomaly_restorer_finetune --minutes {r['minutes']:g} --lrs {lrs} --other-protocol` on "
         f"{_machine(r)}. The rows of the section above on the same scans as another scanner's protocol would give "
         f"them: every scan's intensities raised to the power {p['gamma']:g} (grey matter 0.5 -> 0.35, white matter "
@@ -656,25 +659,23 @@ def _finetune_protocol(r: dict) -> list[str]:
         f"lesions are drawn; {_dev_split(r)}, {r['lesioned_copies']} lesioned copies. The shipped restorer and head "
         "never saw such scans; the statistics, envelope and threshold are calibrated on the shifted reference scans, "
         "as a training run calibrates on its own validation split. Columns as above.",
-        *_RESTORER_TABLE,
-    ]
-    return _rows_and_notes(lines, r, _restorer_row)
+    )
 
 
 def _finetune_average(r: dict) -> list[str]:
     protocol = r.get("protocol")
-    flag, scans = ((" --other-protocol", "the shifted scans of the section above") if protocol else
-                   ("", "the scans of 'the restorer's fine-tune in a training run'"))
-    lines = [
-        "## Anomaly detection: the restorer's fine-tune averaged with its start"
+    lrs = " ".join(f"{x['lr']:g}" for x in r["rows"] if "lr" in x and "average" not in x)
+    shares = " ".join(f"{w:g}" for w in dict.fromkeys(x["average"] for x in r["rows"] if "average" in x))
+    flag, scans = ((" --other-protocol", "the shifted scans of 'the restorer's fine-tune on another protocol's "
+                    "scans'") if protocol else ("", "the scans of 'the restorer's fine-tune in a training run'"))
+    return _restorer_section(
+        r, "## Anomaly detection: the restorer's fine-tune averaged with its start"
         + (", another protocol's scans" if protocol else "") + " (development data)",
-        f"`python -m bench.anomaly_restorer_finetune --minutes {r['minutes']:g} --lrs 0.002 --average 0.5{flag}` on "
-        f"{_machine(r)}. On {scans} ({_dev_split(r)}, {r['lesioned_copies']} lesioned copies): the shipped restorer, "
-        "its 6.4-minute fine-tune, and the fine-tune's weights averaged with the shipped ones (WiSE-FT, Wortsman et "
-        "al. 2022: a share of the start's weights, the rest the fine-tune's). Columns as above.",
-        *_RESTORER_TABLE,
-    ]
-    return _rows_and_notes(lines, r, _restorer_row)
+        f"`python -m bench.anomaly_restorer_finetune --minutes {r['minutes']:g} --lrs {lrs} --average {shares}{flag}` "
+        f"on {_machine(r)}. On {scans} ({_dev_split(r)}, {r['lesioned_copies']} lesioned copies): the shipped "
+        "restorer, its 6.4-minute fine-tune, and the fine-tune's weights averaged with the shipped ones (WiSE-FT, "
+        "Wortsman et al. 2022: a share of the start's weights, the rest the fine-tune's). Columns as above.",
+    )
 
 
 def anomaly_restorer_capacity_section(r: dict) -> list[str]:
