@@ -30,11 +30,11 @@ POWERS = (0.0, 0.25, 0.5, 1.0)
 def run(draws: int = 20, calibration: int = 15, n: int = 96, seed: int = 0, powers: tuple = POWERS) -> dict:
     from vae3d import anomaly
 
-    rows, scans, seconds = run_draws(
+    rows, shape, seconds = run_draws(
         n, seed, draws, calibration, powers,
         lambda power, maps: [anomaly.anomaly_score(a).numpy() for a in maps(scan_scale_power=power)])
     out = [{"power": p, "chosen": p == anomaly.SCAN_SCALE_POWER, **summary(r)} for p, r in rows.items()]
-    return draws_result(out, seed, n, draws, calibration, scans, seconds)
+    return draws_result(out, seed, n, draws, calibration, shape[0], seconds)
 
 
 def main() -> None:

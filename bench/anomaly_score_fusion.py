@@ -148,13 +148,14 @@ def draw_maps(healthy: torch.Tensor, lesioned: torch.Tensor, rec: dict, pick: np
                                                                                    ("lesioned", lesioned)))
 
 
-def run_draws(n: int, seed: int, draws: int, calibration: int, keys: tuple, scores) -> tuple[dict, int, float]:
+def run_draws(n: int, seed: int, draws: int, calibration: int, keys: tuple,
+              scores) -> tuple[dict, torch.Size, float]:
     """The draws loop of the benchmarks whose rows each score one draw's product maps their own way
     (``bench.anomaly_top_fraction``, ``bench.anomaly_scan_scale``): the cohort ``seed``
     (``cohort_restorations``), ``draws`` calibration draws, and for each row ``key`` of ``keys`` its
     (calibration, healthy, lesioned) scores ``scores(key, maps)``, where ``maps(**how)`` gives the draw's
     ``draw_maps`` made with ``how`` (once per draw for each ``how``). Returns (each row's ``record``, the
-    cohort's number of scans, the seconds the draws took)."""
+    healthy scans' shape (scans, 1, S, S, S), the seconds the draws took)."""
     from vae3d.pretrained import load_head
 
     pool, healthy, lesioned, rec = cohort_restorations(n, seed)
@@ -177,7 +178,7 @@ def run_draws(n: int, seed: int, draws: int, calibration: int, keys: tuple, scor
         if (i + 1) % 5 == 0:
             print(f"draw {i + 1}/{draws}: {time.perf_counter() - t:.0f} s; "
                   + "; ".join(f"{k:g}: {np.mean(v['auroc']):.4f}" for k, v in rows.items()), flush=True)
-    return rows, len(healthy), time.perf_counter() - t
+    return rows, healthy.shape, time.perf_counter() - t
 
 
 def calibration_draw(rng: np.random.Generator, pool: int, scans: int, calibration: int) -> tuple[np.ndarray, list]:

@@ -24,6 +24,8 @@ most 5% of the healthy scans (what the threshold's 90% confidence promises).
 
 from __future__ import annotations
 
+import math
+
 from bench.anomaly_score_fusion import draws_main, draws_result, run_draws, summary
 
 TOPS = (0.000004, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005)  # 0.000004: the hottest voxel alone (of 64^3)
@@ -32,11 +34,11 @@ TOPS = (0.000004, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005)  # 0.000004: the hot
 def run(draws: int = 40, calibration: int = 15, n: int = 96, seed: int = 0, tops: tuple = TOPS) -> dict:
     from vae3d import anomaly
 
-    rows, scans, seconds = run_draws(n, seed, draws, calibration, tops,
+    rows, shape, seconds = run_draws(n, seed, draws, calibration, tops,
                                      lambda top, maps: [anomaly.anomaly_score(a, top).numpy() for a in maps()])
-    out = [{"top_fraction": top, "voxels": max(1, int(64**3 * top)),  # the cohort's scans are 64^3
+    out = [{"top_fraction": top, "voxels": max(1, int(math.prod(shape[1:]) * top)),
             "chosen": top == anomaly.TOP_FRACTION, **summary(r)} for top, r in rows.items()]
-    return draws_result(out, seed, n, draws, calibration, scans, seconds)
+    return draws_result(out, seed, n, draws, calibration, shape[0], seconds)
 
 
 def main() -> None:

@@ -626,8 +626,13 @@ def _restorer_section(r: dict, heading: str, text: str) -> list[str]:
     return _rows_and_notes([heading, text, *_RESTORER_TABLE], r, _restorer_row)
 
 
+def _finetune_lrs(r: dict) -> str:
+    """The peak learning rates of a ``bench.anomaly_restorer_finetune`` run, as its command line gave them."""
+    return " ".join(f"{x['lr']:g}" for x in r["rows"] if "lr" in x and "average" not in x)
+
+
 def anomaly_restorer_finetune_section(r: dict) -> list[str]:
-    lrs = " ".join(f"{x['lr']:g}" for x in r["rows"] if "lr" in x)
+    lrs = _finetune_lrs(r)
     return _restorer_section(
         r, "## Anomaly detection: the restorer's fine-tune in a training run (development data)",
         f"`python -m bench.anomaly_restorer_finetune --minutes {r['minutes']:g} --lrs {lrs}` on {_machine(r)}. "
@@ -648,14 +653,14 @@ def anomaly_restorer_finetune_section(r: dict) -> list[str]:
 
 
 def _finetune_protocol(r: dict) -> list[str]:
-    lrs = " ".join(f"{x['lr']:g}" for x in r["rows"] if "lr" in x)
-    p = r["protocol"]
+    lrs, p = _finetune_lrs(r), r["protocol"]
     return _restorer_section(
         r, "## Anomaly detection: the restorer's fine-tune on another protocol's scans (development data)",
         f"`python -m bench.anomaly_restorer_finetune --minutes {r['minutes']:g} --lrs {lrs} --other-protocol` on "
         f"{_machine(r)}. The rows of the section above on the same scans as another scanner's protocol would give "
-        f"them: every scan's intensities raised to the power {p['gamma']:g} (grey matter 0.5 -> 0.35, white matter "
-        f"0.8 -> 0.72) with Rician noise of {p['rician_std']:g} added (`bench.common.other_protocol`), before the "
+        f"them: every scan's intensities raised to the power {p['gamma']:g} (grey matter 0.5 -> "
+        f"{0.5 ** p['gamma']:.2f}, white matter 0.8 -> {0.8 ** p['gamma']:.2f}) with Rician noise of "
+        f"{p['rician_std']:g} added (`bench.common.other_protocol`), before the "
         f"lesions are drawn; {_dev_split(r)}, {r['lesioned_copies']} lesioned copies. The shipped restorer and head "
         "never saw such scans; the statistics, envelope and threshold are calibrated on the shifted reference scans, "
         "as a training run calibrates on its own validation split. Columns as above.",
@@ -664,7 +669,7 @@ def _finetune_protocol(r: dict) -> list[str]:
 
 def _finetune_average(r: dict) -> list[str]:
     protocol = r.get("protocol")
-    lrs = " ".join(f"{x['lr']:g}" for x in r["rows"] if "lr" in x and "average" not in x)
+    lrs = _finetune_lrs(r)
     shares = " ".join(f"{w:g}" for w in dict.fromkeys(x["average"] for x in r["rows"] if "average" in x))
     flag, scans = ((" --other-protocol", "the shifted scans of 'the restorer's fine-tune on another protocol's "
                     "scans'") if protocol else ("", "the scans of 'the restorer's fine-tune in a training run'"))
