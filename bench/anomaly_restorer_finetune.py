@@ -44,6 +44,7 @@ from bench.common import (
     trained_restorer,
     write_result,
 )
+from vae3d.training.restorer_choice import choose_restorer
 
 
 def averaged(shipped: torch.nn.Module, tuned: torch.nn.Module, weight: float) -> torch.nn.Module:
@@ -58,7 +59,7 @@ def averaged(shipped: torch.nn.Module, tuned: torch.nn.Module, weight: float) ->
 
 
 def run(minutes: float, lrs: list[float], n: int = 96, protocol: dict | None = None,
-        averages: tuple[float, ...] = ()) -> dict:
+        averages: tuple[float, ...] = (), choose: bool = False) -> dict:
     d, lesioned, masks, head, shipped = restorer_bench_inputs(n, protocol)
     rows = [{**restorer_row("shipped restorer, no fine-tuning", shipped, d, lesioned, masks, head), "epochs": 0}]
     print(rows[-1], flush=True)
@@ -67,6 +68,9 @@ def run(minutes: float, lrs: list[float], n: int = 96, protocol: dict | None = N
                                                   Path(f"/tmp/vae3d-restorer-finetune/{lr:g}"), lr=lr)
         trained = {**trained_fields(result, seconds), "lr": lr}
         rows.append({**restorer_row(f"fine-tuned, peak lr {lr:g}", model, d, lesioned, masks, head), **trained})
+        if choose:  # what the product's choice on the reference (validation) scans makes of it
+            chosen, figures = choose_restorer({"fine-tuned": model, "shipped": shipped}, d["val"], 0, head)
+            rows[-1]["choice"] = {"chosen": chosen, **figures}
         print(rows[-1], flush=True)
         for w in averages:
             rows.append({**restorer_row(f"fine-tuned, peak lr {lr:g}, weights averaged with the shipped ones "
@@ -86,10 +90,14 @@ def main() -> None:
     ap.add_argument("--average", type=float, nargs="*", default=[],
                     help="also each fine-tune's weights averaged with the shipped restorer's, this share theirs "
                          "(one row each); results to ..._average")
+    ap.add_argument("--choose", action="store_true",
+                    help="also what the product's choice between each fine-tune and the shipped restorer "
+                         "(vae3d.training.restorer_choice) makes of them on the reference scans; results to ..._choose")
     a = ap.parse_args()
     protocol = OTHER_PROTOCOL if a.other_protocol else None
-    name = "anomaly_restorer_finetune" + ("_protocol" if protocol else "") + ("_average" if a.average else "")
-    print(write_result(name, run(a.minutes, a.lrs, protocol=protocol, averages=tuple(a.average))))
+    name = "anomaly_restorer_finetune" + ("_protocol" if protocol else "") + ("_average" if a.average else "") + (
+        "_choose" if a.choose else "")
+    print(write_result(name, run(a.minutes, a.lrs, protocol=protocol, averages=tuple(a.average), choose=a.choose)))
 
 
 if __name__ == "__main__":

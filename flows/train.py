@@ -126,12 +126,13 @@ def train_model(settings: Settings, index: DatasetIndex, key: str, run_id: str, 
 
 def outcome_of(trained: Trained) -> dict:
     """What the review and registration read of a training: the main model's best checkpoint,
-    metrics and history, and the anomaly restorer's best checkpoint and metrics (if one was trained)."""
+    metrics and history, and the anomaly restorer's weights (the chosen ones), its fine-tune's best
+    metrics and the choice (if one was trained)."""
     result, restorer = trained.main, trained.restorer
     return {"best_checkpoint": str(result.best_checkpoint), "best": result.best_metrics,
             "history": result.history, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-            "restorer_checkpoint": str(restorer.best_checkpoint) if restorer else None,
-            "restorer_best": restorer.best_metrics if restorer else {}}
+            "restorer_checkpoint": str(trained.restorer_weights) if restorer else None,
+            "restorer_best": restorer.best_metrics if restorer else {}, "restorer_choice": trained.choice}
 
 
 @task
@@ -205,6 +206,8 @@ def register_model(settings: Settings, index: DatasetIndex, run_id: str, outcome
                                             mirror_averaged=mirror, false_positive_rate=how.false_positive_rate,
                                             confidence=how.fpr_confidence)
     thresholds["restorer"] = "separate" if restorer is not model else "main model"
+    if outcome.get("restorer_choice"):  # which weights the map uses, and the validation figures that chose them
+        thresholds["restorer_choice"] = {k: v for k, v in outcome["restorer_choice"].items() if k != "weights"}
     if head is not None:  # which shipped head weighs the map (its weights travel in the anomaly artifact)
         thresholds["head"] = {"weights": HEAD_WEIGHTS.name, **{k: head.description[k] for k in ("cohort", "train")}}
     train = load_volumes([(i.cache_path, i.cache_digest) for i in index.split("train")])

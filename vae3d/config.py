@@ -88,6 +88,10 @@ class AnomalyRestorerConfig(Schema):
     budget_share: float = Field(0.4, gt=0, lt=1, description="share of the training budget the restorer takes: "
                                 "of train.max_time_s (the main model gets the rest) and ceil(share x epochs) epochs")
     restoration: RestorationConfig = COARSE_NOISE
+    choose: bool = Field(True, description="with train.init: pretrained, keep the shipped restorer the fine-tune "
+                         "started from unless the fine-tune finds lesions drawn into copies of the validation scans "
+                         "clearly better (vae3d.training.restorer_choice; needs 6 validation scans, else the "
+                         "fine-tune is kept)")
     head: bool = Field(True, description="score the map with the shipped discriminative head too (vae3d.anomaly_head;"
                        " it reads the shipped restorer's output: used when the restorer started from it, train.init: "
                        "pretrained)")

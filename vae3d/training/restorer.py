@@ -6,6 +6,8 @@ Kascenas et al. 2022) and serves the anomaly map alone. It starts from the shipp
 restorer with ``train.init == "pretrained"``, else from the main model's best weights (a
 fine-tune: far cheaper than a second training from scratch). The two share the training budget:
 the restorer takes ``budget_share`` of ``max_time_s`` and ``ceil(budget_share * epochs)`` epochs.
+A fine-tune of the shipped restorer is then put beside its start on the validation split, and the one
+whose map finds lesions better is kept (``train.anomaly.choose``; ``vae3d.training.restorer_choice``).
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ from pathlib import Path
 
 import torch
 
+from vae3d.checkpoint import save_checkpoint
 from vae3d.config import TrainConfig
 from vae3d.model import VAE3D, load_model
+from vae3d.training.restorer_choice import MIN_SCANS, choose_restorer
 from vae3d.training.trainer import Callback, TrainResult, fit
 
 #: the restorer's checkpoint folder, inside the main model's
 RESTORER_DIR = "anomaly_restorer"
+#: the shipped restorer's weights, in that folder, when the choice keeps them
+SHIPPED = "shipped.pt"
 
 
 def main_config(config: TrainConfig) -> TrainConfig:
@@ -71,10 +77,39 @@ def pretrained_head(config: TrainConfig) -> torch.nn.Module | None:
 @dataclass
 class Trained:
     """What ``fit_with_restorer`` returns: the main model's result and the restorer's (None
-    with ``train.anomaly.separate`` off)."""
+    with ``train.anomaly.separate`` off); ``choice``, what ``choose_weights`` chose (None when it
+    did not choose)."""
 
     main: TrainResult
     restorer: TrainResult | None
+    choice: dict | None = None
+
+    @property
+    def restorer_weights(self) -> Path | None:
+        """The restorer's weights the anomaly map uses: the chosen ones, else the fine-tune's best."""
+        if self.choice is not None:
+            return Path(self.choice["weights"])
+        return self.restorer.best_checkpoint if self.restorer else None
+
+
+def choose_weights(config: TrainConfig, result: TrainResult, start: VAE3D, val: torch.Tensor,
+                   folder: Path) -> dict | None:
+    """With ``train.anomaly.choose`` and a restorer fine-tuned from the shipped one (``train.init:
+    pretrained``) on at least ``MIN_SCANS`` validation scans: the weights it started from (``start``), unless
+    the fine-tune's best ones find lesions in ``val``'s copies clearly better (``choose_restorer``, with the
+    head the map will use); the start's weights are written to ``folder / SHIPPED`` when kept.
+    Returns ``{"chosen", "weights", "figures"}``, or None when there was no choice to make (and on every
+    rank but 0 under ``torchrun``: rank 0 alone registers)."""
+    worker = torch.distributed.is_initialized() and torch.distributed.get_rank() != 0
+    if worker or not (config.anomaly.choose and config.init == "pretrained" and len(val) >= MIN_SCANS
+                      and result.best_checkpoint is not None):
+        return None
+    start = start.eval()
+    chosen, figures = choose_restorer({"shipped": start, "fine-tuned": load_model(result.best_checkpoint)}, val,
+                                      config.seed, pretrained_head(config))
+    weights = result.best_checkpoint if chosen == "fine-tuned" else save_checkpoint(
+        Path(folder) / SHIPPED, {"model": start.state_dict(), "hparams": start.hparams()})
+    return {"chosen": chosen, "weights": str(weights), "figures": figures}
 
 
 def fit_with_restorer(model: VAE3D, train: torch.Tensor, val: torch.Tensor, config: TrainConfig,
@@ -82,11 +117,13 @@ def fit_with_restorer(model: VAE3D, train: torch.Tensor, val: torch.Tensor, conf
                       restorer_callbacks: Sequence[Callback] = (), resume: bool = True,
                       progress: bool = True) -> Trained:
     """``fit`` the main model into ``checkpoint_dir``, then the restorer from its best weights (or
-    the pretrained restorer) into ``checkpoint_dir / RESTORER_DIR``. Both resume after a kill."""
+    the pretrained restorer) into ``checkpoint_dir / RESTORER_DIR``, and ``choose_weights`` between
+    that fine-tune and the shipped restorer. Both trainings resume after a kill."""
     main = fit(model, train, val, main_config(config), checkpoint_dir, callbacks, resume, progress)
     if not config.anomaly.separate:
         return Trained(main, None)
     restorer = build_restorer(config, load_model(main.best_checkpoint))
-    cfg = restorer_config(config)
-    return Trained(main, fit(restorer, train, val, cfg, Path(checkpoint_dir) / RESTORER_DIR, restorer_callbacks,
-                             resume, progress))
+    start = copy.deepcopy(restorer)  # the fine-tune's start, which the choice weighs it against
+    folder = Path(checkpoint_dir) / RESTORER_DIR
+    result = fit(restorer, train, val, restorer_config(config), folder, restorer_callbacks, resume, progress)
+    return Trained(main, result, choose_weights(config, result, start, val, folder))
