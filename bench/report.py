@@ -683,6 +683,44 @@ def _finetune_average(r: dict) -> list[str]:
     )
 
 
+def _choice_row(label: str, r: dict) -> str:
+    """A cohort's row of the restorer choice: the held-out maps of the start and the fine-tune, the
+    validation figures the choice read, the fine-tune's lead and what the product keeps at its margin."""
+    from vae3d.training.restorer_choice import MARGIN
+
+    start, tuned = r["rows"][0], next(x for x in r["rows"] if "choice" in x)
+    c = tuned["choice"]
+    val = lambda f: f"{f['voxel_auprc']:.3f} / {f['volume_auroc']:.3f} / {f['smooth_auroc']:.4f} / {f['criterion']:.4f}"
+    lead = c["fine-tuned"]["criterion"] - c["shipped"]["criterion"]
+    return (f"| {label} | {_anomaly_cell(start)} | {_anomaly_cell(tuned)} | {val(c['shipped'])} | "
+            f"{val(c['fine-tuned'])} | {lead:+.4f} | {'fine-tune' if lead > MARGIN else 'shipped'} |")
+
+
+def anomaly_restorer_choice_section(r: dict) -> list[str]:
+    shifted = _load("anomaly_restorer_finetune_protocol_choose")
+    lines = [
+        "## Anomaly detection: choosing the restorer on validation scans (development data)",
+        f"`python -m bench.anomaly_restorer_finetune --minutes {r['minutes']:g} --lrs {_finetune_lrs(r)} --choose` "
+        f"(and the same with `--other-protocol`) on {_machine(r)}. A training run now weighs the restorer's "
+        "fine-tune against the shipped restorer it started from (`train.anomaly.choose`, "
+        "`vae3d.training.restorer_choice`): lesions of the benchmark's kind are drawn twice into copies of the "
+        "validation scans (here the 16 reference scans), and each candidate's map is scored in two folds, its "
+        "statistics fitted on one half and the other half's healthy scans and lesioned copies scored. The "
+        "criterion is the mean of the voxel AUPRC and a smoothed volume AUROC (each lesioned score's normal CDF "
+        "against the healthy scores' mean and spread: the plain AUROC stays near 1 on so few scans). The "
+        "fine-tune is kept only if it leads by more than the margin. Held-out columns: the product's map on the "
+        f"{_dev_split(r)} split, {r['lesioned_copies']} lesioned copies (AUPRC / Dice / AUROC); validation "
+        "columns: AUPRC / AUROC / smoothed AUROC / criterion.",
+        "", "| scans | held out: shipped | held out: fine-tuned | validation: shipped | validation: fine-tuned "
+        "| fine-tune's lead | kept |", "|---|---|---|---|---|---|---|",
+        _choice_row("the shipped restorer's own kind", r),
+    ]
+    if shifted is not None:
+        lines.append(_choice_row("another protocol's (`--other-protocol`)", shifted))
+    notes = [*r.get("notes", []), *(shifted or {}).get("notes", [])]
+    return [*lines, *[f"- {n}" for n in notes], ""]
+
+
 def anomaly_restorer_capacity_section(r: dict) -> list[str]:
     lines = [
         "## Anomaly detection: the restorer's architecture (development data)",
@@ -887,6 +925,7 @@ _HEADINGS = {"preprocess": "## Preprocessing", "train_peers": "## Training again
                                                   "its start (",
              "anomaly_restorer_finetune_protocol_average": "## Anomaly detection: the restorer's fine-tune "
                                                            "averaged with its start, another",
+             "anomaly_restorer_finetune_choose": "## Anomaly detection: choosing the restorer",
              "anomaly_head_candidate": "## Anomaly detection: candidate heads",
              "anomaly_top_fraction_seed0": "## Anomaly detection: the score's top fraction",
              "anomaly_scan_scale_seed0": "## Anomaly detection: the scan's own residual level",
@@ -913,6 +952,7 @@ SECTIONS = (("preprocess", preprocess_section), ("train_peers", train_section), 
             ("anomaly_restorer_finetune_protocol", _finetune_protocol),
             ("anomaly_restorer_finetune_average", _finetune_average),
             ("anomaly_restorer_finetune_protocol_average", _finetune_average),
+            ("anomaly_restorer_finetune_choose", anomaly_restorer_choice_section),
             ("anomaly_head_candidate", anomaly_head_candidate_section),
             ("anomaly_top_fraction_seed0", anomaly_top_fraction_section),
             ("anomaly_scan_scale_seed0", anomaly_scan_scale_section),

@@ -18,8 +18,20 @@ def _uses_head(train_cfg: dict) -> bool:
     return uses_pretrained_head(TrainConfig.model_validate(train_cfg))
 
 
+def _choice(choice: dict | None) -> str:
+    """What the card says of the restorer choice (``vae3d.training.restorer_choice``): which weights serve the
+    map, and the criterion on lesioned validation copies that chose them; nothing when none was made."""
+    if not choice:
+        return ""
+    crit = {k: f"{v['criterion']:.4f}" for k, v in choice["figures"].items()}
+    kept = ("the fine-tune was kept" if choice["chosen"] == "fine-tuned"
+            else "the shipped restorer was kept, the fine-tune not clearly better")
+    return (f"; {kept} (criterion on lesions drawn into validation copies: shipped {crit.get('shipped')}, "
+            f"fine-tuned {crit.get('fine-tuned')})")
+
+
 def model_card(name: str, run_id: str, counts: dict, manifest_sha: str, train_cfg: dict,
-               preprocess: dict, best: dict, code_version: str) -> str:
+               preprocess: dict, best: dict, code_version: str, restorer_choice: dict | None = None) -> str:
     metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(best.items()) if isinstance(v, float))
     init = train_cfg.get("init", "scratch")
     start = ("**pretrained**: started from the shipped weights of `vae3d/pretrained` (built by "
@@ -29,7 +41,8 @@ def model_card(name: str, run_id: str, counts: dict, manifest_sha: str, train_cf
     restorer = train_cfg.get("anomaly", {})
     anomaly = (f"{restorer.get('budget_share', 0):.0%} of the training budget; started from "
                + ("the shipped pretrained restorer" if init == "pretrained" else "the main model's weights")
-               if restorer.get("separate", True) else "off here: the main model makes the maps")
+               + _choice(restorer_choice) if restorer.get("separate", True)
+               else "off here: the main model makes the maps")
     head = (", each voxel weighed by the shipped discriminative head trained on synthetic anomalies "
             "(`vae3d/anomaly_head.py`), less the healthy validation scans' mean map" if _uses_head(train_cfg) else "")
     return f"""# Model card: {name} (run `{run_id}`)

@@ -147,7 +147,8 @@ def log_review(settings: Settings, index: DatasetIndex, run_id: str, outcome: di
     log_figure(client, run_id, figures.latent_traversal(model, val), "latent_traversal.png")
     log_figure(client, run_id, figures.loss_curves(outcome["history"]), "loss_curves.png")
     card = model_card(settings.mlflow.registered_model, run_id, index.counts(), index.manifest_sha256,
-                      settings.train.to_dict(), index.settings, outcome["best"], code_version())
+                      settings.train.to_dict(), index.settings, outcome["best"], code_version(),
+                      outcome.get("restorer_choice"))
     client.log_text(run_id, card, "model_card.md")
     client.log_artifact(run_id, outcome["best_checkpoint"], "checkpoint")
     client.log_text(run_id, json.dumps(settings.model_dump(mode="json"), indent=1), "settings.json")
