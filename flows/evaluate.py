@@ -204,6 +204,8 @@ def evaluate_flow(settings: Settings, model_uri: str = DEFAULT_MODEL_URI, n_synt
                    "confidence": stored.get("fpr_confidence", anomaly_maps.FPR_CONFIDENCE)}
     ano = eval_anomaly(loaded.restorer, data["train"], data["val"], data["test"], seed,
                        head=getattr(getattr(loaded, "healthy", None), "head", None), calibration=calibration)
+    if stored.get("restorer_choice"):  # which restorer weights the version's map uses, and why
+        ano["restorer_choice"] = stored["restorer_choice"]
     syn = eval_synthesis(model, data["train"], data["test"], seed, max(n_synthetic, 2), getattr(loaded, "prior", None))
     samples, overlay = syn.pop("_samples"), ano.pop("_overlay")
     targets = {

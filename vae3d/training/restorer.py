@@ -13,6 +13,7 @@ whose map finds lesions better is kept (``train.anomaly.choose``; ``vae3d.traini
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from vae3d.training.trainer import Callback, TrainResult, fit
 RESTORER_DIR = "anomaly_restorer"
 #: the shipped restorer's weights, in that folder, when the choice keeps them
 SHIPPED = "shipped.pt"
+
+log = logging.getLogger(__name__)
 
 
 def main_config(config: TrainConfig) -> TrainConfig:
@@ -109,6 +112,9 @@ def choose_weights(config: TrainConfig, result: TrainResult, start: VAE3D, val: 
                                       config.seed, pretrained_head(config))
     weights = result.best_checkpoint if chosen == "fine-tuned" else save_checkpoint(
         Path(folder) / SHIPPED, {"model": start.state_dict(), "hparams": start.hparams()})
+    log.info("anomaly restorer: the %s weights serve the map (on lesions drawn into copies of the %d validation scans: "
+             "criterion %s)", "fine-tuned" if chosen == "fine-tuned" else "shipped", len(val),
+             ", ".join(f"{k} {v['criterion']:.4f}" for k, v in figures.items()))
     return {"chosen": chosen, "weights": str(weights), "figures": figures}
 
 
