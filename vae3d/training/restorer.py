@@ -6,8 +6,8 @@ Kascenas et al. 2022) and serves the anomaly map alone. It starts from the shipp
 restorer with ``train.init == "pretrained"``, else from the main model's best weights (a
 fine-tune: far cheaper than a second training from scratch). The two share the training budget:
 the restorer takes ``budget_share`` of ``max_time_s`` and ``ceil(budget_share * epochs)`` epochs.
-A fine-tune of the shipped restorer is then put beside its start on the validation split, and the one
-whose map finds lesions better is kept (``train.anomaly.choose``; ``vae3d.training.restorer_choice``).
+A fine-tune of the shipped restorer is then put beside its start on the validation split, and kept only
+if its map finds lesions clearly better (``train.anomaly.choose``; ``vae3d.training.restorer_choice``).
 """
 
 from __future__ import annotations
