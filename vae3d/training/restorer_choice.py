@@ -34,6 +34,9 @@ from vae3d.seeding import derive_seed
 
 #: fewest validation scans to choose on (two folds of 3: a map's statistics need 3 scans to leave one out)
 MIN_SCANS = 6
+#: most validation scans the choice reads (the first ones): each costs two restorer passes per candidate and
+#: copy, and its maps (about 3 s a scan and candidate on 2 CPU cores)
+MAX_SCANS = 32
 #: lesioned copies of each validation scan
 COPIES = 2
 #: how much better than the first candidate (the weights a fine-tune started from) another must be to replace it:
@@ -87,7 +90,7 @@ def choose_restorer(candidates: Mapping[str, VAE3D], val: torch.Tensor, seed: in
     """The candidate restorer whose map finds lesions drawn into ``val``'s copies best (``detection``),
     the first named kept unless another beats it by more than ``margin`` (one whose restorations are not
     finite never wins), and every candidate's figures. ``seed`` draws the lesions (the same for every
-    candidate).
+    candidate); at most ``MAX_SCANS`` of ``val`` are read.
 
     Raises:
         ValueError: fewer than ``MIN_SCANS`` validation scans, or no candidate.
@@ -97,6 +100,7 @@ def choose_restorer(candidates: Mapping[str, VAE3D], val: torch.Tensor, seed: in
     if len(val) < MIN_SCANS or not candidates:
         raise ValueError(f"choosing a restorer needs {MIN_SCANS} validation scans and a candidate, got "
                          f"{len(val)} and {len(candidates)}")
+    val = val[:MAX_SCANS]
     copies = [lesioned_copies(val, derive_seed(seed, "restorer-choice", k)) for k in range(COPIES)]
     lesioned, masks = torch.cat([c[0] for c in copies]), torch.cat([c[1] for c in copies])
     figures = {}

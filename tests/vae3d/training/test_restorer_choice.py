@@ -64,6 +64,15 @@ def test_the_first_candidate_stays_unless_another_beats_it_by_the_margin_and_two
         choose_restorer({"first": first}, val[:-1], seed=0)
 
 
+def test_the_choice_reads_at_most_its_share_of_a_large_validation_split(monkeypatch):
+    import vae3d.training.restorer_choice as choice
+
+    model = build_model(TrainConfig(model=TINY, seed=1), 32).eval()
+    monkeypatch.setattr(choice, "MAX_SCANS", MIN_SCANS)
+    val = _scans(MIN_SCANS + 2)
+    assert choose_restorer({"a": model}, val, seed=0) == choose_restorer({"a": model}, val[:MIN_SCANS], seed=0)
+
+
 def test_a_fine_tune_whose_restorations_overflow_gives_way_to_its_start(tmp_path):
     cfg = TrainConfig(init="pretrained", model=TINY, seed=2, anomaly={"head": False})  # the start is given
     start = build_model(cfg.model_copy(update={"init": "scratch"}), 32)
