@@ -68,8 +68,8 @@ def run(minutes: float, lrs: list[float], n: int = 96, protocol: dict | None = N
                                                   Path(f"/tmp/vae3d-restorer-finetune/{lr:g}"), lr=lr)
         trained = {**trained_fields(result, seconds), "lr": lr}
         rows.append({**restorer_row(f"fine-tuned, peak lr {lr:g}", model, d, lesioned, masks, head), **trained})
-        if choose:  # what the product's choice on the reference (validation) scans makes of it
-            chosen, figures = choose_restorer({"fine-tuned": model, "shipped": shipped}, d["val"], 0, head)
+        if choose:  # what the product's choice on the reference (validation) scans makes of it, in its order
+            chosen, figures = choose_restorer({"shipped": shipped, "fine-tuned": model}, d["val"], 0, head)
             rows[-1]["choice"] = {"chosen": chosen, **figures}
         print(rows[-1], flush=True)
         for w in averages:
