@@ -23,11 +23,11 @@ def _choice(choice: dict | None) -> str:
     map, and the criterion on lesioned validation copies that chose them; nothing when none was made."""
     if not choice:
         return ""
-    crit = {k: f"{v['criterion']:.4f}" for k, v in choice["figures"].items()}
+    from vae3d.training.restorer_choice import criteria
+
     kept = ("the fine-tune was kept" if choice["chosen"] == "fine-tuned"
             else "the shipped restorer was kept, the fine-tune not clearly better")
-    return (f"; {kept} (criterion on lesions drawn into validation copies: shipped {crit.get('shipped')}, "
-            f"fine-tuned {crit.get('fine-tuned')})")
+    return f"; {kept} (criterion on lesions drawn into validation copies: {criteria(choice['figures'])})"
 
 
 def model_card(name: str, run_id: str, counts: dict, manifest_sha: str, train_cfg: dict,

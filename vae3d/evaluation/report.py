@@ -50,10 +50,11 @@ def markdown(results: dict) -> str:
             lines.append(f"| {method} | {_f(m['voxel_auprc'])} | {_f(m['best_dice'])} | {auroc_cell(m)} | "
                          f"{_f(m.get('healthy_fpr', float('nan')))} | {_f(m.get('lesioned_flagged', float('nan')))} |")
     if a.get("restorer_choice"):  # the version chose between its restorer's fine-tune and the shipped restorer
+        from vae3d.training.restorer_choice import criteria
+
         ch = a["restorer_choice"]
-        crit = ", ".join(f"{k} {v['criterion']:.4f}" for k, v in ch["figures"].items())
         lines += ["", f"The map's restorer: the {ch['chosen']} weights (criterion on lesions drawn into copies of the "
-                  f"validation scans: {crit}; the fine-tune is kept only if it leads by a margin)."]
+                  f"validation scans: {criteria(ch['figures'])}; the fine-tune is kept only if it leads by a margin)."]
     lines += ["", "`anomaly_overlay.png`: lesioned test scans with the map above its voxel threshold and the true "
               "lesion's contour."]
     s = r["synthesis"]

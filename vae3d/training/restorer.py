@@ -24,7 +24,7 @@ import torch
 from vae3d.checkpoint import save_checkpoint
 from vae3d.config import TrainConfig
 from vae3d.model import VAE3D, load_model
-from vae3d.training.restorer_choice import MIN_SCANS, choose_restorer
+from vae3d.training.restorer_choice import MIN_SCANS, choose_restorer, criteria
 from vae3d.training.trainer import Callback, TrainResult, fit
 
 #: the restorer's checkpoint folder, inside the main model's
@@ -113,8 +113,7 @@ def choose_weights(config: TrainConfig, result: TrainResult, start: VAE3D, val: 
     weights = result.best_checkpoint if chosen == "fine-tuned" else save_checkpoint(
         Path(folder) / SHIPPED, {"model": start.state_dict(), "hparams": start.hparams()})
     log.info("anomaly restorer: the %s weights serve the map (on lesions drawn into copies of the %d validation scans: "
-             "criterion %s)", "fine-tuned" if chosen == "fine-tuned" else "shipped", len(val),
-             ", ".join(f"{k} {v['criterion']:.4f}" for k, v in figures.items()))
+             "criterion %s)", chosen, len(val), criteria(figures))
     return {"chosen": chosen, "weights": str(weights), "figures": figures}
 
 

@@ -85,6 +85,12 @@ def detection(val: torch.Tensor, restored: torch.Tensor, lesioned: torch.Tensor,
     return {**out, "criterion": (out["voxel_auprc"] + out["smooth_auroc"]) / 2}
 
 
+def criteria(figures: Mapping[str, dict]) -> str:
+    """``choose_restorer``'s figures as the log, the model card and the evaluation report name them:
+    each candidate's criterion, in the candidates' order."""
+    return ", ".join(f"{name} {found['criterion']:.4f}" for name, found in figures.items())
+
+
 def choose_restorer(candidates: Mapping[str, VAE3D], val: torch.Tensor, seed: int,
                     head: torch.nn.Module | None = None, margin: float = MARGIN) -> tuple[str, dict[str, dict]]:
     """The candidate restorer whose map finds lesions drawn into ``val``'s copies best (``detection``),

@@ -13,18 +13,17 @@ from vae3d.checkpoint import load_checkpoint, save_checkpoint
 from vae3d.config import TrainConfig
 from vae3d.evaluation.anomaly import lesioned_copies, volume_auroc
 from vae3d.model import load_model
-from vae3d.sample_data import phantom
 from vae3d.training import TrainResult, build_model
 from vae3d.training.restorer import SHIPPED, Trained, choose_weights
 from vae3d.training.restorer_choice import MIN_SCANS, choose_restorer, detection, smooth_auroc
 
-from .test_trainer import TINY
+from .test_trainer import TINY, _volumes
 
 
 def _scans(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    vols = torch.from_numpy(np.stack([phantom((size,) * 3, seed=seed + i)[0] for i in range(n)])[:, None] / 1.2)
-    return (vols.float() + 0.01 * torch.randn(vols.shape, generator=g)).clamp(0, 1)
+    """``n`` phantoms (``test_trainer._volumes``) with a little noise, as scans have."""
+    vols = _volumes(n, size, seed)
+    return (vols + 0.01 * torch.randn(vols.shape, generator=torch.Generator().manual_seed(seed))).clamp(0, 1)
 
 
 def test_the_smooth_auroc_tells_apart_what_the_plain_one_ties_at_one():
