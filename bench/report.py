@@ -305,8 +305,9 @@ def quality_section(r: dict, heading: str = "## Quality (issues 8, 16, 19)") -> 
     s = e["synthesis"]
     lines += [
         "",
-        f"Anomaly detection on lesioned copies of the test scans ({a.get('lesions', 'spherical lesions')}); "
-        "each map's score threshold calibrated on the healthy validation scans"
+        f"Anomaly detection on lesioned copies of the test scans ({a.get('lesions', 'spherical lesions')}"
+        + (f"; {a['lesioned_copies']} copies of each, other lesions in each" if a.get("lesioned_copies", 1) > 1
+           else "") + "); each map's score threshold calibrated on the healthy validation scans"
         + (f"; in brackets, the volume AUROC's 95% interval over the test scans "
            f"({a.get('auroc_interval', 'bootstrap')}):" if "volume_auroc_low" in a.get("vae", {}) else ":"),
         "",

@@ -118,9 +118,10 @@ def eval_anomaly(model, train: torch.Tensor, val: torch.Tensor, test: torch.Tens
     healthy-normalised residual alone, the plain residual; the atlas deviation; ``model``: the
     version's anomaly restorer) fitted and calibrated on the healthy validation scans (``calibration``:
     the version's ``false_positive_rate`` and ``confidence``, ``vae3d.anomaly.score_threshold``), then
-    scored on lesioned copies of the test scans against the same scans without lesions."""
+    scored on lesioned copies of the test scans (``anomaly.COPIES`` of each, other lesions in each)
+    against the same scans without lesions."""
     calibration = calibration or {}
-    lesioned, masks = anomaly.lesioned_copies(test, seed)
+    lesioned, masks = anomaly.lesioned_copies(test, seed, copies=anomaly.COPIES)
     mirror = anomaly_maps.MIRROR_AVERAGED  # restored as registration restores (``register_model``)
     val_recon, test_recon, les_recon = (inference.reconstruct_all(model, x, mirror=mirror)
                                         for x in (val, test, lesioned))
@@ -134,7 +135,7 @@ def eval_anomaly(model, train: torch.Tensor, val: torch.Tensor, test: torch.Tens
     out = {"lesions": {k: list(v) if isinstance(v, tuple) else v for k, v in anomaly.LESIONS.items()},
            "calibration": {"false_positive_rate": thresholds["false_positive_rate"],
                            "confidence": thresholds["fpr_confidence"], "validation_scans": len(val)},
-           "auroc_interval": anomaly.AUROC_INTERVAL}
+           "auroc_interval": anomaly.AUROC_INTERVAL, "lesioned_copies": anomaly.COPIES, "scores": {}}
     # the model's maps: thresholds calibrated as registration does (leave-one-out); the others fit nothing on
     # validation, so their validation scores calibrate them
     stored = {"vae": thresholds["score_threshold"]}
@@ -145,13 +146,15 @@ def eval_anomaly(model, train: torch.Tensor, val: torch.Tensor, test: torch.Tens
         threshold = stored[method] if method in stored else anomaly_maps.score_threshold(
             anomaly_maps.anomaly_score(amap(val, val_recon)).numpy(), **calibration)
         healthy_scores, lesion_scores = (anomaly_maps.anomaly_score(m).numpy() for m in (m_test, m_les))
-        low, high = anomaly.volume_auroc_interval(healthy_scores, lesion_scores)
+        low, high = anomaly.volume_auroc_interval(healthy_scores, lesion_scores, n_lesioned=len(test))
         out[method] = {**anomaly.voxel_metrics(m_les, masks),
                        "volume_auroc": anomaly.volume_auroc(healthy_scores, lesion_scores),
                        "volume_auroc_low": low, "volume_auroc_high": high,  # its 95% interval
                        "healthy_fpr": anomaly.false_positive_rate(healthy_scores, threshold),
                        "lesioned_flagged": anomaly.false_positive_rate(lesion_scores, threshold),
                        "score_threshold": threshold}
+        # each scan's score, lesioned copies copy by copy (test scan i's copy k at k * n_test + i): to audit a verdict
+        out["scores"][method] = {"healthy": healthy_scores.tolist(), "lesioned": lesion_scores.tolist()}
         if method == "vae":
             out["_overlay"] = ([{"label": f"test {i}", "image": lesioned[i, 0].numpy(), "map": m_les[i, 0].numpy(),
                                  "mask": masks[i, 0].numpy()} for i in range(min(3, len(test)))],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 from mlflow.tracking import MlflowClient
 
 from flows.evaluate import evaluate_flow
@@ -37,6 +38,13 @@ def test_evaluation_writes_every_table_and_logs_to_mlflow(trained):
         m = results["anomaly"][method]
         assert 0.0 <= m["voxel_auprc"] <= 1.0 and 0.0 <= m["volume_auroc"] <= 1.0 and 0.0 <= m["best_dice"] <= 1.0
         assert m["volume_auroc_low"] <= m["volume_auroc"] <= m["volume_auroc_high"]  # its interval
+    # each test scan lesioned anomaly.COPIES times, and each scan's score kept to audit the verdicts with
+    ano, n_test = results["anomaly"], results["n_test"]
+    assert ano["lesioned_copies"] == 3 and f"3 times, other lesions each time ({3 * n_test} lesioned copies)" in md
+    for method in ("vae", "vae_residual", "atlas_deviation"):
+        scores = ano["scores"][method]
+        assert len(scores["healthy"]) == n_test and len(scores["lesioned"]) == 3 * n_test
+        assert ano[method]["healthy_fpr"] == np.mean(np.array(scores["healthy"]) > ano[method]["score_threshold"])
     vae = results["anomaly"]["vae"]
     assert f"{vae['volume_auroc']:.3f} [{vae['volume_auroc_low']:.2f}, {vae['volume_auroc_high']:.2f}]" in md
     # thresholds set as the version's were (the fixture's train.anomaly.fpr_confidence), and the report says how

@@ -38,6 +38,12 @@ def test_the_auroc_interval_holds_the_auroc_and_narrows_with_more_scans():
     assert volume_auroc(tied, against) == roc_auc_score([0] * 4 + [1] * 4, [*tied, *against]) == 9.5 / 16
     assert volume_auroc(healthy, lesioned) == pytest.approx(roc_auc_score([0] * 14 + [1] * 14, [*healthy, *lesioned]))
     assert all(np.isnan(volume_auroc_interval(healthy[:0], lesioned)))  # no healthy scan: no interval
+    # three copies of each lesioned scan say less than 42 scans would: counted as the 14 they are, the interval
+    # is the one of 14 + 14 scores that rank alike
+    copies = np.concatenate([lesioned] * 3)
+    assert volume_auroc_interval(healthy, copies, n_lesioned=14) == pytest.approx((low, high))
+    narrow_low, narrow_high = volume_auroc_interval(healthy, copies)
+    assert narrow_high - narrow_low < high - low
 
 
 def test_the_auroc_interval_does_not_collapse_when_every_pair_is_in_order():
@@ -58,3 +64,21 @@ def test_the_auroc_interval_covers_the_true_auroc_about_95_times_in_100(shift):
     covered = [low <= truth <= high for low, high in
                (volume_auroc_interval(rng.normal(0, 1, 14), rng.normal(shift, 1, 14)) for _ in range(800))]
     assert 0.92 <= np.mean(covered) <= 0.99
+
+
+def test_more_lesioned_copies_extend_one_with_other_lesions_each_time():
+    from vae3d.evaluation.anomaly import lesioned_copies
+
+    grid = torch.stack(torch.meshgrid(*[torch.arange(24.0)] * 3, indexing="ij"))
+    ball = (((grid - 11.5) ** 2).sum(0) < 9.0 ** 2).float() * 0.6  # a brain-like ball of tissue
+    scans = torch.stack([ball, ball * 1.1])[:, None]
+    one, one_masks = lesioned_copies(scans, seed=4)
+    three, masks = lesioned_copies(scans, seed=4, copies=3)
+    assert three.shape == (6, 1, 24, 24, 24) and masks.shape == three.shape
+    assert torch.equal(three[:2], one) and torch.equal(masks[:2], one_masks)  # copy 0 is the one copy of before
+    for k in (1, 2):  # each further copy of a scan carries lesions of its own draw
+        assert masks[2 * k].any() and not torch.equal(masks[2 * k], masks[0])
+    changed = (three - scans.repeat(3, 1, 1, 1, 1)).abs() > 1e-6
+    assert (changed & masks.bool()).sum() > 0.5 * masks.sum()  # the masks say where the scans were changed
+    with pytest.raises(ValueError, match="copies must be at least 1"):
+        lesioned_copies(scans, seed=4, copies=0)
