@@ -51,7 +51,7 @@ def test_evaluation_writes_every_table_and_logs_to_mlflow(trained):
     assert results["anomaly"]["calibration"] == {"false_positive_rate": 0.05, "confidence": 0.8,
                                                  "validation_scans": results["n_val"]}
     assert "at most 5% of healthy scans with 80% confidence" in md
-    assert "(Newcombe's score interval, 95%)" in md
+    assert "(Newcombe's score interval, 95%; a scan's copies counted once)" in md
     syn = results["synthesis"]
     assert syn["n"] == 4 and syn["histogram_wasserstein"] >= 0 and 0 < syn["diversity_ssim"] <= 1
     assert isinstance(syn["memorisation"]["n_flagged"], int)

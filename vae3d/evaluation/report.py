@@ -39,13 +39,13 @@ def markdown(results: dict) -> str:
            f"({c['validation_scans']} scans)" if c else "")
     copies = a.get("lesioned_copies", 1)  # results from before the copies: one
     times = "once" if copies == 1 else f"{copies} times, other lesions each time"
+    counted = "; a scan's copies counted once" if copies > 1 else ""  # they share its anatomy
     lines += ["", "## Anomaly detection (synthetic lesions in held-out anatomy)", "",
               f"Lesions: {a.get('lesions', {})}, drawn into each test scan {times} ({copies * r['n_test']} lesioned "
               f"copies). Each map's score threshold is calibrated on the healthy validation scans{how}; the "
               "false-positive rate is that of the healthy test scans at it. In brackets: "
-              "the volume AUROC's 95% interval over the healthy and the lesioned test scans (a scan's copies "
-              "counted once) "
-              f"({a.get('auroc_interval', 'bootstrap')}).", "",
+              "the volume AUROC's 95% interval over the healthy and the lesioned test scans "
+              f"({a.get('auroc_interval', 'bootstrap')}{counted}).", "",
               "| method | voxel AUPRC | best Dice | volume AUROC | healthy test flagged | lesioned test flagged |",
               "|---|---|---|---|---|---|"]
     for method in ("vae", "vae_normalised", "vae_residual", "atlas_deviation"):
