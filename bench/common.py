@@ -253,10 +253,10 @@ def restorer_bench_result(minutes: float, n: int, d: dict, lesioned: torch.Tenso
 
 def lesioned_thrice(d: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The held-out scans of ``anomaly_dev_data`` ``d`` lesioned three times (seeds 1, 2, 3), and the masks."""
-    from vae3d.evaluation.anomaly import lesioned_copies
+    from vae3d.evaluation.anomaly import lesioned_draws
 
-    copies = [(d["lesioned"], d["masks"]), lesioned_copies(d["held"], seed=2), lesioned_copies(d["held"], seed=3)]
-    return torch.cat([c[0] for c in copies]), torch.cat([c[1] for c in copies])
+    lesioned, masks = lesioned_draws(d["held"], [2, 3])  # seed 1's are d's own
+    return torch.cat([d["lesioned"], lesioned]), torch.cat([d["masks"], masks])
 
 
 def dev_restorations(restorer, d: dict, lesioned: torch.Tensor) -> tuple[torch.Tensor, ...]:

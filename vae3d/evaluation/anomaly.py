@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from monai.metrics import compute_dice
@@ -20,16 +22,15 @@ LESIONS = {"n_range": (1, 3), "radius_range": (1.5, 5.0), "contrast_range": (0.2
 COPIES = 3
 
 
-def lesioned_copies(volumes: torch.Tensor, seed: int, lesions: dict | None = None, copies: int = 1):
+def lesioned_draws(volumes: torch.Tensor, seeds: Sequence[int], lesions: dict | None = None):
     """Each volume with lesions inside the brain (``LESIONS`` by default; ``insert_lesions``'s
-    arguments), ``copies`` times with other lesions. Returns (lesioned (copies*B,1,D,H,W), masks
-    (copies*B,1,D,H,W) uint8), copy by copy: the first B are the one copy ``copies=1`` draws, so a
-    result with more copies extends one with fewer."""
-    if copies < 1:
-        raise ValueError(f"copies must be at least 1, got {copies}")
+    arguments), once per seed in ``seeds``, each draw's lesions from its own seed. Returns (lesioned
+    (len(seeds)*B,1,D,H,W), masks (len(seeds)*B,1,D,H,W) uint8), draw by draw."""
+    if not len(seeds):
+        raise ValueError("lesioned copies need at least one seed, got none")
     out, masks = [], []
-    for k in range(copies):
-        rng = np.random.default_rng(seed if k == 0 else derive_seed(seed, "lesioned-copy", k))
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
         for v in volumes:
             arr = v[0].numpy()
             brain = arr > 0.35
@@ -37,6 +38,16 @@ def lesioned_copies(volumes: torch.Tensor, seed: int, lesions: dict | None = Non
             out.append(np.clip(image, 0, 1))
             masks.append(mask)
     return torch.from_numpy(np.stack(out)[:, None]).float(), torch.from_numpy(np.stack(masks)[:, None])
+
+
+def lesioned_copies(volumes: torch.Tensor, seed: int, lesions: dict | None = None, copies: int = 1):
+    """``lesioned_draws`` ``copies`` times under one ``seed``: (lesioned (copies*B,1,D,H,W), masks), copy
+    by copy. The first B are the one copy ``copies=1`` draws, so a result with more copies extends one
+    with fewer."""
+    if copies < 1:
+        raise ValueError(f"copies must be at least 1, got {copies}")
+    return lesioned_draws(volumes, [seed, *(derive_seed(seed, "lesioned-copy", k) for k in range(1, copies))],
+                          lesions)
 
 
 def atlas_deviation(volumes: torch.Tensor, healthy_mean: torch.Tensor, mask_threshold: float = 0.05) -> torch.Tensor:

@@ -101,14 +101,13 @@ def choose_restorer(candidates: Mapping[str, VAE3D], val: torch.Tensor, seed: in
     Raises:
         ValueError: fewer than ``MIN_SCANS`` validation scans, or no candidate.
     """
-    from vae3d.evaluation.anomaly import lesioned_copies
+    from vae3d.evaluation.anomaly import lesioned_draws
 
     if len(val) < MIN_SCANS or not candidates:
         raise ValueError(f"choosing a restorer needs {MIN_SCANS} validation scans and a candidate, got "
                          f"{len(val)} and {len(candidates)}")
     val = val[:MAX_SCANS]
-    copies = [lesioned_copies(val, derive_seed(seed, "restorer-choice", k)) for k in range(COPIES)]
-    lesioned, masks = torch.cat([c[0] for c in copies]), torch.cat([c[1] for c in copies])
+    lesioned, masks = lesioned_draws(val, [derive_seed(seed, "restorer-choice", k) for k in range(COPIES)])
     figures = {}
     for name, model in candidates.items():
         restored = reconstruct_all(model, torch.cat([val, lesioned]), mirror=anomaly.MIRROR_AVERAGED)

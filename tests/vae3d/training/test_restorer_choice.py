@@ -11,7 +11,7 @@ import torch
 
 from vae3d.checkpoint import load_checkpoint, save_checkpoint
 from vae3d.config import TrainConfig
-from vae3d.evaluation.anomaly import lesioned_copies, volume_auroc
+from vae3d.evaluation.anomaly import lesioned_draws, volume_auroc
 from vae3d.model import load_model
 from vae3d.training import TrainResult, build_model
 from vae3d.training.restorer import SHIPPED, Trained, choose_weights
@@ -37,8 +37,7 @@ def test_the_smooth_auroc_tells_apart_what_the_plain_one_ties_at_one():
 
 def test_a_restorer_that_repairs_a_lesion_beats_one_that_gives_it_back():
     val = _scans(MIN_SCANS)
-    copies = [lesioned_copies(val, seed) for seed in (1, 2)]
-    lesioned, masks = torch.cat([c[0] for c in copies]), torch.cat([c[1] for c in copies])
+    lesioned, masks = lesioned_draws(val, [1, 2])
     g = torch.Generator().manual_seed(5)
     err = lambda x: x + 0.01 * torch.randn(x.shape, generator=g)  # every restorer errs a little
     restored = err(val)
